@@ -1,0 +1,54 @@
+# openstack-autoscaler. `make demo` and `make test` are all a newcomer needs (see README.md).
+SHELL := /bin/bash
+GO ?= go
+PKGS := ./...
+
+.PHONY: demo down test test-unit e2e bench lint deps generate world-up world-status
+
+## demo: bring up the local world (OpenStack + Kubernetes) and show the product working in it
+demo:
+	e2e/world/world.sh up
+	e2e/demo.sh
+
+## down: stop everything the world and the demo started (by recorded PID)
+down:
+	e2e/world/world.sh down
+
+## test: what CI runs: lint, unit tests, then the end-to-end suite in the local world
+test: lint test-unit e2e
+
+## test-unit: unit tests (no world needed)
+test-unit: deps
+	OSA_REQUIRE_PROTOC=1 $(GO) test -count=1 $(PKGS)
+
+## e2e: end-to-end tests in the local world (started, and stopped afterwards, if not running)
+e2e:
+	e2e/run.sh -v
+
+## bench: Go benchmarks (results and commands are recorded in docs/benchmarks.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## lint: gofmt and go vet (with and without the e2e build tag)
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./e2e/...
+
+## deps: Debian packages the unit tests need (protoc checks the generated gRPC code)
+deps:
+	@for p in protobuf-compiler libprotobuf-dev; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; fi
+
+## generate: regenerate the gRPC code from cloudprovider/externalgrpc/externalgrpc.proto
+generate: deps
+	$(GO) generate ./cloudprovider/externalgrpc
+
+world-up:
+	e2e/world/world.sh up
+
+world-status:
+	e2e/world/world.sh status

@@ -1,0 +1,376 @@
+// Package config is the provider's configuration file: the cloud to use, the cluster's name, and
+// its node groups. Load validates everything at start and names the field and the fix in every
+// error.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"text/template"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is the whole file.
+type Config struct {
+	Cloud       Cloud  `json:"cloud"`
+	ClusterName string `json:"clusterName"`
+	// RefreshInterval is the longest the provider's view of OpenStack may be old; one listing
+	// per service is made per interval, whatever the number of nodes. Default 10s.
+	RefreshInterval Duration     `json:"refreshInterval,omitempty"`
+	NodeGroups      []NodeGroup  `json:"nodeGroups"`
+	AutoDiscovery   AutoDiscover `json:"autoDiscovery,omitempty"`
+	// Pricing of pods for the price expander: price per core-hour and per GiB-hour of requests.
+	PodPricing PodPricing `json:"podPricing,omitempty"`
+}
+
+// Cloud names an entry of clouds.yaml.
+type Cloud struct {
+	// CloudsFile is the path of clouds.yaml (default: the usual search path).
+	CloudsFile string `json:"cloudsFile,omitempty"`
+	// Name is the cloud's key under "clouds:".
+	Name string `json:"name"`
+	// Region overrides the cloud's region_name.
+	Region string `json:"region,omitempty"`
+}
+
+// Backend is how a node group's servers are made.
+type Backend string
+
+const (
+	// BackendNova creates and deletes servers directly.
+	BackendNova Backend = "nova"
+	// BackendHeat resizes a Heat stack holding an OS::Heat::ResourceGroup of servers.
+	BackendHeat Backend = "heat"
+)
+
+// NodeGroup is one group of identical nodes.
+type NodeGroup struct {
+	Name    string  `json:"name"`
+	Backend Backend `json:"backend"`
+	MinSize int     `json:"minSize"`
+	MaxSize int     `json:"maxSize"`
+	// Labels and Taints are what the group's nodes register with (passed to user-data, and
+	// shown in the scale-up template).
+	Labels map[string]string `json:"labels,omitempty"`
+	Taints []corev1.Taint    `json:"taints,omitempty"`
+	// Reserved is subtracted from capacity to give allocatable (system + kube reservations).
+	Reserved map[string]string `json:"reserved,omitempty"`
+	// MaxPods is the kubelet's --max-pods on these nodes (default 110).
+	MaxPods int `json:"maxPods,omitempty"`
+	// PricePerHour of one node, for the price expander.
+	PricePerHour float64 `json:"pricePerHour,omitempty"`
+	// Options override the autoscaler's defaults for this group.
+	Options Options `json:"options,omitempty"`
+	Nova    *Nova   `json:"nova,omitempty"`
+	Heat    *Heat   `json:"heat,omitempty"`
+}
+
+// Nova is the server template of a nova-backed group.
+type Nova struct {
+	Flavor string `json:"flavor"`
+	// Image is a Glance image name or ID.
+	Image string `json:"image"`
+	// Networks the servers attach to; empty means no network (networks "none").
+	Networks         []Network         `json:"networks,omitempty"`
+	SecurityGroups   []string          `json:"securityGroups,omitempty"`
+	KeyName          string            `json:"keyName,omitempty"`
+	ServerGroup      string            `json:"serverGroup,omitempty"`
+	AvailabilityZone string            `json:"availabilityZone,omitempty"`
+	BootVolumeSize   int               `json:"bootVolumeSize,omitempty"`
+	BootVolumeType   string            `json:"bootVolumeType,omitempty"`
+	Metadata         map[string]string `json:"metadata,omitempty"`
+	// UserData is a Go text/template rendered per server with .ClusterName, .NodeGroup,
+	// .ServerName, .Labels (map) and .Taints (list); the result is cloud-init user-data.
+	UserData string `json:"userData,omitempty"`
+}
+
+// Network is one NIC: a network UUID, or an existing port.
+type Network struct {
+	UUID    string `json:"uuid,omitempty"`
+	Port    string `json:"port,omitempty"`
+	FixedIP string `json:"fixedIP,omitempty"`
+}
+
+// Heat identifies a node group's stack.
+type Heat struct {
+	// Stack is the stack's name or ID.
+	Stack string `json:"stack"`
+	// CountParameter is the stack parameter that sets the ResourceGroup's count (default "count").
+	CountParameter string `json:"countParameter,omitempty"`
+	// RemovalParameter is the stack parameter the ResourceGroup's removal_policies resource_list
+	// takes (default "removal"); exactly the named members are removed when the group shrinks.
+	RemovalParameter string `json:"removalParameter,omitempty"`
+	// ResourceGroup is the name of the ResourceGroup resource in the stack (default: the only one).
+	ResourceGroup string `json:"resourceGroup,omitempty"`
+	// Flavor of the members, for the scale-up template (default: the stack parameter "flavor").
+	Flavor string `json:"flavor,omitempty"`
+}
+
+// AutoDiscover finds Heat stacks tagged for the cluster, with no restart.
+type AutoDiscover struct {
+	// HeatStacks discovers stacks tagged "k8s.io/cluster-autoscaler/enabled" and
+	// "k8s.io/cluster-autoscaler/<clusterName>"; bounds come from the tags
+	// "k8s.io/cluster-autoscaler/min=<n>" and "k8s.io/cluster-autoscaler/max=<n>".
+	HeatStacks bool `json:"heatStacks,omitempty"`
+}
+
+// PodPricing prices pod requests.
+type PodPricing struct {
+	PerCoreHour float64 `json:"perCoreHour,omitempty"`
+	PerGiBHour  float64 `json:"perGiBHour,omitempty"`
+}
+
+// Options are per-group overrides of cluster-autoscaler's options (zero means "use the default").
+type Options struct {
+	ScaleDownUtilizationThreshold    float64  `json:"scaleDownUtilizationThreshold,omitempty"`
+	ScaleDownGpuUtilizationThreshold float64  `json:"scaleDownGpuUtilizationThreshold,omitempty"`
+	ScaleDownUnneededTime            Duration `json:"scaleDownUnneededTime,omitempty"`
+	ScaleDownUnreadyTime             Duration `json:"scaleDownUnreadyTime,omitempty"`
+	MaxNodeProvisionTime             Duration `json:"maxNodeProvisionTime,omitempty"`
+	MaxNodeStartupTime               Duration `json:"maxNodeStartupTime,omitempty"`
+	ZeroOrMaxNodeScaling             bool     `json:"zeroOrMaxNodeScaling,omitempty"`
+	IgnoreDaemonSetsUtilization      bool     `json:"ignoreDaemonSetsUtilization,omitempty"`
+}
+
+// Duration is a time.Duration written as "10s", "5m".
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON reads "10s"-style durations.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		d.Duration = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write it like 30s, 5m or 1h)", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes "10s"-style durations.
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.Duration.String() + `"`), nil }
+
+// Load reads and validates a config file.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	c, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse parses and validates config text; unknown fields are errors (a typo must not be
+// silently ignored).
+func Parse(raw []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
+		return nil, fmt.Errorf("parsing: %w", err)
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.RefreshInterval.Duration == 0 {
+		c.RefreshInterval.Duration = 10 * time.Second
+	}
+	for i := range c.NodeGroups {
+		if h := c.NodeGroups[i].Heat; h != nil {
+			h.SetDefaults()
+		}
+	}
+}
+
+// SetDefaults fills the stack parameter names.
+func (h *Heat) SetDefaults() {
+	if h.CountParameter == "" {
+		h.CountParameter = "count"
+	}
+	if h.RemovalParameter == "" {
+		h.RemovalParameter = "removal"
+	}
+}
+
+var groupName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// Validate checks the whole config and reports every problem found, one per line.
+func (c *Config) Validate() error {
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	if c.Cloud.Name == "" {
+		bad("cloud.name is empty: set it to the entry of clouds.yaml to use (the key under \"clouds:\")")
+	}
+	if c.Cloud.CloudsFile != "" {
+		if _, err := os.Stat(c.Cloud.CloudsFile); err != nil {
+			bad("cloud.cloudsFile %q: %v: point it at the clouds.yaml file", c.Cloud.CloudsFile, err)
+		}
+	}
+	if c.ClusterName == "" {
+		bad("clusterName is empty: set a name unique among the clusters of this OpenStack project (servers are tagged with it)")
+	} else if !groupName.MatchString(c.ClusterName) {
+		bad("clusterName %q: use lower-case letters, digits and '-', at most 63 characters", c.ClusterName)
+	}
+	if c.RefreshInterval.Duration < time.Second {
+		bad("refreshInterval %s: use at least 1s (OpenStack is listed once per interval)", c.RefreshInterval.Duration)
+	}
+	if len(c.NodeGroups) == 0 && !c.AutoDiscovery.HeatStacks {
+		bad("nodeGroups is empty and autoDiscovery.heatStacks is off: declare at least one node group or turn discovery on")
+	}
+	seen := map[string]bool{}
+	for i, g := range c.NodeGroups {
+		field := fmt.Sprintf("nodeGroups[%d]", i)
+		if g.Name != "" {
+			field = fmt.Sprintf("nodeGroups[%d] (%s)", i, g.Name)
+		}
+		for _, e := range g.validate() {
+			bad("%s.%s", field, e)
+		}
+		if seen[g.Name] {
+			bad("%s.name: %q is used by another group: names must be unique", field, g.Name)
+		}
+		seen[g.Name] = true
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+func (g NodeGroup) validate() []string {
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	if !groupName.MatchString(g.Name) {
+		bad("name %q: use lower-case letters, digits and '-', at most 63 characters", g.Name)
+	}
+	if g.MinSize < 0 {
+		bad("minSize %d: must be 0 or more", g.MinSize)
+	}
+	if g.MaxSize < 1 {
+		bad("maxSize %d: must be at least 1", g.MaxSize)
+	}
+	if g.MinSize > g.MaxSize {
+		bad("minSize %d is above maxSize %d: lower minSize or raise maxSize", g.MinSize, g.MaxSize)
+	}
+	for k, v := range g.Labels {
+		for _, msg := range validation.IsQualifiedName(k) {
+			bad("labels: key %q: %s", k, msg)
+		}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			bad("labels[%s]: value %q: %s", k, v, msg)
+		}
+	}
+	for i, t := range g.Taints {
+		if len(validation.IsQualifiedName(t.Key)) > 0 {
+			bad("taints[%d].key %q: not a valid taint key", i, t.Key)
+		}
+		switch t.Effect {
+		case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		default:
+			bad("taints[%d].effect %q: use NoSchedule, PreferNoSchedule or NoExecute", i, t.Effect)
+		}
+	}
+	if _, err := g.ReservedResources(); err != nil {
+		bad("%v", err)
+	}
+	if g.MaxPods < 0 {
+		bad("maxPods %d: must be positive (or omitted for 110)", g.MaxPods)
+	}
+	if g.PricePerHour < 0 {
+		bad("pricePerHour %v: must not be negative", g.PricePerHour)
+	}
+	switch g.Backend {
+	case BackendNova:
+		if g.Nova == nil {
+			bad("nova: missing: a nova group needs nova.flavor and nova.image")
+			break
+		}
+		if g.Heat != nil {
+			bad("heat: set for a nova group: remove it or set backend: heat")
+		}
+		if g.Nova.Flavor == "" {
+			bad("nova.flavor is empty: name the flavor of the group's servers (openstack flavor list)")
+		}
+		if g.Nova.Image == "" {
+			bad("nova.image is empty: name the Glance image (name or ID) the servers boot")
+		}
+		if g.Nova.BootVolumeSize < 0 {
+			bad("nova.bootVolumeSize %d: GiB, 0 to boot from the image", g.Nova.BootVolumeSize)
+		}
+		for i, n := range g.Nova.Networks {
+			if (n.UUID == "") == (n.Port == "") {
+				bad("nova.networks[%d]: set exactly one of uuid or port", i)
+			}
+		}
+		if g.Nova.UserData != "" {
+			if _, err := template.New("userData").Option("missingkey=error").Parse(g.Nova.UserData); err != nil {
+				bad("nova.userData: %v", err)
+			}
+		}
+	case BackendHeat:
+		if g.Heat == nil || g.Heat.Stack == "" {
+			bad("heat.stack is empty: name the stack (name or ID) holding the group's ResourceGroup")
+		}
+		if g.Nova != nil {
+			bad("nova: set for a heat group: the stack's template defines the servers; remove it or set backend: nova")
+		}
+	default:
+		bad("backend %q: use nova or heat", g.Backend)
+	}
+	return errs
+}
+
+// ReservedResources parses Reserved.
+func (g NodeGroup) ReservedResources() (corev1.ResourceList, error) {
+	out := corev1.ResourceList{}
+	for name, value := range g.Reserved {
+		q, err := resource.ParseQuantity(value)
+		if err != nil {
+			return nil, fmt.Errorf("reserved.%s %q: not a quantity (write it like 500m or 1Gi)", name, value)
+		}
+		out[corev1.ResourceName(name)] = q
+	}
+	return out, nil
+}
+
+// UserDataInput is what a group's user-data template can use.
+type UserDataInput struct {
+	ClusterName string
+	NodeGroup   string
+	ServerName  string
+	Labels      map[string]string
+	Taints      []corev1.Taint
+}
+
+// RenderUserData renders the group's user-data for one server.
+func (g NodeGroup) RenderUserData(in UserDataInput) (string, error) {
+	if g.Nova == nil || g.Nova.UserData == "" {
+		return "", nil
+	}
+	t, err := template.New("userData").Option("missingkey=error").Parse(g.Nova.UserData)
+	if err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, in); err != nil {
+		return "", fmt.Errorf("node group %q: rendering nova.userData: %w", g.Name, err)
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,45 @@
+// Package membership says which Nova servers belong to which node group. Membership is recorded
+// in the server's own metadata and nowhere else, so it survives restarts of the provider and is
+// visible to operators (`openstack server show`).
+package membership
+
+// Metadata keys set on every server the provider creates (and by Heat templates of node groups).
+// Nova allows letters, digits and "-_:. " in metadata keys, so the keys use ":" as separator.
+const (
+	ClusterKey   = "openstack-autoscaler:cluster"
+	NodeGroupKey = "openstack-autoscaler:node-group"
+)
+
+// ProviderIDPrefix is how cloud-provider-openstack writes node.spec.providerID:
+// openstack:///<nova-server-uuid>.
+const ProviderIDPrefix = "openstack:///"
+
+// Of returns the node group a server's metadata places it in for the given cluster.
+func Of(metadata map[string]string, cluster string) (group string, ok bool) {
+	if metadata[ClusterKey] != cluster {
+		return "", false
+	}
+	group = metadata[NodeGroupKey]
+	return group, group != ""
+}
+
+// Metadata returns the metadata that marks a server as a member of group in cluster.
+func Metadata(cluster, group string) map[string]string {
+	return map[string]string{ClusterKey: cluster, NodeGroupKey: group}
+}
+
+// ProviderID is the Kubernetes providerID of a Nova server.
+func ProviderID(serverID string) string { return ProviderIDPrefix + serverID }
+
+// ServerID extracts the Nova server UUID from a providerID; ok is false for providerIDs of
+// other clouds or malformed ones.
+func ServerID(providerID string) (id string, ok bool) {
+	if len(providerID) <= len(ProviderIDPrefix) || providerID[:len(ProviderIDPrefix)] != ProviderIDPrefix {
+		return "", false
+	}
+	return providerID[len(ProviderIDPrefix):], true
+}
+
+// NodeGroupLabel is the Kubernetes label every node of a group carries (set through the
+// group's user-data on real nodes), so the scheduler and operators can select a group.
+const NodeGroupLabel = "openstack-autoscaler.io/node-group"

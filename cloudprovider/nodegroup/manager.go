@@ -1,0 +1,200 @@
+package nodegroup
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+)
+
+// Source takes a snapshot of OpenStack: one server listing (and one stack listing when Heat is
+// in use), whatever the number of nodes and groups.
+type Source interface {
+	Snapshot(ctx context.Context) (*Snapshot, error)
+}
+
+// Manager owns the node groups and refreshes them from OpenStack in the background.
+type Manager struct {
+	source   Source
+	interval time.Duration
+	// Discover, when set, returns groups found in a snapshot (tagged Heat stacks); groups it no
+	// longer returns are dropped, configured groups are never dropped.
+	Discover func(ctx context.Context, snap *Snapshot, known map[string]Group) []Group
+	// OnRefresh, when set, is called after each refresh with its outcome (metrics).
+	OnRefresh func(took time.Duration, err error)
+
+	mu          sync.RWMutex
+	configured  map[string]Group
+	discovered  map[string]Group
+	lastRefresh time.Time
+	lastErr     error
+	kick        chan struct{}
+	refreshMu   sync.Mutex
+}
+
+// NewManager manages the configured groups.
+func NewManager(source Source, interval time.Duration, groups []Group) *Manager {
+	m := &Manager{source: source, interval: interval, configured: map[string]Group{}, discovered: map[string]Group{},
+		kick: make(chan struct{}, 1)}
+	for _, g := range groups {
+		m.configured[g.ID()] = g
+	}
+	return m
+}
+
+// Start makes the first refresh (so the first calls are answered from real state) and then
+// refreshes every interval, or sooner when Refresh asks, until ctx ends.
+func (m *Manager) Start(ctx context.Context) error {
+	if err := m.refresh(ctx); err != nil {
+		return fmt.Errorf("first look at OpenStack: %w", err)
+	}
+	go func() {
+		ticker := time.NewTicker(m.interval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			case <-m.kick:
+			}
+			if err := m.refresh(ctx); err != nil {
+				klog.ErrorS(err, "refreshing node groups from OpenStack; serving the previous state")
+			}
+		}
+	}()
+	return nil
+}
+
+// Refresh asks for a background refresh if the state is older than the interval; it never
+// waits for OpenStack. It returns the last refresh's error, if any.
+func (m *Manager) Refresh() error {
+	m.mu.RLock()
+	stale, err := time.Since(m.lastRefresh) >= m.interval, m.lastErr
+	m.mu.RUnlock()
+	if stale {
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// LastRefresh is when the state was last refreshed.
+func (m *Manager) LastRefresh() time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.lastRefresh
+}
+
+func (m *Manager) refresh(ctx context.Context) error {
+	m.refreshMu.Lock()
+	defer m.refreshMu.Unlock()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 2*m.interval+30*time.Second)
+	defer cancel()
+	snap, err := m.source.Snapshot(ctx)
+	if err == nil {
+		if m.Discover != nil {
+			m.mu.RLock()
+			known := map[string]Group{}
+			for id, g := range m.discovered {
+				known[id] = g
+			}
+			m.mu.RUnlock()
+			found := map[string]Group{}
+			for _, g := range m.Discover(ctx, snap, known) {
+				if _, clash := m.configured[g.ID()]; clash {
+					klog.InfoS("discovered stack has the name of a configured group; the configured one wins", "group", g.ID())
+					continue
+				}
+				found[g.ID()] = g
+			}
+			m.mu.Lock()
+			m.discovered = found
+			m.mu.Unlock()
+		}
+		var wg sync.WaitGroup
+		var errMu sync.Mutex
+		for _, g := range m.all() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if gErr := g.Observe(ctx, snap); gErr != nil {
+					errMu.Lock()
+					err = fmt.Errorf("node group %q: %w", g.ID(), gErr)
+					errMu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	m.mu.Lock()
+	if err == nil {
+		m.lastRefresh = time.Now()
+	}
+	m.lastErr = err
+	m.mu.Unlock()
+	if m.OnRefresh != nil {
+		m.OnRefresh(time.Since(start), err)
+	}
+	return err
+}
+
+func (m *Manager) all() []Group {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Group, 0, len(m.configured)+len(m.discovered))
+	for _, g := range m.configured {
+		out = append(out, g)
+	}
+	for _, g := range m.discovered {
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// Groups lists every group, configured and discovered, sorted by id.
+func (m *Manager) Groups() []Group { return m.all() }
+
+// Group finds a group by id.
+func (m *Manager) Group(id string) (Group, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if g, ok := m.configured[id]; ok {
+		return g, nil
+	}
+	if g, ok := m.discovered[id]; ok {
+		return g, nil
+	}
+	return nil, fmt.Errorf("node group %q: %w", id, ErrNotFound)
+}
+
+// GroupForProviderID returns the group whose member the node is, or nil for nodes that are not
+// ours (other clouds, the control plane, servers of other groups or clusters).
+func (m *Manager) GroupForProviderID(providerID string) Group {
+	serverID, ok := membership.ServerID(providerID)
+	if !ok {
+		return nil
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, g := range m.configured {
+		if g.HasServer(serverID) {
+			return g
+		}
+	}
+	for _, g := range m.discovered {
+		if g.HasServer(serverID) {
+			return g
+		}
+	}
+	return nil
+}

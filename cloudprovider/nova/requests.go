@@ -1,0 +1,193 @@
+package nova
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/keypairs"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"k8s.io/klog/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+)
+
+// callTimeout bounds one OpenStack call made in the background.
+const callTimeout = 30 * time.Second
+
+// CreateOpts builds the server request of one new member.
+func (g *Group) CreateOpts(name string) (servers.CreateOptsBuilder, servers.SchedulerHintOptsBuilder, error) {
+	n := g.cfg.Nova
+	metadata := map[string]string{}
+	for k, v := range n.Metadata {
+		metadata[k] = v
+	}
+	for k, v := range membership.Metadata(g.cluster, g.cfg.Name) {
+		metadata[k] = v
+	}
+	userData, err := g.cfg.RenderUserData(config.UserDataInput{
+		ClusterName: g.cluster, NodeGroup: g.cfg.Name, ServerName: name, Labels: g.cfg.Labels, Taints: g.cfg.Taints,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := servers.CreateOpts{
+		Name: name, ImageRef: g.imageID, FlavorRef: g.flavorID, Metadata: metadata,
+		SecurityGroups: n.SecurityGroups, AvailabilityZone: n.AvailabilityZone, UserData: []byte(userData),
+		Networks: "none",
+	}
+	if len(n.Networks) > 0 {
+		nets := make([]servers.Network, len(n.Networks))
+		for i, net := range n.Networks {
+			nets[i] = servers.Network{UUID: net.UUID, Port: net.Port, FixedIP: net.FixedIP}
+		}
+		opts.Networks = nets
+	}
+	if n.BootVolumeSize > 0 {
+		opts.ImageRef = ""
+		opts.BlockDevice = []servers.BlockDevice{{
+			UUID: g.imageID, SourceType: servers.SourceImage, DestinationType: servers.DestinationVolume,
+			VolumeSize: n.BootVolumeSize, VolumeType: n.BootVolumeType, DeleteOnTermination: true, BootIndex: 0,
+		}}
+	}
+	var builder servers.CreateOptsBuilder = opts
+	if n.KeyName != "" {
+		builder = keypairs.CreateOptsExt{CreateOptsBuilder: opts, KeyName: n.KeyName}
+	}
+	var hints servers.SchedulerHintOptsBuilder
+	if n.ServerGroup != "" {
+		hints = servers.SchedulerHintOpts{Group: n.ServerGroup}
+	}
+	return builder, hints, nil
+}
+
+// create makes one server. A POST that fails in a way that may have created the server anyway
+// (timeout, 5xx) is not repeated blindly: the server is looked up by its unique name first.
+func (g *Group) create(name string) {
+	defer g.inflight.Done()
+	g.sem <- struct{}{}
+	defer func() { <-g.sem }()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
+	defer cancel()
+	opts, hints, err := g.CreateOpts(name)
+	var server *servers.Server
+	if err == nil {
+		err = g.backoff.Retry(ctx, "create server", func(ctx context.Context) error {
+			if existing, lookErr := g.findByName(ctx, name); lookErr == nil && existing != nil {
+				server = existing // an earlier attempt did create it
+				return nil
+			}
+			var createErr error
+			server, createErr = servers.Create(ctx, g.compute, opts, hints).Extract()
+			return createErr
+		})
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.creating, name)
+	if err != nil {
+		info := CreateError(err)
+		g.failed[g.placeholder(name)] = info
+		g.events.ServerCreateFailed(g.cfg.Name, info.Class)
+		klog.ErrorS(err, "creating server failed", "group", g.cfg.Name, "server", name, "class", info.Class)
+		return
+	}
+	if _, listed := g.members[server.ID]; !listed {
+		server.Name, server.Status, server.Metadata = name, "BUILD", membership.Metadata(g.cluster, g.cfg.Name)
+		g.members[server.ID] = &member{server: *server, knownSince: time.Now()}
+	}
+	g.events.ServerCreated(g.cfg.Name)
+	klog.InfoS("server created", "group", g.cfg.Name, "server", name, "id", server.ID)
+}
+
+func (g *Group) findByName(ctx context.Context, name string) (*servers.Server, error) {
+	pages, err := servers.List(g.compute, servers.ListOpts{Name: "^" + name + "$"}).AllPages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	found, err := servers.ExtractServers(pages)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}
+
+// delete deletes one member's server after checking, on a fresh read, that it still is one.
+func (g *Group) delete(id string) {
+	defer g.inflight.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
+	defer cancel()
+	err := g.backoff.Retry(ctx, "delete server", func(ctx context.Context) error {
+		s, err := servers.Get(ctx, g.compute, id).Extract()
+		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if group, ok := membership.Of(s.Metadata, g.cluster); !ok || group != g.cfg.Name {
+			return fmt.Errorf("server %s (%s) is no longer tagged as a member of node group %q: not deleting it: %w",
+				id, s.Name, g.cfg.Name, nodegroup.ErrNotMember)
+		}
+		err = servers.Delete(ctx, g.compute, id).ExtractErr()
+		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		g.events.ServerDeleteFailed(g.cfg.Name)
+		klog.ErrorS(err, "deleting server failed; it is tried again later", "group", g.cfg.Name, "server", id)
+		if errors.Is(err, nodegroup.ErrNotMember) {
+			g.mu.Lock()
+			delete(g.deleting, id)
+			delete(g.members, id)
+			g.mu.Unlock()
+		}
+		return
+	}
+	g.events.ServerDeleted(g.cfg.Name)
+	klog.InfoS("server deletion requested", "group", g.cfg.Name, "server", id)
+}
+
+// CreateError classifies a failed server POST for the autoscaler: quota errors are "out of
+// resources" (it then tries another group), anything else "other".
+func CreateError(err error) nodegroup.ErrorInfo {
+	msg := err.Error()
+	var unexpected gophercloud.ErrUnexpectedResponseCode
+	if errors.As(err, &unexpected) {
+		msg = fmt.Sprintf("HTTP %d: %s", unexpected.Actual, strings.TrimSpace(string(unexpected.Body)))
+	}
+	if len(msg) > 500 {
+		msg = msg[:500]
+	}
+	if outOfResources(msg) {
+		return nodegroup.ErrorInfo{Code: "QUOTA_EXCEEDED", Message: msg, Class: nodegroup.OutOfResources}
+	}
+	return nodegroup.ErrorInfo{Code: "CREATE_FAILED", Message: msg, Class: nodegroup.OtherError}
+}
+
+// ServerError classifies a server in ERROR from its fault: "No valid host" and quota faults are
+// "out of resources".
+func ServerError(s servers.Server) nodegroup.ErrorInfo {
+	msg := s.Fault.Message
+	if msg == "" {
+		msg = "server is in ERROR with no fault recorded"
+	}
+	if outOfResources(msg) {
+		return nodegroup.ErrorInfo{Code: "NO_VALID_HOST", Message: msg, Class: nodegroup.OutOfResources}
+	}
+	return nodegroup.ErrorInfo{Code: "SERVER_ERROR", Message: msg, Class: nodegroup.OtherError}
+}
+
+func outOfResources(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "quota exceeded") || strings.Contains(m, "no valid host") ||
+		strings.Contains(m, "exceeded maximum number of retries") || strings.Contains(m, "insufficient")
+}

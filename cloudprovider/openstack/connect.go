@@ -1,0 +1,105 @@
+// Package openstack is the one place that authenticates to OpenStack: it reads clouds.yaml
+// (gophercloud's config/clouds), builds the provider client and the service clients the
+// provider uses, with the compute microversion it needs.
+package openstack
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+
+	"github.com/gophercloud/gophercloud/v2"
+	gopenstack "github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+)
+
+// ComputeMicroversion is the Nova API version requests are made at: 2.79 returns the flavor
+// embedded in servers (2.47: name, vcpus, ram, disk, extra specs), accepts networks "none"
+// (2.37) and tags (2.52), and is served by Nova since Train.
+const ComputeMicroversion = "2.79"
+
+// CloudRef names a cloud in a clouds.yaml file.
+type CloudRef struct {
+	// CloudsFile is the path of clouds.yaml; empty means gophercloud's search path
+	// (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack, /etc/openstack).
+	CloudsFile string
+	// Cloud is the entry under "clouds:".
+	Cloud string
+	// Region overrides the cloud's region_name when set.
+	Region string
+}
+
+// Clients holds authenticated service clients for one cloud and region.
+type Clients struct {
+	Provider      *gophercloud.ProviderClient
+	Compute       *gophercloud.ServiceClient
+	Orchestration *gophercloud.ServiceClient
+	Image         *gophercloud.ServiceClient
+	Region        string
+}
+
+// Connect authenticates with the cloud's credentials (password, token or application
+// credential, as clouds.yaml says) and locates the services in the catalog.
+// Re-authentication on 401 is enabled: tokens expire while the provider runs for months.
+func Connect(ctx context.Context, ref CloudRef, httpClient *http.Client) (*Clients, error) {
+	opts := []clouds.ParseOption{clouds.WithCloudName(ref.Cloud)}
+	if ref.CloudsFile != "" {
+		opts = append(opts, clouds.WithLocations(ref.CloudsFile))
+	}
+	if ref.Region != "" {
+		opts = append(opts, clouds.WithRegion(ref.Region))
+	}
+	authOpts, endpointOpts, tlsConfig, err := clouds.Parse(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cloud %q in %s: %w (check the file and the cloud name)", ref.Cloud, describeFile(ref.CloudsFile), err)
+	}
+	authOpts.AllowReauth = true
+	provider, err := newProvider(ctx, authOpts, tlsConfig, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("cloud %q: authenticating at %s: %w", ref.Cloud, authOpts.IdentityEndpoint, err)
+	}
+	c := &Clients{Provider: provider, Region: endpointOpts.Region}
+	if c.Compute, err = gopenstack.NewComputeV2(provider, endpointOpts); err != nil {
+		return nil, fmt.Errorf("cloud %q: compute (Nova) endpoint: %w", ref.Cloud, err)
+	}
+	c.Compute.Microversion = ComputeMicroversion
+	// Heat and Glance are optional: a cloud without Heat can still run Nova node groups.
+	if c.Orchestration, err = gopenstack.NewOrchestrationV1(provider, endpointOpts); err != nil {
+		c.Orchestration = nil
+	}
+	if c.Image, err = gopenstack.NewImageV2(provider, endpointOpts); err != nil {
+		c.Image = nil
+	}
+	return c, nil
+}
+
+func describeFile(path string) string {
+	if path == "" {
+		return "clouds.yaml (default search path)"
+	}
+	return path
+}
+
+// newProvider authenticates a provider client whose HTTP transport carries the cloud's TLS
+// settings (cacert, cert/key, verify) and, when given, wraps the caller's transport (metrics).
+func newProvider(ctx context.Context, authOpts gophercloud.AuthOptions, tlsConfig *tls.Config, httpClient *http.Client) (*gophercloud.ProviderClient, error) {
+	provider, err := gopenstack.NewClient(authOpts.IdentityEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	client := http.Client{}
+	if httpClient != nil {
+		client = *httpClient
+	}
+	if client.Transport == nil {
+		transport := http.DefaultTransport.(*http.Transport).Clone()
+		transport.TLSClientConfig = tlsConfig
+		client.Transport = transport
+	}
+	provider.HTTPClient = client
+	if err := gopenstack.Authenticate(ctx, provider, authOpts); err != nil {
+		return nil, err
+	}
+	return provider, nil
+}

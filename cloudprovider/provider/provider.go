@@ -1,0 +1,191 @@
+// Package provider assembles the OpenStack cloud provider from its configuration: it checks
+// that every group's flavor and image exist, builds the node groups, and answers the
+// cluster-wide questions (templates, options, prices, GPUs) from memory.
+package provider
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodetemplate"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nova"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
+)
+
+// Provider is the cloud provider behind the gRPC service.
+type Provider struct {
+	Config  *config.Config
+	Clients *openstack.Clients
+	Manager *nodegroup.Manager
+	Metrics *Metrics
+	flavors map[string]nodetemplate.Flavor // by name and by ID
+}
+
+// New checks the configuration against the cloud and builds the node groups.
+func New(ctx context.Context, cfg *config.Config, clients *openstack.Clients, metrics *Metrics) (*Provider, error) {
+	p := &Provider{Config: cfg, Clients: clients, Metrics: metrics}
+	if err := p.loadFlavors(ctx); err != nil {
+		return nil, err
+	}
+	var groups []nodegroup.Group
+	for _, g := range cfg.NodeGroups {
+		switch g.Backend {
+		case config.BackendNova:
+			flavor, ok := p.flavors[g.Nova.Flavor]
+			if !ok {
+				return nil, fmt.Errorf("node group %q: flavor %q not found in region %s: pick one of `openstack flavor list`", g.Name, g.Nova.Flavor, clients.Region)
+			}
+			imageID, err := p.resolveImage(ctx, g.Nova.Image)
+			if err != nil {
+				return nil, fmt.Errorf("node group %q: %w", g.Name, err)
+			}
+			groups = append(groups, nova.New(g, cfg.ClusterName, clients.Compute, imageID, p.flavorID(flavor), metrics))
+		default:
+			return nil, fmt.Errorf("node group %q: backend %q is not available in this build", g.Name, g.Backend)
+		}
+	}
+	p.Manager = nodegroup.NewManager(p, cfg.RefreshInterval.Duration, groups)
+	p.Manager.OnRefresh = metrics.observeRefresh
+	metrics.watch(p.Manager)
+	return p, nil
+}
+
+func (p *Provider) loadFlavors(ctx context.Context) error {
+	pages, err := flavors.ListDetail(p.Clients.Compute, flavors.ListOpts{AccessType: flavors.AllAccess}).AllPages(ctx)
+	if err != nil {
+		return fmt.Errorf("listing flavors: %w", err)
+	}
+	all, err := flavors.ExtractFlavors(pages)
+	if err != nil {
+		return err
+	}
+	p.flavors = map[string]nodetemplate.Flavor{}
+	for _, f := range all {
+		nf := nodetemplate.Flavor{Name: f.Name, VCPUs: f.VCPUs, RAMMiB: f.RAM, DiskGiB: f.Disk, EphemeralGiB: f.Ephemeral,
+			ExtraSpecs: f.ExtraSpecs, ID: f.ID}
+		p.flavors[f.Name] = nf
+		p.flavors[f.ID] = nf
+	}
+	return nil
+}
+
+func (p *Provider) flavorID(f nodetemplate.Flavor) string { return f.ID }
+
+func (p *Provider) resolveImage(ctx context.Context, nameOrID string) (string, error) {
+	if p.Clients.Image == nil {
+		return nameOrID, nil // no Glance in the catalog: Nova resolves the ID itself
+	}
+	if img, err := images.Get(ctx, p.Clients.Image, nameOrID).Extract(); err == nil {
+		return img.ID, nil
+	}
+	pages, err := images.List(p.Clients.Image, images.ListOpts{Name: nameOrID}).AllPages(ctx)
+	if err != nil {
+		return "", fmt.Errorf("looking up image %q: %w", nameOrID, err)
+	}
+	found, err := images.ExtractImages(pages)
+	if err != nil {
+		return "", err
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("image %q not found in region %s: name an image of `openstack image list`", nameOrID, p.Clients.Region)
+	case 1:
+		return found[0].ID, nil
+	}
+	return "", fmt.Errorf("image name %q matches %d images: use the image ID", nameOrID, len(found))
+}
+
+// Snapshot lists the project's servers once (and its stacks, when Heat is in use) and keeps
+// those of the cluster.
+func (p *Provider) Snapshot(ctx context.Context) (*nodegroup.Snapshot, error) {
+	snap := &nodegroup.Snapshot{Started: time.Now()}
+	pages, err := servers.List(p.Clients.Compute, servers.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing servers: %w", err)
+	}
+	all, err := servers.ExtractServers(pages)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range all {
+		if _, ok := membership.Of(s.Metadata, p.Config.ClusterName); ok {
+			snap.Servers = append(snap.Servers, s)
+		}
+	}
+	if p.usesHeat() {
+		pages, err := stacks.List(p.Clients.Orchestration, stacks.ListOpts{}).AllPages(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing stacks: %w", err)
+		}
+		if snap.Stacks, err = stacks.ExtractStacks(pages); err != nil {
+			return nil, err
+		}
+	}
+	return snap, nil
+}
+
+func (p *Provider) usesHeat() bool {
+	if p.Config.AutoDiscovery.HeatStacks {
+		return true
+	}
+	for _, g := range p.Config.NodeGroups {
+		if g.Backend == config.BackendHeat {
+			return true
+		}
+	}
+	return false
+}
+
+// Template is the node a new member of the group would become, for scale-up simulation.
+func (p *Provider) Template(groupID string) (*corev1.Node, error) {
+	g, err := p.Manager.Group(groupID)
+	if err != nil {
+		return nil, err
+	}
+	flavor, ok := p.flavors[g.FlavorName()]
+	if !ok {
+		return nil, fmt.Errorf("node group %q: flavor %q of its servers is unknown: %w", groupID, g.FlavorName(), nodegroup.ErrNotFound)
+	}
+	cfg := g.Config()
+	reserved, err := cfg.ReservedResources()
+	if err != nil {
+		return nil, err
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	spec := nodetemplate.Spec{
+		NodeName: fmt.Sprintf("template-%s-%s", groupID, hex.EncodeToString(suffix)), NodeGroup: groupID, Flavor: flavor,
+		Region: p.Clients.Region, Labels: cfg.Labels, Taints: cfg.Taints, Reserved: reserved, MaxPods: cfg.MaxPods,
+	}
+	if cfg.Nova != nil {
+		spec.Zone, spec.RootVolumeGiB = cfg.Nova.AvailabilityZone, cfg.Nova.BootVolumeSize
+	}
+	return nodetemplate.Node(spec), nil
+}
+
+// GPUTypes are the accelerator types the groups' flavors offer.
+func (p *Provider) GPUTypes() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, g := range p.Manager.Groups() {
+		if f, ok := p.flavors[g.FlavorName()]; ok {
+			if n, kind := f.GPUs(); n > 0 && !seen[kind] {
+				seen[kind] = true
+				out = append(out, kind)
+			}
+		}
+	}
+	return out
+}
