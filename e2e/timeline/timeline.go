@@ -37,6 +37,9 @@ func (r *Recorder) Add(values ...float64) {
 	r.samples = append(r.samples, sample{time.Since(r.start), values})
 }
 
+// Len is the number of samples taken.
+func (r *Recorder) Len() int { return len(r.samples) }
+
 // Event marks a moment (a step of the scenario) on the chart.
 func (r *Recorder) Event(text string) { r.events = append(r.events, event{time.Since(r.start), text}) }
 

@@ -72,7 +72,13 @@ func run(out string) error {
 	fmt.Printf("  . %s; openstack --os-cloud world server list   (needs python3-openstackclient)\n\n", framework.EnvFile())
 	fmt.Println(d.rec.Header())
 
-	step := func(text string) { d.rec.Event(text); fmt.Printf("-- %s\n", text) }
+	step := func(text string) {
+		if d.rec.Len() > 0 {
+			d.hold(10 * time.Second) // each state stays a while, so the chart shows it
+		}
+		d.rec.Event(text)
+		fmt.Printf("-- %s\n", text)
+	}
 	step("boot 2 servers of group demo")
 	var ids []string
 	for i := 0; i < 2; i++ {
@@ -160,10 +166,16 @@ func (d *demo) until(timeout time.Duration, cond func() bool) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("condition not reached within %s", timeout)
+			return fmt.Errorf("not reached within %s", timeout)
 		}
 		time.Sleep(2 * time.Second)
 	}
+}
+
+// hold keeps sampling for a while.
+func (d *demo) hold(duration time.Duration) {
+	end := time.Now().Add(duration)
+	_ = d.until(duration+time.Second, func() bool { return time.Now().After(end) })
 }
 
 func (d *demo) servers() int {
