@@ -189,3 +189,31 @@ func (p *Provider) GPUTypes() []string {
 	}
 	return out
 }
+
+// NodePrice is the price of a node of its group over hours. Template nodes of a scale-up
+// simulation have no providerID; their group label says which group they are of.
+func (p *Provider) NodePrice(providerID string, labels map[string]string, hours float64) (float64, error) {
+	g := p.Manager.GroupForProviderID(providerID)
+	if g == nil {
+		var err error
+		if g, err = p.Manager.Group(labels[membership.NodeGroupLabel]); err != nil {
+			return 0, fmt.Errorf("node %q is in no node group of this provider: %w", providerID, nodegroup.ErrNotFound)
+		}
+	}
+	return g.Config().PricePerHour * hours, nil
+}
+
+// PodPrice prices a pod's requests (sum of its containers, or its largest init container).
+func (p *Provider) PodPrice(pod *corev1.Pod, hours float64) (float64, error) {
+	var cpu, mem float64
+	for _, c := range pod.Spec.Containers {
+		cpu += c.Resources.Requests.Cpu().AsApproximateFloat64()
+		mem += c.Resources.Requests.Memory().AsApproximateFloat64()
+	}
+	for _, c := range pod.Spec.InitContainers {
+		cpu = max(cpu, c.Resources.Requests.Cpu().AsApproximateFloat64())
+		mem = max(mem, c.Resources.Requests.Memory().AsApproximateFloat64())
+	}
+	pricing := p.Config.PodPricing
+	return (cpu*pricing.PerCoreHour + mem/(1<<30)*pricing.PerGiBHour) * hours, nil
+}

@@ -1,0 +1,196 @@
+// Command openstack-provider is cluster-autoscaler's cloud provider for OpenStack, served over
+// the externalgrpc contract: run a stock cluster-autoscaler with --cloud-provider=externalgrpc and
+// a cloud-config naming this server's address.
+//
+//	openstack-provider --config provider.yaml --listen 127.0.0.1:8086 [--tls-cert … --tls-key … --tls-client-ca …]
+//	openstack-provider validate --config provider.yaml
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/klog/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/grpcserver"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/provider"
+)
+
+func main() {
+	validate := len(os.Args) > 1 && os.Args[1] == "validate"
+	args := os.Args[1:]
+	if validate {
+		args = os.Args[2:]
+	}
+	fs := flag.NewFlagSet("openstack-provider", flag.ExitOnError)
+	klog.InitFlags(fs)
+	configPath := fs.String("config", "", "provider configuration file (YAML)")
+	listen := fs.String("listen", "127.0.0.1:8086", "gRPC address cluster-autoscaler connects to")
+	httpAddr := fs.String("http-listen", "127.0.0.1:8087", "address of /healthz, /readyz and /metrics")
+	tlsCert := fs.String("tls-cert", "", "server certificate (PEM) for gRPC; with --tls-key")
+	tlsKey := fs.String("tls-key", "", "server key (PEM)")
+	clientCA := fs.String("tls-client-ca", "", "CA (PEM) client certificates must be signed by: mutual TLS (recommended: whoever can call this server can create and delete servers)")
+	_ = fs.Parse(args)
+
+	if *configPath == "" {
+		fmt.Fprintln(os.Stderr, "--config is required: the provider configuration file (see README, \"Configure node groups\")")
+		os.Exit(2)
+	}
+	if validate {
+		os.Exit(runValidate(*configPath))
+	}
+	if err := run(*configPath, *listen, *httpAddr, *tlsCert, *tlsKey, *clientCA); err != nil {
+		klog.ErrorS(err, "openstack-provider stopped")
+		os.Exit(1)
+	}
+}
+
+// runValidate checks the file and the cloud: credentials, flavors and images.
+func runValidate(path string) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, Region: cfg.Cloud.Region}, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, err := provider.New(ctx, cfg, clients, provider.NewMetrics(prometheus.NewRegistry())); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Printf("%s: valid; cloud %q (region %s) reached; %d node group(s) checked\n", path, cfg.Cloud.Name, clients.Region, len(cfg.NodeGroups))
+	return 0
+}
+
+func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	osMetrics := openstack.NewMetrics(reg)
+	httpClient := &http.Client{Transport: osMetrics.Transport(nil), Timeout: time.Minute}
+	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, Region: cfg.Cloud.Region}, httpClient)
+	if err != nil {
+		return err
+	}
+	p, err := provider.New(ctx, cfg, clients, provider.NewMetrics(reg))
+	if err != nil {
+		return err
+	}
+	if err := p.Manager.Start(ctx); err != nil {
+		return err
+	}
+
+	var opts []grpc.ServerOption
+	if tlsCert != "" || tlsKey != "" || clientCA != "" {
+		creds, err := serverTLS(tlsCert, tlsKey, clientCA)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, grpc.Creds(creds))
+	} else {
+		klog.InfoS("gRPC without TLS: anyone who can reach " + listen + " can create and delete servers; use --tls-cert, --tls-key and --tls-client-ca outside tests")
+	}
+	srv := grpc.NewServer(opts...)
+	pb.RegisterCloudProviderServer(srv, &grpcserver.Server{Provider: p})
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(srv, healthSrv)
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", listen, err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// Ready while the state is fresh: a few intervals without a successful refresh means
+		// OpenStack is unreachable and answers would be stale.
+		if age := time.Since(p.Manager.LastRefresh()); age > 3*cfg.RefreshInterval.Duration+30*time.Second {
+			http.Error(w, fmt.Sprintf("no successful refresh from OpenStack for %s", age.Round(time.Second)), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	httpSrv := &http.Server{Addr: httpAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Serve(lis) }()
+	go func() {
+		if err := httpSrv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("--http-listen %s: %w", httpAddr, err)
+		}
+	}()
+	klog.InfoS("serving", "grpc", listen, "http", httpAddr, "cluster", cfg.ClusterName, "groups", len(p.Manager.Groups()))
+	select {
+	case <-ctx.Done():
+		klog.InfoS("shutting down: finishing calls in flight")
+	case err := <-errs:
+		return err
+	}
+	healthSrv.Shutdown()
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		srv.Stop()
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	return nil
+}
+
+func serverTLS(certFile, keyFile, clientCAFile string) (credentials.TransportCredentials, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate found", clientCAFile)
+		}
+		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(conf), nil
+}

@@ -1,0 +1,163 @@
+package framework
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
+)
+
+var buildOnce sync.Once
+var buildErr error
+
+// ProviderBinary builds cmd/openstack-provider once per test process.
+func ProviderBinary(t testing.TB) string {
+	t.Helper()
+	out, _ := filepath.Abs("../_output/bin/openstack-provider")
+	buildOnce.Do(func() {
+		cmd := exec.Command("go", "build", "-o", out, "./cmd/openstack-provider")
+		cmd.Dir = ".."
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building openstack-provider: %v\n%s", err, b)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return out
+}
+
+// Provider is a running openstack-provider process started by a test.
+type Provider struct {
+	Addr, HTTPAddr string
+	Client         pb.CloudProviderClient
+	cmd            *exec.Cmd
+	conn           *grpc.ClientConn
+	logPath        string
+}
+
+// FreeAddr returns a free 127.0.0.1 port.
+func FreeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// StartProvider writes configYAML to a file and runs the provider on free ports until the test
+// ends (or Kill/Stop), logging to the test's temp dir.
+func StartProvider(t testing.TB, configYAML string, extraArgs ...string) *Provider {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "provider.yaml")
+	if err := os.WriteFile(cfgPath, []byte(configYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &Provider{Addr: FreeAddr(t), HTTPAddr: FreeAddr(t), logPath: filepath.Join(dir, "provider.log")}
+	p.start(t, cfgPath, extraArgs)
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(p.logPath); err == nil {
+				t.Logf("provider log:\n%s", tail(string(b), 4000))
+			}
+		}
+	})
+	return p
+}
+
+func (p *Provider) start(t testing.TB, cfgPath string, extraArgs []string) {
+	t.Helper()
+	log, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--config", cfgPath, "--listen", p.Addr, "--http-listen", p.HTTPAddr}, extraArgs...)
+	p.cmd = exec.Command(ProviderBinary(t), args...)
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 60*time.Second, 200*time.Millisecond, "provider ready", func() (bool, error) {
+		if p.cmd.ProcessState != nil {
+			return false, fmt.Errorf("provider exited")
+		}
+		resp, err := http.Get("http://" + p.HTTPAddr + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, fmt.Errorf("readyz %d", resp.StatusCode)
+	})
+	if p.conn, err = grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		t.Fatal(err)
+	}
+	p.Client = pb.NewCloudProviderClient(p.conn)
+}
+
+// Restart starts the same process again after Stop or Kill.
+func (p *Provider) Restart(t testing.TB) {
+	t.Helper()
+	args := p.cmd.Args[1:] // --config FILE --listen ADDR --http-listen ADDR EXTRA...
+	p.start(t, args[1], args[6:])
+}
+
+// Kill ends the provider at once (SIGKILL), as a crash would.
+func (p *Provider) Kill() { p.signal(syscall.SIGKILL) }
+
+// Stop ends the provider gracefully.
+func (p *Provider) Stop() { p.signal(syscall.SIGTERM) }
+
+func (p *Provider) signal(sig syscall.Signal) {
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Metrics fetches the provider's /metrics text.
+func (p *Provider) Metrics(ctx context.Context) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTPAddr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
