@@ -160,7 +160,9 @@ func TestNovaGroupGrowsForPendingPodsAndRemovesNamedNodes(t *testing.T) {
 	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
+	})
 	framework.Eventually(t, 30*time.Second, 500*time.Millisecond, "6 pending pods", func() (bool, error) {
 		return len(podsOf(t, w, dep.Name)) == 6, nil
 	})
