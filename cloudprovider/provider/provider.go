@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodetemplate"
@@ -52,11 +53,20 @@ func New(ctx context.Context, cfg *config.Config, clients *openstack.Clients, me
 				return nil, fmt.Errorf("node group %q: %w", g.Name, err)
 			}
 			groups = append(groups, nova.New(g, cfg.ClusterName, clients.Compute, imageID, p.flavorID(flavor), metrics))
-		default:
-			return nil, fmt.Errorf("node group %q: backend %q is not available in this build", g.Name, g.Backend)
+		case config.BackendHeat:
+			if clients.Orchestration == nil {
+				return nil, fmt.Errorf("node group %q: backend heat, but the cloud's catalog has no orchestration (Heat) endpoint", g.Name)
+			}
+			groups = append(groups, heat.New(g, cfg.ClusterName, clients.Orchestration))
 		}
 	}
 	p.Manager = nodegroup.NewManager(p, cfg.RefreshInterval.Duration, groups)
+	if cfg.AutoDiscovery.HeatStacks {
+		if clients.Orchestration == nil {
+			return nil, fmt.Errorf("autoDiscovery.heatStacks is on, but the cloud's catalog has no orchestration (Heat) endpoint")
+		}
+		p.Manager.Discover = p.discoverStacks
+	}
 	p.Manager.OnRefresh = metrics.observeRefresh
 	metrics.watch(p.Manager)
 	return p, nil

@@ -28,6 +28,9 @@ type World struct {
 	Kube       kubernetes.Interface
 	// Project is the "world" cloud: the autoscaler's project, through its application credential.
 	Project *openstack.Clients
+	// Operator is the "world-operator" cloud: the project's user by password, as an operator
+	// creating node group stacks.
+	Operator *openstack.Clients
 	// Admin is the "world-admin" cloud.
 	Admin *openstack.Clients
 	Seed  Seed
@@ -78,6 +81,9 @@ func Open() (*World, error) {
 		return nil, err
 	}
 	if w.Admin, err = openstack.Connect(ctx, openstack.CloudRef{CloudsFile: clouds, Cloud: "world-admin"}, nil); err != nil {
+		return nil, err
+	}
+	if w.Operator, err = openstack.Connect(ctx, openstack.CloudRef{CloudsFile: clouds, Cloud: "world-operator"}, nil); err != nil {
 		return nil, err
 	}
 	raw, err := os.ReadFile(env["OSA_WORLD_SEED"])

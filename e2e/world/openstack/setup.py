@@ -184,6 +184,12 @@ def seed(password, state_dir):
                                  "project_name": "admin", "user_domain_name": "Default",
                                  "project_domain_name": "Default"},
                         "region_name": REGION, "interface": "public", "identity_api_version": 3},
+        # The project's user with its password: what an operator uses to create Heat stacks
+        # (Keystone refuses trusts to application-credential tokens, and Heat makes one per stack).
+        "world-operator": {"auth": {"auth_url": KEYSTONE, "username": USER, "password": password,
+                                    "project_name": PROJECT, "user_domain_name": "Default",
+                                    "project_domain_name": "Default"},
+                           "region_name": REGION, "interface": "public", "identity_api_version": 3},
         "world": {"auth_type": "v3applicationcredential",
                   "auth": {"auth_url": KEYSTONE, "application_credential_id": cred["id"],
                            "application_credential_secret": cred["secret"]},

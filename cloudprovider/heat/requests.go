@@ -1,0 +1,203 @@
+package heat
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stackresources"
+	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
+	"k8s.io/klog/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+)
+
+const resourceGroupType = "OS::Heat::ResourceGroup"
+
+// Observe reads the stack's members (one call: its resources two levels deep) and, the first
+// time, its parameters.
+func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
+	var found *stacks.ListedStack
+	for i, s := range snap.Stacks {
+		if s.Name == g.cfg.Heat.Stack || s.ID == g.cfg.Heat.Stack {
+			found = &snap.Stacks[i]
+		}
+	}
+	if found == nil {
+		return fmt.Errorf("stack %q not found in the project: create it (see examples/heat-node-group.yaml) or fix heat.stack", g.cfg.Heat.Stack)
+	}
+	g.mu.Lock()
+	initialized := g.initialized
+	g.stackName, g.stackID = found.Name, found.ID
+	g.mu.Unlock()
+	if !initialized {
+		if err := g.readParameters(ctx, found.Name, found.ID); err != nil {
+			return err
+		}
+	}
+	members, err := g.readMembers(ctx, found.Name, found.ID)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.members = members
+	present := map[string]bool{}
+	for _, m := range members {
+		present[m.name] = true
+	}
+	for name := range g.removing {
+		if !present[name] {
+			delete(g.removing, name)
+		}
+	}
+	g.servers = map[string]string{}
+	for _, s := range snap.Servers {
+		g.servers[s.ID] = s.Status
+	}
+	g.once.Do(func() { go g.updateLoop() })
+	if g.desired != g.applied || len(g.removal) > 0 {
+		g.poke()
+	}
+	return nil
+}
+
+func (g *Group) readParameters(ctx context.Context, name, id string) error {
+	stack, err := stacks.Get(ctx, g.client, name, id).Extract()
+	if err != nil {
+		return fmt.Errorf("reading stack %s: %w", name, err)
+	}
+	raw, ok := stack.Parameters[g.cfg.Heat.CountParameter]
+	if !ok {
+		return fmt.Errorf("stack %s has no parameter %q: set heat.countParameter to the parameter holding the ResourceGroup's count", name, g.cfg.Heat.CountParameter)
+	}
+	count, err := strconv.Atoi(raw)
+	if err != nil {
+		return fmt.Errorf("stack %s: parameter %s = %q is not a number", name, g.cfg.Heat.CountParameter, raw)
+	}
+	if _, ok := stack.Parameters[g.cfg.Heat.RemovalParameter]; !ok {
+		return fmt.Errorf("stack %s has no parameter %q: bind the ResourceGroup's removal_policies resource_list to a comma_delimited_list parameter and name it in heat.removalParameter", name, g.cfg.Heat.RemovalParameter)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.applied, g.desired, g.flavor, g.initialized = count, count, stack.Parameters["flavor"], true
+	g.updating = strings.HasSuffix(stack.Status, "_IN_PROGRESS")
+	return nil
+}
+
+// readMembers lists the ResourceGroup's members with their servers: a member is either a
+// server itself or a nested stack holding one.
+func (g *Group) readMembers(ctx context.Context, name, id string) ([]member, error) {
+	pages, err := stackresources.List(g.client, name, id, stackresources.ListOpts{Depth: 2}).AllPages(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing resources of stack %s: %w", name, err)
+	}
+	all, err := stackresources.ExtractResources(pages)
+	if err != nil {
+		return nil, err
+	}
+	groupName := g.cfg.Heat.ResourceGroup
+	if groupName == "" {
+		for _, r := range all {
+			if r.Type == resourceGroupType && r.ParentResource == "" {
+				if groupName != "" {
+					return nil, fmt.Errorf("stack %s has several ResourceGroups: name one in heat.resourceGroup", name)
+				}
+				groupName = r.Name
+			}
+		}
+	}
+	if groupName == "" {
+		return nil, fmt.Errorf("stack %s has no %s: the stack must hold the group's servers in one", name, resourceGroupType)
+	}
+	var members []member
+	nestedServer := map[string]string{} // member name -> server inside it
+	for _, r := range all {
+		if r.Type == "OS::Nova::Server" && r.ParentResource != groupName && r.ParentResource != "" {
+			nestedServer[r.ParentResource] = r.PhysicalID
+		}
+	}
+	for _, r := range all {
+		if r.ParentResource != groupName {
+			continue
+		}
+		m := member{name: r.Name, status: r.Status, reason: r.StatusReason}
+		if r.Type == "OS::Nova::Server" {
+			m.serverID = r.PhysicalID
+		} else {
+			m.serverID = nestedServer[r.Name]
+		}
+		members = append(members, m)
+	}
+	return members, nil
+}
+
+// updateLoop applies the target and the removals to the stack, one update at a time: what
+// arrives while an update runs goes into the next one.
+func (g *Group) updateLoop() {
+	for range g.kick {
+		for {
+			g.mu.Lock()
+			pending := g.initialized && (g.desired != g.applied || len(g.removal) > 0)
+			count, removal := g.desired, append([]string(nil), g.removal...)
+			name, id := g.stackName, g.stackID
+			g.mu.Unlock()
+			if !pending {
+				break
+			}
+			if err := g.waitIdle(name, id); err != nil {
+				klog.ErrorS(err, "waiting for the stack to be idle", "group", g.cfg.Name)
+				time.Sleep(g.PollInterval)
+				continue
+			}
+			if err := g.update(name, id, count, removal); err != nil {
+				g.mu.Lock()
+				g.lastErr = err.Error()
+				g.mu.Unlock()
+				klog.ErrorS(err, "stack update failed; trying again", "group", g.cfg.Name, "stack", name)
+				time.Sleep(5 * g.PollInterval)
+				continue
+			}
+			g.mu.Lock()
+			g.applied, g.lastErr = count, ""
+			g.removal = g.removal[len(removal):]
+			g.mu.Unlock()
+			klog.InfoS("stack update started", "group", g.cfg.Name, "stack", name, "count", count, "removing", removal)
+		}
+	}
+}
+
+// waitIdle waits until no update of the stack runs (Heat refuses a second one with 409).
+func (g *Group) waitIdle(name, id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	for {
+		stack, err := stacks.Get(ctx, g.client, name, id).Extract()
+		if err != nil {
+			return err
+		}
+		busy := strings.HasSuffix(stack.Status, "_IN_PROGRESS")
+		g.mu.Lock()
+		g.updating = busy
+		g.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		time.Sleep(g.PollInterval)
+	}
+}
+
+func (g *Group) update(name, id string, count int, removal []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := stacks.UpdateOpts{Parameters: map[string]any{
+		g.cfg.Heat.CountParameter:   count,
+		g.cfg.Heat.RemovalParameter: strings.Join(removal, ","),
+	}}
+	// A 409 (an update by someone else runs) is retried with the rest.
+	return g.backoff.Retry(ctx, "update stack", func(ctx context.Context) error {
+		return stacks.UpdatePatch(ctx, g.client, name, id, opts).ExtractErr()
+	})
+}

@@ -1,0 +1,74 @@
+package provider
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"k8s.io/klog/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+)
+
+// Tags that make a Heat stack a node group of this cluster (the names cluster-autoscaler's
+// other providers use for auto-discovery).
+const (
+	TagEnabled       = "k8s.io/cluster-autoscaler/enabled"
+	TagClusterPrefix = "k8s.io/cluster-autoscaler/"
+	TagMin           = "k8s.io/cluster-autoscaler/min="
+	TagMax           = "k8s.io/cluster-autoscaler/max="
+)
+
+// DiscoveredGroup is the node group a tagged stack describes, or ok=false when the stack is not
+// tagged for the cluster or its tags are unusable.
+func DiscoveredGroup(stackName string, tags []string, cluster string) (g config.NodeGroup, ok bool) {
+	enabled, ours := false, false
+	g = config.NodeGroup{Name: stackName, Backend: config.BackendHeat, MinSize: 0, MaxSize: -1,
+		Heat: &config.Heat{Stack: stackName}}
+	for _, tag := range tags {
+		switch {
+		case tag == TagEnabled:
+			enabled = true
+		case tag == TagClusterPrefix+cluster:
+			ours = true
+		case strings.HasPrefix(tag, TagMin):
+			g.MinSize, _ = strconv.Atoi(strings.TrimPrefix(tag, TagMin))
+		case strings.HasPrefix(tag, TagMax):
+			if n, err := strconv.Atoi(strings.TrimPrefix(tag, TagMax)); err == nil {
+				g.MaxSize = n
+			}
+		}
+	}
+	if !enabled || !ours {
+		return g, false
+	}
+	if g.MaxSize < 1 || g.MinSize < 0 || g.MinSize > g.MaxSize {
+		klog.InfoS("tagged stack ignored: give it tags "+TagMin+"<n> and "+TagMax+"<n> with 0 <= min <= max, max >= 1",
+			"stack", stackName, "min", g.MinSize, "max", g.MaxSize)
+		return g, false
+	}
+	g.Heat.SetDefaults()
+	return g, true
+}
+
+// discoverStacks turns the snapshot's tagged stacks into groups, keeping the state of groups
+// already known (a stack's bounds may change with its tags).
+func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, known map[string]nodegroup.Group) []nodegroup.Group {
+	var out []nodegroup.Group
+	for _, s := range snap.Stacks {
+		cfg, ok := DiscoveredGroup(s.Name, s.Tags, p.Config.ClusterName)
+		if !ok {
+			continue
+		}
+		if g, ok := known[s.Name].(*heat.Group); ok {
+			g.SetBounds(cfg.MinSize, cfg.MaxSize)
+			out = append(out, g)
+			continue
+		}
+		klog.InfoS("discovered node group", "stack", s.Name, "min", cfg.MinSize, "max", cfg.MaxSize)
+		out = append(out, heat.New(cfg, p.Config.ClusterName, p.Clients.Orchestration))
+	}
+	return out
+}
