@@ -1,0 +1,203 @@
+// Package openstacktest serves recorded responses of the local world's Nova 26 and Glance 25
+// (testdata/, captured at compute microversion 2.79) from an httptest server, keeping a list of
+// servers so unit tests and benchmarks can create, list and delete them and count the calls.
+package openstacktest
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gophercloud/gophercloud/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
+)
+
+//go:embed testdata/*.json
+var fixtures embed.FS
+
+// Fixture returns a recorded response body.
+func Fixture(name string) []byte {
+	b, err := fixtures.ReadFile("testdata/" + name)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Cloud is a recorded Nova + Glance.
+type Cloud struct {
+	Server *httptest.Server
+	// Quota is the number of servers POST may reach before it answers 403 (0: unlimited).
+	Quota int
+
+	mu      sync.Mutex
+	servers map[string]map[string]any
+	order   []string
+	calls   map[string]int
+	nextID  int
+	// OnCreate, when set, edits each created server (for instance to put it in ERROR).
+	OnCreate func(server map[string]any)
+}
+
+// NewCloud starts the server; it stops when the test ends.
+func NewCloud(t testing.TB) *Cloud {
+	c := &Cloud{servers: map[string]map[string]any{}, calls: map[string]int{}}
+	c.Server = httptest.NewServer(http.HandlerFunc(c.serve))
+	t.Cleanup(c.Server.Close)
+	return c
+}
+
+// Clients returns service clients pointed at the server, already "authenticated".
+func (c *Cloud) Clients() *openstack.Clients {
+	provider := &gophercloud.ProviderClient{HTTPClient: *c.Server.Client()}
+	provider.SetToken("fixture-token")
+	compute := &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: c.Server.URL + "/v2.1/", Type: "compute",
+		Microversion: openstack.ComputeMicroversion}
+	image := &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: c.Server.URL + "/", ResourceBase: c.Server.URL + "/v2/", Type: "image"}
+	return &openstack.Clients{Provider: provider, Compute: compute, Image: image, Region: "RegionOne"}
+}
+
+// AddServer adds a server like the recorded one, with the given name and metadata and status.
+func (c *Cloud) AddServer(name, status string, metadata map[string]string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addLocked(name, status, metadata)
+}
+
+func (c *Cloud) addLocked(name, status string, metadata map[string]string) string {
+	var detail struct {
+		Servers []map[string]any `json:"servers"`
+	}
+	if err := json.Unmarshal(Fixture("servers-detail.json"), &detail); err != nil {
+		panic(err)
+	}
+	s := detail.Servers[0]
+	c.nextID++
+	id := fmt.Sprintf("00000000-0000-4000-8000-%012d", c.nextID)
+	md := map[string]any{}
+	for k, v := range metadata {
+		md[k] = v
+	}
+	s["id"], s["name"], s["status"], s["metadata"] = id, name, status, md
+	if status == "ERROR" {
+		var errored struct {
+			Server map[string]any `json:"server"`
+		}
+		_ = json.Unmarshal(Fixture("server-error-novalidhost.json"), &errored)
+		s["fault"] = errored.Server["fault"]
+	}
+	if c.OnCreate != nil {
+		c.OnCreate(s)
+	}
+	c.servers[id] = s
+	c.order = append(c.order, id)
+	return id
+}
+
+// Servers returns the current servers' IDs.
+func (c *Cloud) Servers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.order...)
+}
+
+// SetStatus changes a server's status.
+func (c *Cloud) SetStatus(id, status string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.servers[id]["status"] = status
+}
+
+// Calls returns how many requests each "METHOD /path-template" got.
+func (c *Cloud) Calls() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range c.calls {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
+	_, op := openstack.Operation(r)
+	c.mu.Lock()
+	c.calls[op]++
+	c.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	path := strings.TrimPrefix(r.URL.Path, "/v2.1")
+	switch {
+	case r.Method == http.MethodGet && path == "/flavors/detail":
+		_, _ = w.Write(Fixture("flavors-detail.json"))
+	case r.Method == http.MethodGet && r.URL.Path == "/v2/images":
+		_, _ = w.Write(Fixture("images.json"))
+	case r.Method == http.MethodGet && path == "/servers/detail":
+		c.mu.Lock()
+		list := make([]map[string]any, 0, len(c.order))
+		name := strings.Trim(r.URL.Query().Get("name"), "^$")
+		for _, id := range c.order {
+			if name == "" || c.servers[id]["name"] == name {
+				list = append(list, c.servers[id])
+			}
+		}
+		body, _ := json.Marshal(map[string]any{"servers": list})
+		c.mu.Unlock()
+		_, _ = w.Write(body)
+	case r.Method == http.MethodPost && path == "/servers":
+		var req struct {
+			Server struct {
+				Name     string            `json:"name"`
+				Metadata map[string]string `json:"metadata"`
+			} `json:"server"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		c.mu.Lock()
+		if c.Quota > 0 && len(c.order) >= c.Quota {
+			c.mu.Unlock()
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write(Fixture("quota-exceeded.json"))
+			return
+		}
+		id := c.addLocked(req.Server.Name, "BUILD", req.Server.Metadata)
+		c.mu.Unlock()
+		var created map[string]map[string]any
+		_ = json.Unmarshal(Fixture("server-create.json"), &created)
+		created["server"]["id"] = id
+		body, _ := json.Marshal(created)
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write(body)
+	case strings.HasPrefix(path, "/servers/"):
+		id := strings.TrimPrefix(path, "/servers/")
+		c.mu.Lock()
+		s, ok := c.servers[id]
+		if ok && r.Method == http.MethodDelete {
+			delete(c.servers, id)
+			for i, o := range c.order {
+				if o == id {
+					c.order = append(c.order[:i], c.order[i+1:]...)
+					break
+				}
+			}
+		}
+		body, _ := json.Marshal(map[string]any{"server": s})
+		c.mu.Unlock()
+		switch {
+		case !ok:
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Instance ` + id + ` could not be found."}}`))
+		case r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			_, _ = w.Write(body)
+		}
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "no fixture for ` + r.Method + " " + r.URL.Path + `"}}`))
+	}
+}
