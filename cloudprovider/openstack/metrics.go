@@ -76,10 +76,10 @@ func Operation(req *http.Request) (service, operation string) {
 	var tmpl []string
 	for i, p := range parts[start:] {
 		switch {
-		case uuidSegment.MatchString(p):
-			tmpl = append(tmpl, "{id}")
 		case service == "orchestration" && i == 0:
 			tmpl = append(tmpl, "{project}") // Heat URLs start with the project ID
+		case uuidSegment.MatchString(p):
+			tmpl = append(tmpl, "{id}")
 		case service == "orchestration" && i == 2 && len(tmpl) > 0 && tmpl[1] == "stacks":
 			tmpl = append(tmpl, "{name}") // /stacks/<name>/<id>
 		default:
