@@ -44,6 +44,18 @@ nodeGroups:
 `, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group, minSize, maxSize, group)
 }
 
+// novaGroupUnderTest starts a provider with one nova group that the registrar knows, and removes
+// the group's servers when the test ends.
+func novaGroupUnderTest(t *testing.T, group string, minSize, maxSize int) (*framework.World, *framework.Provider, *autoscaler.Driver) {
+	t.Helper()
+	w := framework.Connect(t)
+	cfg := novaConfig(w, group, minSize, maxSize)
+	w.SetNodeGroups(t, cfg)
+	cleanupGroupServers(t, w, group)
+	p := framework.StartProvider(t, cfg)
+	return w, p, &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+}
+
 // groupServers lists the group's servers in the project, straight from Nova.
 func groupServers(t *testing.T, w *framework.World, group string) []servers.Server {
 	t.Helper()
@@ -133,14 +145,9 @@ func podsOf(t *testing.T, w *framework.World, app string) []corev1.Pod {
 // Pending pods grow a Nova group from 0 to 3; removing two named nodes deletes exactly their
 // servers and leaves the third.
 func TestNovaGroupGrowsForPendingPodsAndRemovesNamedNodes(t *testing.T) {
-	w := framework.Connect(t)
-	ctx := context.Background()
 	const group = "nova-e2e"
-	cfg := novaConfig(w, group, 0, 5)
-	w.SetNodeGroups(t, cfg)
-	cleanupGroupServers(t, w, group)
-	p := framework.StartProvider(t, cfg)
-	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	w, p, d := novaGroupUnderTest(t, group, 0, 5)
+	ctx := context.Background()
 
 	loop, err := d.RunLoop(ctx)
 	if err != nil {
@@ -292,12 +299,9 @@ func TestNovaGroupGrowsForPendingPodsAndRemovesNamedNodes(t *testing.T) {
 // With the project's instance quota used up, a scale-up ends in an instance with an
 // out-of-resources error, which the autoscaler deletes; nothing is left behind.
 func TestNovaQuotaExhaustedIsOutOfResources(t *testing.T) {
-	w := framework.Connect(t)
-	ctx := context.Background()
 	const group = "nova-quota"
-	cfg := novaConfig(w, group, 0, 3)
-	w.SetNodeGroups(t, cfg)
-	cleanupGroupServers(t, w, group)
+	w, _, d := novaGroupUnderTest(t, group, 0, 3)
+	ctx := context.Background()
 
 	// All instances of the project in use: quota = current usage.
 	pages, err := servers.List(w.Project.Compute, servers.ListOpts{}).AllPages(ctx)
@@ -317,8 +321,6 @@ func TestNovaQuotaExhaustedIsOutOfResources(t *testing.T) {
 		_, _ = quotasets.Update(context.Background(), w.Admin.Compute, w.Seed.ProjectID, quotasets.UpdateOpts{Instances: &before.Instances}).Extract()
 	})
 
-	p := framework.StartProvider(t, cfg)
-	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
 	if err := d.IncreaseSize(ctx, group, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -359,14 +361,9 @@ func TestNovaQuotaExhaustedIsOutOfResources(t *testing.T) {
 // Killed in the middle of a scale-up and restarted, the provider rebuilds its state from
 // OpenStack: no duplicate servers, no server it does not know.
 func TestNovaProviderRestartMidScaleUpCreatesNoDuplicates(t *testing.T) {
-	w := framework.Connect(t)
-	ctx := context.Background()
 	const group = "nova-restart"
-	cfg := novaConfig(w, group, 0, 5)
-	w.SetNodeGroups(t, cfg)
-	cleanupGroupServers(t, w, group)
-	p := framework.StartProvider(t, cfg)
-	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	w, p, d := novaGroupUnderTest(t, group, 0, 5)
+	ctx := context.Background()
 	if err := d.IncreaseSize(ctx, group, 3); err != nil {
 		t.Fatal(err)
 	}
