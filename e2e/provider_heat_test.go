@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
@@ -172,4 +173,56 @@ nodeGroups: []
 			t.Errorf("node %s still registered", n.Name)
 		}
 	}
+}
+
+// A member Heat cannot create (the project's instance quota is used up) is reported with an
+// out-of-resources error; deleting it, as the autoscaler does, removes exactly that member.
+func TestHeatFailedMemberIsOutOfResources(t *testing.T) {
+	w := framework.Connect(t)
+	ctx := context.Background()
+	const group = "heat-quota"
+	createNodeGroupStack(t, w, group, 0, []string{"k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/" + w.Cluster,
+		"k8s.io/cluster-autoscaler/min=0", "k8s.io/cluster-autoscaler/max=2"})
+	restore := useUpInstanceQuota(t, w)
+	defer restore()
+	p := framework.StartProvider(t, fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
+clusterName: %s
+refreshInterval: 2s
+nodeGroups:
+- {name: %s, backend: heat, minSize: 0, maxSize: 2, heat: {stack: %s}}
+`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group, group))
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	if err := d.IncreaseSize(ctx, group, 1); err != nil {
+		t.Fatal(err)
+	}
+	var failed *pb.Instance
+	framework.Eventually(t, 120*time.Second, 2*time.Second, "a failed member", func() (bool, error) {
+		instances, err := d.Instances(ctx, group)
+		if err != nil {
+			return false, err
+		}
+		for _, inst := range instances {
+			if inst.GetStatus().GetErrorInfo().GetErrorCode() != "" {
+				failed = inst
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("instances %v", instances)
+	})
+	info := failed.GetStatus().GetErrorInfo()
+	t.Logf("failed member %s: %s %q", failed.GetId(), info.GetErrorCode(), info.GetErrorMessage())
+	if info.GetInstanceErrorClass() != 1 || failed.GetStatus().GetInstanceState() != pb.InstanceStatus_instanceCreating {
+		t.Errorf("failed member = %v, want creating with class 1 (out of resources)", failed)
+	}
+	restore()
+	if err := d.DeleteNodes(ctx, group, corev1.Node{Spec: corev1.NodeSpec{ProviderID: failed.GetId()}}); err != nil {
+		t.Fatal(err)
+	}
+	if size, _ := d.TargetSize(ctx, group); size != 0 {
+		t.Errorf("target after deleting the failed member = %d, want 0", size)
+	}
+	framework.Eventually(t, 120*time.Second, 2*time.Second, "the failed member removed from the stack", func() (bool, error) {
+		instances, err := d.Instances(ctx, group)
+		return err == nil && len(instances) == 0, fmt.Errorf("instances %v", instances)
+	})
 }

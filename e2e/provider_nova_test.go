@@ -303,24 +303,8 @@ func TestNovaQuotaExhaustedIsOutOfResources(t *testing.T) {
 	w, _, d := novaGroupUnderTest(t, group, 0, 3)
 	ctx := context.Background()
 
-	// All instances of the project in use: quota = current usage.
-	pages, err := servers.List(w.Project.Compute, servers.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inUse, _ := servers.ExtractServers(pages)
-	before, err := quotasets.Get(ctx, w.Admin.Compute, w.Seed.ProjectID).Extract()
-	if err != nil {
-		t.Fatal(err)
-	}
-	limit := len(inUse)
-	if _, err := quotasets.Update(ctx, w.Admin.Compute, w.Seed.ProjectID, quotasets.UpdateOpts{Instances: &limit}).Extract(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = quotasets.Update(context.Background(), w.Admin.Compute, w.Seed.ProjectID, quotasets.UpdateOpts{Instances: &before.Instances}).Extract()
-	})
-
+	restore := useUpInstanceQuota(t, w)
+	defer restore()
 	if err := d.IncreaseSize(ctx, group, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -435,4 +419,29 @@ func TestNovaDeleteNodesRefusesServersThatAreNotMembers(t *testing.T) {
 			t.Errorf("%s: server after the refused delete: %+v, %v", name, got, err)
 		}
 	}
+}
+
+// useUpInstanceQuota lowers the project's instance quota to what is in use; the returned
+// function (also run when the test ends) puts it back.
+func useUpInstanceQuota(t *testing.T, w *framework.World) (restore func()) {
+	t.Helper()
+	ctx := context.Background()
+	pages, err := servers.List(w.Project.Compute, servers.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inUse, _ := servers.ExtractServers(pages)
+	before, err := quotasets.Get(ctx, w.Admin.Compute, w.Seed.ProjectID).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := len(inUse)
+	if _, err := quotasets.Update(ctx, w.Admin.Compute, w.Seed.ProjectID, quotasets.UpdateOpts{Instances: &limit}).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	restore = func() {
+		_, _ = quotasets.Update(context.Background(), w.Admin.Compute, w.Seed.ProjectID, quotasets.UpdateOpts{Instances: &before.Instances}).Extract()
+	}
+	t.Cleanup(restore)
+	return restore
 }
