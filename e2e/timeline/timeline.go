@@ -81,8 +81,7 @@ func format(v float64) string {
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"}
 
-// SVG draws every series against time, each scaled to its own maximum (labelled in the legend),
-// with the events as vertical marks.
+// SVG draws every series against time on one value axis, with the events as vertical marks.
 func (r *Recorder) SVG(w io.Writer, title string) error {
 	const W, H, left, right, top, bottom = 960.0, 420.0, 50.0, 230.0, 40.0, 40.0
 	plotW, plotH := W-left-right, H-top-bottom
@@ -94,9 +93,21 @@ func (r *Recorder) SVG(w io.Writer, title string) error {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="22" font-size="15">%s</text>`+"\n", left, html.EscapeString(title))
 	fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`+"\n", left, top, plotW, plotH)
+	peak := 1.0
+	for _, s := range r.samples {
+		for _, v := range s.values {
+			if !math.IsNaN(v) {
+				peak = math.Max(peak, v)
+			}
+		}
+	}
+	scale := math.Ceil(peak*1.05/5) * 5 // a round top, a little above the highest value
 	for i := 0; i <= 5; i++ {
 		x := left + plotW*float64(i)/5
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">%.0fs</text>`+"\n", x, H-bottom+16, end*float64(i)/5)
+		y := top + plotH - plotH*float64(i)/5
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="end">%s</text><line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#eee"/>`+"\n",
+			left-6, y+4, format(scale*float64(i)/5), left, y, left+plotW, y)
 	}
 	for _, e := range r.events {
 		x := left + plotW*e.at.Seconds()/end
@@ -105,25 +116,27 @@ func (r *Recorder) SVG(w io.Writer, title string) error {
 			x+10, top+plotH-4, x+10, top+plotH-4, html.EscapeString(e.text))
 	}
 	for i, name := range r.Series {
-		peak := 0.0
+		seriesPeak := 0.0
 		for _, s := range r.samples {
 			if !math.IsNaN(s.values[i]) {
-				peak = math.Max(peak, s.values[i])
+				seriesPeak = math.Max(seriesPeak, s.values[i])
 			}
 		}
-		scale := math.Max(peak, 1)
 		color := palette[i%len(palette)]
 		var pts []string
 		for _, s := range r.samples {
 			if math.IsNaN(s.values[i]) {
 				continue
 			}
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", left+plotW*s.at.Seconds()/end, top+plotH-plotH*s.values[i]/scale*0.95))
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", left+plotW*s.at.Seconds()/end, top+plotH-plotH*s.values[i]/scale))
 		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", color, strings.Join(pts, " "))
+		// Earlier series are drawn wider, so a series hidden under a later one with the same
+		// values still shows as an outline.
+		strokeWidth := 2 + 2*float64(len(r.Series)-1-i)
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="%.0f" stroke-opacity="0.85" points="%s"/>`+"\n", color, strokeWidth, strings.Join(pts, " "))
 		ly := top + 10 + float64(i)*20
 		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="3"/>`, W-right+15, ly, W-right+35, ly, color)
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">%s (max %s)</text>`+"\n", W-right+40, ly+4, html.EscapeString(name), format(peak))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">%s (max %s)</text>`+"\n", W-right+40, ly+4, html.EscapeString(name), format(seriesPeak))
 	}
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())

@@ -1,10 +1,11 @@
 // Command demo shows the local world at work and leaves a timeline chart in _output/.
 //
-// The scenario plays what the product automates: servers of a node group are booted in Nova and
-// become nodes; a web Deployment whose pods have real network namespaces takes real TCP
-// connections from a load generator; replicas change and the connections spread; the load ends
-// and the servers go. A live table shows servers, nodes, pending pods, connections per pod and
-// replicas every two seconds.
+// The scenario: openstack-provider serves a Nova node group that starts empty; a web Deployment
+// whose pods have real network namespaces stays Pending until the autoscaler loop (a stand-in for
+// cluster-autoscaler's core, calling the provider over gRPC) grows the group; a load generator
+// holds real TCP connections; more replicas make more pending pods and more nodes; when the load
+// and the replicas go, empty nodes are drained and exactly their servers deleted. A live table
+// shows servers, nodes, pending pods, connections per pod and replicas every two seconds.
 package main
 
 import (
@@ -12,19 +13,28 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/autoscaler"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/loadgen"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/sandbox"
@@ -53,6 +63,7 @@ type demo struct {
 	rec    *timeline.Recorder
 	load   *loadgen.Holder
 	target int // total connections the load generator holds
+	scaler *autoscaler.Scaler
 }
 
 func run(out string) error {
@@ -63,13 +74,32 @@ func run(out string) error {
 	d := &demo{w: w, ctx: context.Background(), load: &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]},
 		rec: timeline.New("servers", "nodes ready", "pending pods", "connections/pod", "replicas")}
 	defer d.load.CloseAll()
-	groups := fmt.Sprintf("clusterName: %s\nnodeGroups:\n- name: %s\n  labels: {demo: \"true\"}\n", w.Cluster, group)
-	if err := os.WriteFile(w.Env["OSA_WORLD_NODE_GROUPS"], []byte(groups), 0o644); err != nil {
+	cfg := fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
+clusterName: %s
+refreshInterval: 2s
+nodeGroups:
+- name: %s
+  backend: nova
+  minSize: 0
+  maxSize: 4
+  labels: {demo: "true"}
+  nova: {flavor: m1.small, image: world-node-image}
+`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group)
+	// The registrar (standing in for cloud-init and the kubelet) learns the group's labels.
+	if err := os.WriteFile(w.Env["OSA_WORLD_NODE_GROUPS"], []byte(cfg), 0o644); err != nil {
 		return err
 	}
+	stopProvider, client, err := startProvider(cfg)
+	if err != nil {
+		return err
+	}
+	defer stopProvider()
+	d.scaler = &autoscaler.Scaler{Driver: &autoscaler.Driver{Client: client, Kube: w.Kube}, Group: group, UnneededTime: 10 * time.Second}
+	defer d.cleanup()
+
 	fmt.Println("What to type in another shell to watch:")
 	fmt.Printf("  . %s; kubectl get nodes,pods -o wide -w\n", framework.EnvFile())
-	fmt.Printf("  . %s; openstack --os-cloud world server list   (needs python3-openstackclient)\n\n", framework.EnvFile())
+	fmt.Printf("  curl -s http://%s/metrics | grep openstack_autoscaler_group   # the provider's view\n\n", providerHTTP)
 	fmt.Println(d.rec.Header())
 
 	step := func(text string) {
@@ -79,57 +109,34 @@ func run(out string) error {
 		d.rec.Event(text)
 		fmt.Printf("-- %s\n", text)
 	}
-	step("boot 2 servers of group demo")
-	var ids []string
-	for i := 0; i < 2; i++ {
-		s, err := servers.Create(d.ctx, w.Project.Compute, servers.CreateOpts{
-			Name: fmt.Sprintf("%s-%s-%d", w.Cluster, group, i), ImageRef: w.Seed.ImageID, FlavorRef: w.Seed.Flavors["m1.small"],
-			Networks: "none", Metadata: membership.Metadata(w.Cluster, group),
-		}, nil).Extract()
-		if err != nil {
-			return fmt.Errorf("booting a server: %w", err)
-		}
-		ids = append(ids, s.ID)
-	}
-	defer func() {
-		for _, id := range ids {
-			_ = servers.Delete(context.Background(), w.Project.Compute, id).ExtractErr()
-		}
-	}()
-	if err := d.until(90*time.Second, func() bool { return d.readyNodes() == 2 }); err != nil {
-		return fmt.Errorf("servers did not become nodes: %w", err)
-	}
-
-	step("deploy web (2 replicas, real sockets)")
+	step("deploy web: 2 replicas of 1 CPU, no nodes yet")
 	if err := d.deploy(2); err != nil {
 		return err
 	}
-	defer func() {
-		_ = w.Kube.AppsV1().Deployments(namespace).Delete(context.Background(), app, metav1.DeleteOptions{})
-	}()
-	if err := d.until(60*time.Second, func() bool { return len(d.webPods(true)) == 2 }); err != nil {
-		return err
+	if err := d.until(120*time.Second, func() bool { return len(d.webPods(true)) == 2 }); err != nil {
+		return fmt.Errorf("the group did not grow for the pending pods: %w", err)
 	}
 	step("load: 40 connections")
 	d.target = 40
 	_ = d.until(20*time.Second, func() bool { return d.connectionsPerPod() >= 19 })
-	step("scale web to 4 replicas")
-	if err := d.scale(4); err != nil {
+	step("scale web to 6 replicas")
+	if err := d.scale(6); err != nil {
 		return err
 	}
-	_ = d.until(60*time.Second, func() bool { c := d.connectionsPerPod(); return len(d.webPods(true)) == 4 && c > 9 && c < 11 })
-	step("load ends")
-	d.target = 0
-	_ = d.until(20*time.Second, func() bool { return d.connectionsPerPod() == 0 })
-	step("delete web and the servers")
-	_ = w.Kube.AppsV1().Deployments(namespace).Delete(d.ctx, app, metav1.DeleteOptions{})
-	for _, id := range ids {
-		if err := servers.Delete(d.ctx, w.Project.Compute, id).ExtractErr(); err != nil {
-			return err
-		}
+	if err := d.until(150*time.Second, func() bool { return len(d.webPods(true)) == 6 }); err != nil {
+		return fmt.Errorf("the group did not grow for 6 replicas: %w", err)
 	}
-	ids = nil
-	if err := d.until(90*time.Second, func() bool { return d.servers() == 0 && d.readyNodes() == 0 }); err != nil {
+	step("load ends, web back to 1 replica")
+	d.target = 0
+	if err := d.scale(1); err != nil {
+		return err
+	}
+	if err := d.until(150*time.Second, func() bool { return d.servers() == 1 && d.readyNodes() == 1 }); err != nil {
+		return fmt.Errorf("empty nodes were not removed: %w", err)
+	}
+	step("delete web")
+	_ = w.Kube.AppsV1().Deployments(namespace).Delete(d.ctx, app, metav1.DeleteOptions{})
+	if err := d.until(120*time.Second, func() bool { return d.servers() == 0 && d.readyNodes() == 0 }); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
@@ -140,7 +147,7 @@ func run(out string) error {
 		return err
 	}
 	defer f.Close()
-	if err := d.rec.SVG(f, "openstack-autoscaler demo: the local world"); err != nil {
+	if err := d.rec.SVG(f, "openstack-autoscaler demo: pending pods grow a Nova node group"); err != nil {
 		return err
 	}
 	fmt.Printf("\ntimeline chart: %s\n", out)
@@ -159,6 +166,12 @@ func (d *demo) until(timeout time.Duration, cond func() bool) error {
 		}
 		if len(targets) > 0 {
 			_ = d.load.Spread(d.ctx, targets, d.target)
+		}
+		if did, err := d.scaler.Step(d.ctx); err != nil {
+			fmt.Printf("   autoscaler loop: %v\n", err)
+		} else if did != "" {
+			d.rec.Event(did)
+			fmt.Printf("   autoscaler: %s\n", did)
 		}
 		d.rec.Add(float64(d.servers()), float64(d.readyNodes()), float64(d.pending()), d.connectionsPerPod(), float64(d.replicas()))
 		fmt.Println(d.rec.Row())
@@ -275,7 +288,11 @@ func (d *demo) deploy(replicas int32) error {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{sandbox.PortsAnnotation: strconv.Itoa(port)}},
 				Spec: corev1.PodSpec{
 					NodeSelector: map[string]string{membership.NodeGroupLabel: group},
-					Containers:   []corev1.Container{{Name: "web", Image: "registry.invalid/web:1", Ports: []corev1.ContainerPort{{ContainerPort: port}}}},
+					Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1",
+						Ports: []corev1.ContainerPort{{ContainerPort: port}},
+						// One core each: an m1.small node (2 cores) holds two.
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("512Mi")}}}},
 				},
 			},
 		},
@@ -291,4 +308,66 @@ func (d *demo) scale(replicas int32) error {
 	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas)
 	_, err := d.w.Kube.AppsV1().Deployments(namespace).Patch(d.ctx, app, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	return err
+}
+
+// cleanup removes what the demo made if it stopped half way: the Deployment, then the group's
+// servers (only those tagged as the demo group's members).
+func (d *demo) cleanup() {
+	ctx := context.Background()
+	_ = d.w.Kube.AppsV1().Deployments(namespace).Delete(ctx, app, metav1.DeleteOptions{})
+	pages, err := servers.List(d.w.Project.Compute, servers.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return
+	}
+	all, _ := servers.ExtractServers(pages)
+	for _, s := range all {
+		if g, ok := membership.Of(s.Metadata, d.w.Cluster); ok && g == group {
+			_ = servers.Delete(ctx, d.w.Project.Compute, s.ID).ExtractErr()
+		}
+	}
+}
+
+const providerGRPC, providerHTTP = "127.0.0.1:18086", "127.0.0.1:18087"
+
+// startProvider runs _output/bin/openstack-provider with cfg until stop is called.
+func startProvider(cfg string) (stop func(), client pb.CloudProviderClient, err error) {
+	if err := os.WriteFile("_output/demo-provider.yaml", []byte(cfg), 0o600); err != nil {
+		return nil, nil, err
+	}
+	log, err := os.Create("_output/demo-provider.log")
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command("_output/bin/openstack-provider", "--config", "_output/demo-provider.yaml",
+		"--listen", providerGRPC, "--http-listen", providerHTTP)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	stopProcess := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		log.Close()
+	}
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + providerHTTP + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if i == 120 {
+			stopProcess()
+			return nil, nil, fmt.Errorf("openstack-provider not ready after 60s; see _output/demo-provider.log")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	conn, err := grpc.NewClient(providerGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		stopProcess()
+		return nil, nil, err
+	}
+	fmt.Printf("openstack-provider running (gRPC %s, metrics http://%s/metrics, log _output/demo-provider.log)\n", providerGRPC, providerHTTP)
+	return func() { conn.Close(); stopProcess() }, pb.NewCloudProviderClient(conn), nil
 }
