@@ -1,0 +1,74 @@
+// Package netns enters another process's network namespace for as long as it takes to create a
+// socket there. A socket belongs to the namespace it was created in, so the caller can use it
+// after this thread has returned home.
+package netns
+
+import (
+	"fmt"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// Inode is the identity of the network namespace pid is in.
+func Inode(pid int) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(ProcPath(pid), &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// Do runs fn on a thread that is in the network namespace at nsPath (/proc/<pid>/ns/net or
+// /run/netns/<name>), after checking that its inode is wantIno when wantIno is not 0 (so a
+// reused PID cannot lead into another pod's namespace). Sockets fn creates belong to that
+// namespace.
+func Do(nsPath string, wantIno uint64, fn func() error) error {
+	target, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(target)
+	if wantIno != 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(target, &st); err != nil {
+			return err
+		}
+		if st.Ino != wantIno {
+			return fmt.Errorf("%s is namespace %d, not %d: the process was replaced", nsPath, st.Ino, wantIno)
+		}
+	}
+	runtime.LockOSThread()
+	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer unix.Close(home)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering %s: %w", nsPath, err)
+	}
+	fnErr := fn()
+	if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked and dies with this goroutine: Go discards it rather than
+		// letting another goroutine run in the wrong namespace.
+		return fmt.Errorf("returning from %s: %w", nsPath, err)
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
+
+// ProcPath is the namespace file of a process.
+func ProcPath(pid int) string { return fmt.Sprintf("/proc/%d/ns/net", pid) }
+
+// DiagSocket creates a NETLINK_SOCK_DIAG socket in the network namespace at nsPath.
+func DiagSocket(nsPath string, wantIno uint64) (int, error) {
+	fd := -1
+	err := Do(nsPath, wantIno, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		return err
+	})
+	return fd, err
+}

@@ -1,0 +1,183 @@
+package sockdiag
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/netns"
+)
+
+// testNet is a pair of network namespaces made by the test, "pod" (198.51.100.33) and "peer"
+// (198.51.100.34), joined by a veth pair; both are removed when the test ends.
+type testNet struct {
+	pod, peer string
+	conns     []net.Conn
+	mu        sync.Mutex
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newTestNet(t *testing.T) *testNet {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	id := fmt.Sprintf("%d", time.Now().UnixNano()%1000000)
+	n := &testNet{pod: "osa-test-pod-" + id, peer: "osa-test-peer-" + id}
+	t.Cleanup(func() {
+		n.mu.Lock()
+		for _, c := range n.conns {
+			c.Close()
+		}
+		n.mu.Unlock()
+		_ = exec.Command("ip", "netns", "del", n.pod).Run()
+		_ = exec.Command("ip", "netns", "del", n.peer).Run()
+	})
+	veth := "osat" + id
+	for _, step := range [][]string{
+		{"ip", "netns", "add", n.pod}, {"ip", "netns", "add", n.peer},
+		{"ip", "link", "add", veth + "a", "netns", n.pod, "type", "veth", "peer", "name", veth + "b", "netns", n.peer},
+		{"ip", "-n", n.pod, "addr", "add", "198.51.100.33/24", "dev", veth + "a"},
+		{"ip", "-n", n.peer, "addr", "add", "198.51.100.34/24", "dev", veth + "b"},
+		{"ip", "-n", n.pod, "addr", "add", "fd00:5::33/64", "dev", veth + "a", "nodad"},
+		{"ip", "-n", n.peer, "addr", "add", "fd00:5::34/64", "dev", veth + "b", "nodad"},
+		{"ip", "-n", n.pod, "link", "set", veth + "a", "up"}, {"ip", "-n", n.peer, "link", "set", veth + "b", "up"},
+		{"ip", "-n", n.pod, "link", "set", "lo", "up"}, {"ip", "-n", n.peer, "link", "set", "lo", "up"},
+	} {
+		run(t, step...)
+	}
+	return n
+}
+
+func nsPath(name string) string { return "/run/netns/" + name }
+
+// listen opens a listener inside the namespace and accepts (and holds) every connection.
+func (n *testNet) listen(t *testing.T, ns, network, addr string) {
+	t.Helper()
+	var l net.Listener
+	if err := netns.Do(nsPath(ns), 0, func() (err error) { l, err = net.Listen(network, addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.conns = append(n.conns, c)
+			n.mu.Unlock()
+		}
+	}()
+}
+
+// dial opens count connections from inside the namespace.
+func (n *testNet) dial(t *testing.T, ns, addr string, count int) {
+	t.Helper()
+	for i := 0; i < count; i++ {
+		var c net.Conn
+		if err := netns.Do(nsPath(ns), 0, func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
+			t.Fatal(err)
+		}
+		n.mu.Lock()
+		n.conns = append(n.conns, c)
+		n.mu.Unlock()
+	}
+}
+
+func count(t *testing.T, ns string, opts Options) Counts {
+	t.Helper()
+	fd, err := netns.DiagSocket(nsPath(ns), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	c, err := NewCounter(opts).Count(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestCountsInboundOutboundPerPortAndLoopback(t *testing.T) {
+	n := newTestNet(t)
+	n.listen(t, n.pod, "tcp4", "0.0.0.0:8080") // IPv4 only
+	n.listen(t, n.pod, "tcp", ":9090")         // dual stack: IPv4 clients appear in the IPv6 table
+	n.listen(t, n.pod, "tcp6", "[::]:7070")    // IPv6 only
+	n.listen(t, n.peer, "tcp", ":5432")        // something the pod calls out to
+	n.dial(t, n.peer, "198.51.100.33:8080", 5)
+	n.dial(t, n.peer, "198.51.100.33:9090", 3)
+	n.dial(t, n.peer, "[fd00:5::33]:9090", 2)
+	n.dial(t, n.peer, "[fd00:5::33]:7070", 4)
+	n.dial(t, n.pod, "198.51.100.34:5432", 6) // outbound
+	n.dial(t, n.pod, "127.0.0.1:8080", 7)     // loopback: a sidecar's own connections
+	n.dial(t, n.pod, "[::1]:9090", 1)         // loopback over IPv6
+	time.Sleep(100 * time.Millisecond)        // let the accept loops take them
+
+	got := count(t, n.pod, Options{})
+	want := map[uint16]int{8080: 5, 9090: 5, 7070: 4}
+	if got.Inbound != 14 || got.Outbound != 6 || fmt.Sprint(got.InboundByPort) != fmt.Sprint(want) {
+		t.Errorf("without loopback peers: inbound %d (%v), outbound %d; want 14 (%v), 6", got.Inbound, got.InboundByPort, got.Outbound, want)
+	}
+	if len(got.Listening) != 3 {
+		t.Errorf("listening ports = %v, want 8080, 9090, 7070", got.Listening)
+	}
+	// With loopback peers, both ends of each loopback connection are in the namespace: the
+	// server side is inbound, the client side outbound.
+	all := count(t, n.pod, Options{IncludeLoopbackPeers: true})
+	if all.Inbound != 22 || all.Outbound != 14 || all.InboundByPort[8080] != 12 || all.InboundByPort[9090] != 6 {
+		t.Errorf("with loopback peers: inbound %d (%v), outbound %d; want 22 (8080:12, 9090:6), 14", all.Inbound, all.InboundByPort, all.Outbound)
+	}
+	// The peer namespace sees its own side only.
+	peer := count(t, n.peer, Options{})
+	if peer.Inbound != 6 || peer.Outbound != 14 {
+		t.Errorf("peer: inbound %d, outbound %d; want 6, 14", peer.Inbound, peer.Outbound)
+	}
+}
+
+func TestCountAfterConnectionsCloseAndV2Fallback(t *testing.T) {
+	n := newTestNet(t)
+	n.listen(t, n.pod, "tcp", ":8080")
+	n.dial(t, n.peer, "198.51.100.33:8080", 3)
+	time.Sleep(50 * time.Millisecond)
+	fd, err := netns.DiagSocket(nsPath(n.pod), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	c := NewCounter(Options{})
+	first, err := c.Count(fd)
+	if err != nil || first.Inbound != 3 {
+		t.Fatalf("count = %+v, %v; want 3 inbound", first, err)
+	}
+	// The per-family requests (used when a kernel lacks the single-walk one) agree.
+	c.legacyUnsupported = true
+	v2, err := c.Count(fd)
+	if err != nil || v2.Inbound != 3 || v2.InboundByPort[8080] != 3 {
+		t.Fatalf("v2 count = %+v, %v; want 3 inbound on 8080", v2, err)
+	}
+	n.mu.Lock()
+	for _, conn := range n.conns {
+		conn.Close()
+	}
+	n.conns = nil
+	n.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	after, err := c.Count(fd)
+	if err != nil || after.Inbound != 0 || after.InboundByPort[8080] != 0 {
+		t.Errorf("after closing: %+v, %v; want 0 inbound, port 8080 still listed", after, err)
+	}
+}
