@@ -23,14 +23,14 @@ type testNet struct {
 	mu        sync.Mutex
 }
 
-func run(t *testing.T, args ...string) {
+func run(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 }
 
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t testing.TB) *testNet {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
 	}
@@ -63,8 +63,24 @@ func newTestNet(t *testing.T) *testNet {
 
 func nsPath(name string) string { return "/run/netns/" + name }
 
+// inNamespace starts a process that sleeps in the namespace until the test ends.
+func inNamespace(t testing.TB, ns string) int {
+	cmd := exec.Command("ip", "netns", "exec", ns, "sleep", "3600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 0; i < 100; i++ { // until `ip` has entered the namespace and exec'd sleep
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cmd.Process.Pid
+}
+
 // listen opens a listener inside the namespace and accepts (and holds) every connection.
-func (n *testNet) listen(t *testing.T, ns, network, addr string) {
+func (n *testNet) listen(t testing.TB, ns, network, addr string) {
 	t.Helper()
 	var l net.Listener
 	if err := netns.Do(nsPath(ns), 0, func() (err error) { l, err = net.Listen(network, addr); return err }); err != nil {
@@ -85,7 +101,7 @@ func (n *testNet) listen(t *testing.T, ns, network, addr string) {
 }
 
 // dial opens count connections from inside the namespace.
-func (n *testNet) dial(t *testing.T, ns, addr string, count int) {
+func (n *testNet) dial(t testing.TB, ns, addr string, count int) {
 	t.Helper()
 	for i := 0; i < count; i++ {
 		var c net.Conn
