@@ -12,11 +12,15 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/netns"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/podns"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/sockdiag"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/loadgen"
@@ -168,6 +172,25 @@ func TestWorldSandboxHoldsRealConnections(t *testing.T) {
 		got, err := framework.EstablishedByLocalPort(pids[0])
 		return err == nil && got[8080] == 5 && got[9090] == 2, fmt.Errorf("established by local port: %v", got)
 	})
+	// The product's own pieces see the same: /proc discovery maps the pod to its namespace, and
+	// sock_diag counts its connections by listening port.
+	scan, err := podns.ScanProc("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := scan.Pods[string(pod.UID)]
+	if ns == nil {
+		t.Fatalf("podns.ScanProc did not find pod %s", pod.UID)
+	}
+	fd, err := netns.DiagSocket(netns.ProcPath(ns.PIDs[0]), ns.Inode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := sockdiag.NewCounter(sockdiag.Options{}).Count(fd)
+	unix.Close(fd)
+	if err != nil || counts.Inbound != 7 || counts.InboundByPort[8080] != 5 || counts.InboundByPort[9090] != 2 || counts.Outbound != 0 {
+		t.Errorf("sock_diag in the pod's namespace: %+v, %v; want 7 inbound (8080: 5, 9090: 2), 0 outbound", counts, err)
+	}
 	holder.CloseAll()
 	framework.Eventually(t, 10*time.Second, 100*time.Millisecond, "sockets closed inside the pod netns", func() (bool, error) {
 		got, err := framework.EstablishedByLocalPort(pids[0])
