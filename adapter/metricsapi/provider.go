@@ -1,0 +1,166 @@
+// Package metricsapi translates the store's values into custom.metrics.k8s.io answers for
+// sigs.k8s.io/custom-metrics-apiserver: pods metrics by name or label selector, with a metric
+// label selector "port=<n>" narrowing a metric to one listening port.
+package metricsapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/metrics/pkg/apis/custom_metrics"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/store"
+)
+
+// The served metrics, each a function of a pod's values (port-aware where it makes sense).
+var metrics = map[string]struct {
+	portAware bool
+	value     func(v store.Values) float64
+}{
+	"tcp_connections":                {true, func(v store.Values) float64 { return v.Connections }},
+	"tcp_connections_max":            {false, func(v store.Values) float64 { return v.ConnectionsMax }},
+	"tcp_new_connections_per_second": {false, func(v store.Values) float64 { return v.NewPerSecond }},
+	"tcp_syn_backlog":                {false, func(v store.Values) float64 { return v.SynBacklog }},
+	"tcp_outbound_connections":       {false, func(v store.Values) float64 { return v.Outbound }},
+}
+
+// PortLabel is the metric label that picks one listening port.
+const PortLabel = "port"
+
+var podsResource = schema.GroupResource{Resource: "pods"}
+
+// Provider serves the store's values.
+type Provider struct {
+	Store *store.Store
+	Pods  corelisters.PodLister
+	Now   func() time.Time
+}
+
+var _ provider.CustomMetricsProvider = &Provider{}
+
+// MetricNames lists the served metrics, sorted.
+func MetricNames() []string {
+	names := make([]string, 0, len(metrics))
+	for n := range metrics {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ListAllMetrics answers discovery from a constant list, without scanning anything.
+func (p *Provider) ListAllMetrics() []provider.CustomMetricInfo {
+	out := make([]provider.CustomMetricInfo, 0, len(metrics))
+	for _, n := range MetricNames() {
+		out = append(out, provider.CustomMetricInfo{GroupResource: podsResource, Namespaced: true, Metric: n})
+	}
+	return out
+}
+
+func statusError(code int32, reason metav1.StatusReason, format string, a ...any) *apierrors.StatusError {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason,
+		Message: fmt.Sprintf(format, a...)}}
+}
+
+// check validates the metric and the resource, and parses the metric selector.
+func check(info provider.CustomMetricInfo, metricSelector labels.Selector) (port uint16, err error) {
+	m, ok := metrics[info.Metric]
+	if !ok || info.GroupResource != podsResource {
+		return 0, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
+			"metric %q is not served for %s: this adapter serves %s for pods", info.Metric, info.GroupResource.String(), strings.Join(MetricNames(), ", "))
+	}
+	if metricSelector == nil || metricSelector.Empty() {
+		return 0, nil
+	}
+	reqs, _ := metricSelector.Requirements()
+	for _, r := range reqs {
+		if r.Key() != PortLabel || (r.Operator() != selection.Equals && r.Operator() != selection.DoubleEquals) || !m.portAware {
+			return 0, statusError(http.StatusBadRequest, metav1.StatusReasonBadRequest,
+				"metric selector %q: only %s=<number> is supported, and only for tcp_connections", metricSelector.String(), PortLabel)
+		}
+		n, err := strconv.ParseUint(r.Values().List()[0], 10, 16)
+		if err != nil || n == 0 {
+			return 0, statusError(http.StatusBadRequest, metav1.StatusReasonBadRequest,
+				"metric selector %q: %q is not a port number", metricSelector.String(), r.Values().List()[0])
+		}
+		port = uint16(n)
+	}
+	return port, nil
+}
+
+func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (*custom_metrics.MetricValue, bool) {
+	v, ok := p.Store.Get(store.Key{Namespace: pod.Namespace, Name: pod.Name}, p.Now())
+	if !ok {
+		return nil, false
+	}
+	x := metrics[info.Metric].value(v)
+	if port != 0 {
+		x = v.ByPort[port]
+	}
+	window := int64(v.Window.Seconds())
+	mv := &custom_metrics.MetricValue{
+		DescribedObject: custom_metrics.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
+		Metric:          custom_metrics.MetricIdentifier{Name: info.Metric},
+		Timestamp:       metav1.NewTime(v.Time),
+		WindowSeconds:   &window,
+		Value:           *resource.NewMilliQuantity(int64(x*1000+0.5), resource.DecimalSI),
+	}
+	if metricSelector != nil && !metricSelector.Empty() {
+		sel, _ := metav1.ParseToLabelSelector(metricSelector.String())
+		mv.Metric.Selector = sel
+	}
+	return mv, true
+}
+
+// GetMetricByName answers for one pod.
+func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (*custom_metrics.MetricValue, error) {
+	port, err := check(info, metricSelector)
+	if err != nil {
+		return nil, err
+	}
+	pod, err := p.Pods.Pods(name.Namespace).Get(name.Name)
+	if err != nil {
+		return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
+	}
+	mv, ok := p.value(pod, info, port, metricSelector)
+	if !ok {
+		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
+			"no fresh %s for pod %s/%s: its node's connection-agent has not reported it recently (or its runtime is unsupported)", info.Metric, name.Namespace, name.Name)
+	}
+	return mv, nil
+}
+
+// GetMetricBySelector answers for the pods matching selector; pods without fresh values are left
+// out (the HPA then treats them as it treats pods whose metrics are missing).
+func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (*custom_metrics.MetricValueList, error) {
+	port, err := check(info, metricSelector)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := p.Pods.Pods(namespace).List(selector)
+	if err != nil {
+		return nil, err
+	}
+	out := &custom_metrics.MetricValueList{}
+	for _, pod := range pods {
+		if mv, ok := p.value(pod, info, port, metricSelector); ok {
+			out.Items = append(out.Items, *mv)
+		}
+	}
+	return out, nil
+}

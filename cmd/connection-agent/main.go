@@ -1,0 +1,153 @@
+// Command connection-agent counts the TCP connections of every pod of its node inside the pod's
+// own network namespace (no sidecar) and serves them to connection-metrics-adapter over HTTPS
+// with client certificates. It runs as a privileged DaemonSet with hostPID and the host's /proc.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/agent"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/sockdiag"
+)
+
+func main() {
+	klog.InitFlags(nil)
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig (default: in-cluster)")
+	node := flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the DaemonSet passes spec.nodeName)")
+	allNodes := flag.Bool("all-nodes", false, "count pods of every node (only for test topologies where every pod's namespace is on this host)")
+	listen := flag.String("listen", ":10260", "HTTPS address of "+"/connections")
+	metricsListen := flag.String("metrics-listen", "127.0.0.1:10261", "HTTP address of /metrics and /healthz")
+	tlsCert := flag.String("tls-cert", "", "serving certificate (PEM)")
+	tlsKey := flag.String("tls-key", "", "serving key (PEM)")
+	clientCA := flag.String("client-ca", "", "CA (PEM) of the client certificates allowed to read (the adapter's)")
+	interval := flag.Duration("interval", 5*time.Second, "how often connections are counted")
+	procRoot := flag.String("proc", "/proc", "the host's /proc")
+	loopback := flag.Bool("include-loopback-peers", false, "count connections whose peer is loopback (a mesh sidecar's)")
+	unsupported := flag.String("unsupported-runtime-classes", "gvisor,kata,kata-qemu,kata-clh,runsc", "RuntimeClasses whose pods' sockets are outside the node's kernel")
+	flag.Parse()
+
+	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *interval, *procRoot, *loopback, *unsupported); err != nil {
+		klog.ErrorS(err, "connection-agent stopped")
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert, tlsKey, clientCA string,
+	interval time.Duration, procRoot string, loopback bool, unsupported string) error {
+	if node == "" && !allNodes {
+		return errors.New("--node-name (or NODE_NAME) is required: the agent counts the pods of its node")
+	}
+	if tlsCert == "" || tlsKey == "" || clientCA == "" {
+		return errors.New("--tls-cert, --tls-key and --client-ca are required: only the adapter may read pods' connections")
+	}
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	opts := []informers.SharedInformerOption{}
+	if !allNodes {
+		opts = append(opts, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
+		}))
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(kubernetes.NewForConfigOrDie(cfg), 0, opts...)
+	pods := factory.Core().V1().Pods().Lister()
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	classes := map[string]bool{}
+	for _, c := range strings.Split(unsupported, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			classes[c] = true
+		}
+	}
+	scraper := &agent.Scraper{Node: node, Pods: pods, ProcRoot: procRoot, RescanEvery: 30 * time.Second,
+		Counter: sockdiag.NewCounter(sockdiag.Options{IncludeLoopbackPeers: loopback}), UnsupportedRuntimeClasses: classes,
+		Metrics: agent.NewMetrics(reg)}
+
+	tlsConfig, err := serverTLS(tlsCert, tlsKey, clientCA)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: listen, Handler: scraper.Handler(), TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if latest, ok := scraper.Latest(); !ok || time.Since(latest.Time) > 3*interval+10*time.Second {
+			http.Error(w, "no recent scrape", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	metricsSrv := &http.Server{Addr: metricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errs := make(chan error, 2)
+	go func() { errs <- fmt.Errorf("--listen: %w", srv.ListenAndServeTLS("", "")) }()
+	go func() { errs <- fmt.Errorf("--metrics-listen: %w", metricsSrv.ListenAndServe()) }()
+	klog.InfoS("counting connections", "node", node, "allNodes", allNodes, "interval", interval, "listen", listen)
+
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		scraper.Scrape()
+		select {
+		case <-ctx.Done():
+			shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(shutdown)
+			_ = metricsSrv.Shutdown(shutdown)
+			return nil
+		case err := <-errs:
+			return err
+		case <-ticker.C:
+		}
+	}
+}
+
+func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	pem, err := os.ReadFile(clientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--client-ca %s: no PEM certificate", clientCAFile)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
+		MinVersion: tls.VersionTLS12}, nil
+}

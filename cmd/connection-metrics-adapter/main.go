@@ -1,0 +1,133 @@
+// Command connection-metrics-adapter serves custom.metrics.k8s.io (v1beta2 and v1beta1) with the
+// pods' TCP connections that connection-agents count: tcp_connections (averaged over a sliding
+// window), tcp_connections_max, tcp_new_connections_per_second, tcp_syn_backlog and
+// tcp_outbound_connections. It is an aggregated API server (delegated authentication and
+// authorization) built on sigs.k8s.io/custom-metrics-apiserver.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/component-base/logs"
+	"k8s.io/klog/v2"
+	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/metricsapi"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/puller"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/store"
+)
+
+func main() {
+	logs.InitLogs()
+	defer logs.FlushLogs()
+	cmd := &basecmd.AdapterBase{Name: "connection-metrics-adapter"}
+	var (
+		agents                         []string
+		agentService, agentPort        string
+		clientCert, clientKey, agentCA string
+		interval, timeout, window, ttl time.Duration
+		metricsListen                  string
+	)
+	fs := cmd.Flags()
+	fs.StringArrayVar(&agents, "agent", nil, "an agent's base URL (https://host:port); repeat for more")
+	fs.StringVar(&agentService, "agent-service", "", "namespace/name of the agents' Service: agents are found in its EndpointSlices")
+	fs.StringVar(&agentPort, "agent-port-name", "https", "name of the agents' port in the EndpointSlices")
+	fs.StringVar(&clientCert, "agent-client-cert", "", "client certificate (PEM) the agents accept")
+	fs.StringVar(&clientKey, "agent-client-key", "", "its key (PEM)")
+	fs.StringVar(&agentCA, "agent-ca", "", "CA (PEM) of the agents' serving certificates")
+	fs.DurationVar(&interval, "pull-interval", 5*time.Second, "how often every agent is pulled")
+	fs.DurationVar(&timeout, "pull-timeout", 3*time.Second, "timeout of one pull")
+	fs.DurationVar(&window, "window", 30*time.Second, "sliding window tcp_connections is averaged over")
+	fs.DurationVar(&ttl, "ttl", 30*time.Second, "a pod's values are withdrawn when its newest sample is older than this")
+	fs.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:10262", "HTTP address of the adapter's own /metrics")
+	logs.AddFlags(fs)
+	fs.AddGoFlagSet(flag.CommandLine)
+	if err := fs.Parse(os.Args); err != nil {
+		klog.ErrorS(err, "flags")
+		os.Exit(2)
+	}
+	if err := run(cmd, agents, agentService, agentPort, clientCert, clientKey, agentCA, interval, timeout, window, ttl, metricsListen); err != nil {
+		klog.ErrorS(err, "connection-metrics-adapter stopped")
+		os.Exit(1)
+	}
+}
+
+func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, clientCert, clientKey, agentCA string,
+	interval, timeout, window, ttl time.Duration, metricsListen string) error {
+	if len(agents) == 0 && agentService == "" {
+		return fmt.Errorf("no agents: set --agent-service namespace/name (or --agent URLs)")
+	}
+	if clientCert == "" || clientKey == "" || agentCA == "" {
+		return fmt.Errorf("--agent-client-cert, --agent-client-key and --agent-ca are required: agents serve only clients with a certificate")
+	}
+	httpClient, err := agentClient(clientCert, clientKey, agentCA)
+	if err != nil {
+		return err
+	}
+	factory, err := cmd.Informers()
+	if err != nil {
+		return err
+	}
+	st := store.New(window, ttl)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pl := &puller.Puller{Client: httpClient, Store: st, Interval: interval, Timeout: timeout, Static: agents,
+		Metrics: puller.NewMetrics(reg, func() float64 { return float64(st.Len()) })}
+	if agentService != "" {
+		ns, name, ok := strings.Cut(agentService, "/")
+		if !ok {
+			return fmt.Errorf("--agent-service %q: write it as namespace/name", agentService)
+		}
+		pl.Slices, pl.Namespace, pl.Service, pl.Port = factory.Discovery().V1().EndpointSlices().Lister(), ns, name, agentPort
+	}
+	pods := factory.Core().V1().Pods().Lister()
+	cmd.WithCustomMetrics(&metricsapi.Provider{Store: st, Pods: pods, Now: time.Now})
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	go pl.Run(ctx)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	metricsSrv := &http.Server{Addr: metricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := metricsSrv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+			klog.ErrorS(err, "--metrics-listen")
+		}
+	}()
+	defer metricsSrv.Close()
+	klog.InfoS("serving custom.metrics.k8s.io", "agents", len(agents), "agentService", agentService, "window", window, "ttl", ttl)
+	return cmd.Run(ctx)
+}
+
+func agentClient(certFile, keyFile, caFile string) (*http.Client, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--agent-client-cert/--agent-client-key: %w", err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--agent-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--agent-ca %s: no PEM certificate", caFile)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: transport}, nil
+}
