@@ -4,15 +4,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,62 +45,19 @@ func TestProviderValidate(t *testing.T) {
 	}
 }
 
-type pki struct {
-	dir string
-	ca  *x509.Certificate
-	key *ecdsa.PrivateKey
-}
-
-func newPKI(t *testing.T, name string) *pki {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &pki{dir: t.TempDir(), ca: ca, key: key}
-	p.write(t, "ca.crt", "CERTIFICATE", der)
-	return p
-}
-
-func (p *pki) write(t *testing.T, name, kind string, der []byte) string {
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// issue writes name.crt and name.key signed by the CA.
-func (p *pki) issue(t *testing.T, name string, usage x509.ExtKeyUsage) (certPath, keyPath string) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	return p.write(t, name+".crt", "CERTIFICATE", der), p.write(t, name+".key", "EC PRIVATE KEY", keyDER)
-}
-
 // With --tls-client-ca, only clients holding a certificate of that CA get answers.
 func TestProviderRequiresClientCertificates(t *testing.T) {
 	w := framework.Connect(t)
-	serverPKI, clientPKI, strangerPKI := newPKI(t, "server-ca"), newPKI(t, "clients-ca"), newPKI(t, "stranger-ca")
-	serverCert, serverKey := serverPKI.issue(t, "provider", x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey := clientPKI.issue(t, "cluster-autoscaler", x509.ExtKeyUsageClientAuth)
-	strangerCert, strangerKey := strangerPKI.issue(t, "stranger", x509.ExtKeyUsageClientAuth)
+	serverPKI, clientPKI, strangerPKI := framework.NewPKI(t, "server-ca"), framework.NewPKI(t, "clients-ca"), framework.NewPKI(t, "stranger-ca")
+	serverCert, serverKey := serverPKI.Issue(t, "provider", x509.ExtKeyUsageServerAuth, nil)
+	clientCert, clientKey := clientPKI.Issue(t, "cluster-autoscaler", x509.ExtKeyUsageClientAuth, nil)
+	strangerCert, strangerKey := strangerPKI.Issue(t, "stranger", x509.ExtKeyUsageClientAuth, nil)
 	p := framework.StartProvider(t, novaConfig(w, "tls", 0, 2),
-		"--tls-cert", serverCert, "--tls-key", serverKey, "--tls-client-ca", filepath.Join(clientPKI.dir, "ca.crt"))
+		"--tls-cert", serverCert, "--tls-key", serverKey, "--tls-client-ca", clientPKI.CAFile)
 
 	call := func(certPath, keyPath string) error {
 		roots := x509.NewCertPool()
-		roots.AddCert(serverPKI.ca)
+		roots.AddCert(serverPKI.CA)
 		conf := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		if certPath != "" {
 			cert, err := tls.LoadX509KeyPair(certPath, keyPath)

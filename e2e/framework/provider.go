@@ -20,24 +20,68 @@ import (
 	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
 )
 
-var buildOnce sync.Once
-var buildErr error
+var (
+	buildMu  sync.Mutex
+	built    = map[string]string{}
+	buildErr = map[string]error{}
+)
 
-// ProviderBinary builds cmd/openstack-provider once per test process.
-func ProviderBinary(t testing.TB) string {
+// Binary builds ./cmd/<name> once per test process and returns its path.
+func Binary(t testing.TB, name string) string {
 	t.Helper()
-	out, _ := filepath.Abs("../_output/bin/openstack-provider")
-	buildOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/openstack-provider")
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if _, done := built[name]; !done {
+		out, _ := filepath.Abs("../_output/bin/" + name)
+		cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
 		cmd.Dir = ".."
 		if b, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building openstack-provider: %v\n%s", err, b)
+			buildErr[name] = fmt.Errorf("building %s: %v\n%s", name, err, b)
+		}
+		built[name] = out
+	}
+	if err := buildErr[name]; err != nil {
+		t.Fatal(err)
+	}
+	return built[name]
+}
+
+// ProviderBinary builds cmd/openstack-provider once per test process.
+func ProviderBinary(t testing.TB) string { return Binary(t, "openstack-provider") }
+
+// Start runs a command until the test ends (SIGTERM, then SIGKILL), logging to the test's temp
+// dir; the log is shown when the test fails.
+func Start(t testing.TB, name string, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		log.Close()
+		if t.Failed() {
+			if b, err := os.ReadFile(logPath); err == nil {
+				t.Logf("%s log:\n%s", name, tail(string(b), 3000))
+			}
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return out
+	return cmd
 }
 
 // Provider is a running openstack-provider process started by a test.

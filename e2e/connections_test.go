@@ -1,0 +1,316 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
+	"k8s.io/utils/ptr"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/loadgen"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/sandbox"
+)
+
+const (
+	adapterNamespace = "openstack-autoscaler"
+	adapterService   = "connection-metrics-adapter"
+	adapterPort      = 6444
+)
+
+// startConnectionMetrics runs a connection-agent (for every pod of this host) and the adapter,
+// registered through APIServices, exactly as the chart wires them, and removes it all afterwards.
+func startConnectionMetrics(t *testing.T, w *framework.World, window string) {
+	t.Helper()
+	ctx := context.Background()
+	kubeconfig := w.Env["KUBECONFIG"]
+	hostIP := w.Env["OSA_WORLD_HOST_IP"]
+	agentPKI, adapterClientPKI, servingPKI := framework.NewPKI(t, "agents"), framework.NewPKI(t, "adapter-clients"), framework.NewPKI(t, "adapter-serving")
+	agentCert, agentKey := agentPKI.Issue(t, "connection-agent", x509.ExtKeyUsageServerAuth, nil)
+	clientCert, clientKey := adapterClientPKI.Issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth, nil)
+	servingCert, servingKey := servingPKI.Issue(t, "adapter", x509.ExtKeyUsageServerAuth, []string{hostIP},
+		adapterService+"."+adapterNamespace+".svc")
+	agentAddr := framework.FreeAddr(t)
+	framework.Start(t, "connection-agent", framework.Binary(t, "connection-agent"), "--kubeconfig", kubeconfig, "--all-nodes",
+		"--listen", agentAddr, "--metrics-listen", framework.FreeAddr(t), "--interval", "2s",
+		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", adapterClientPKI.CAFile)
+	framework.Start(t, "connection-metrics-adapter", framework.Binary(t, "connection-metrics-adapter"),
+		"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+		"--bind-address", hostIP, "--secure-port", strconv.Itoa(adapterPort), "--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
+		"--agent", "https://"+agentAddr, "--agent-client-cert", clientCert, "--agent-client-key", clientKey, "--agent-ca", agentPKI.CAFile,
+		"--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", framework.FreeAddr(t))
+
+	// A selector-less Service with a named port and a hand-made EndpointSlice: the aggregator
+	// (with --enable-aggregator-routing) dials the endpoint, this host's address.
+	kube := w.Kube
+	_, _ = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: adapterNamespace}}, metav1.CreateOptions{})
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: adapterService, Namespace: adapterNamespace},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(adapterPort)}}}}
+	if _, err := kube.CoreV1().Services(adapterNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: adapterService, Namespace: adapterNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: adapterService}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{hostIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(adapterPort))}},
+	}
+	_ = kube.DiscoveryV1().EndpointSlices(adapterNamespace).Delete(ctx, slice.Name, metav1.DeleteOptions{})
+	if _, err := kube.DiscoveryV1().EndpointSlices(adapterNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	agg := aggregator.NewForConfigOrDie(w.RestConfig)
+	for _, version := range []string{"v1beta1", "v1beta2"} {
+		api := &apiregv1.APIService{
+			ObjectMeta: metav1.ObjectMeta{Name: version + ".custom.metrics.k8s.io"},
+			Spec: apiregv1.APIServiceSpec{Group: "custom.metrics.k8s.io", Version: version, CABundle: servingPKI.CAPEM(),
+				Service:              &apiregv1.ServiceReference{Namespace: adapterNamespace, Name: adapterService, Port: ptr.To(int32(443))},
+				GroupPriorityMinimum: 100, VersionPriority: 200},
+		}
+		_ = agg.ApiregistrationV1().APIServices().Delete(ctx, api.Name, metav1.DeleteOptions{})
+		if _, err := agg.ApiregistrationV1().APIServices().Create(ctx, api, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, version := range []string{"v1beta1", "v1beta2"} {
+			_ = agg.ApiregistrationV1().APIServices().Delete(ctx, version+".custom.metrics.k8s.io", metav1.DeleteOptions{})
+		}
+		_ = kube.CoreV1().Namespaces().Delete(ctx, adapterNamespace, metav1.DeleteOptions{})
+	})
+	framework.Eventually(t, 90*time.Second, time.Second, "custom.metrics.k8s.io available", func() (bool, error) {
+		for _, version := range []string{"v1beta1", "v1beta2"} {
+			api, err := agg.ApiregistrationV1().APIServices().Get(ctx, version+".custom.metrics.k8s.io", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			available := false
+			for _, c := range api.Status.Conditions {
+				if c.Type == apiregv1.Available && c.Status == apiregv1.ConditionTrue {
+					available = true
+				}
+			}
+			if !available {
+				return false, fmt.Errorf("%s not available: %v", api.Name, api.Status.Conditions)
+			}
+		}
+		return true, nil
+	})
+}
+
+// kubectl runs the world's kubectl.
+func kubectl(t *testing.T, w *framework.World, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(w.Env["OSA_WORLD_K8S_BIN"], "kubectl"), args...)
+	cmd.Env = append(cmd.Environ(), "KUBECONFIG="+w.Env["KUBECONFIG"])
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Logf("kubectl %s: %v: %s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}
+
+func kwokNode(t *testing.T, w *framework.World, name, cpu string) {
+	t.Helper()
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
+			Labels: map[string]string{"type": "kwok", "kubernetes.io/hostname": name}},
+		Status: corev1.NodeStatus{Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu),
+			corev1.ResourceMemory: resource.MustParse("16Gi"), corev1.ResourcePods: resource.MustParse("110")}},
+	}
+	node.Status.Allocatable = node.Status.Capacity
+	if _, err := w.Kube.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Kube.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+}
+
+// spreadLoad keeps total connections spread over the app's ready pods until stop is called.
+func spreadLoad(t *testing.T, w *framework.World, app string, port int, total *int, mu *sync.Mutex) (holder *loadgen.Holder, stop func()) {
+	holder = &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]}
+	done := make(chan struct{})
+	go func() {
+		for {
+			var targets []string
+			for _, p := range podsOf(t, w, app) {
+				if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && len(framework.PodPIDs(string(p.UID))) > 0 {
+					targets = append(targets, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port)))
+				}
+			}
+			mu.Lock()
+			n := *total
+			mu.Unlock()
+			if len(targets) > 0 {
+				_ = holder.Spread(context.Background(), targets, n)
+			}
+			select {
+			case <-done:
+				holder.CloseAll()
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done) }) }
+	t.Cleanup(stop)
+	return holder, stop
+}
+
+type metricValueList struct {
+	Items []struct {
+		DescribedObject struct{ Name string } `json:"describedObject"`
+		Value           resource.Quantity     `json:"value"`
+		WindowSeconds   *int64                `json:"windowSeconds"`
+		Timestamp       time.Time             `json:"timestamp"`
+	} `json:"items"`
+}
+
+// A real autoscaling/v2 HPA scales a Deployment on the inbound TCP connections its pods hold,
+// counted inside each pod's own network namespace: up within 30 s of a surge, down when the load
+// ends; `kubectl describe hpa` and `kubectl get --raw` show the values.
+func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
+	w := framework.Connect(t)
+	ctx := context.Background()
+	startConnectionMetrics(t, w, "6s")
+	kwokNode(t, w, "conn-node", "32")
+
+	const app = "conn-web"
+	labels := map[string]string{"app": app}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{sandbox.PortsAnnotation: "8080,9090"}},
+				Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": "conn-node"},
+					Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}},
+			}},
+	}
+	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), app, metav1.DeleteOptions{}) })
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
+			MinReplicas:    ptr.To(int32(1)), MaxReplicas: 6,
+			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
+				Metric: autoscalingv2.MetricIdentifier{Name: "tcp_connections"},
+				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse("10"))}}}},
+			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
+				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(10))}},
+		},
+	}
+	if _, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Delete(context.Background(), app, metav1.DeleteOptions{})
+	})
+	replicas := func() int32 {
+		d, err := w.Kube.AppsV1().Deployments("default").Get(ctx, app, metav1.GetOptions{})
+		if err != nil {
+			return -1
+		}
+		return *d.Spec.Replicas
+	}
+	raw := func() metricValueList {
+		out := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?labelSelector=app%3D"+app)
+		var list metricValueList
+		_ = json.Unmarshal([]byte(out), &list)
+		return list
+	}
+
+	// Idle: the metric is served (0 per pod) and the HPA holds at 1.
+	framework.Eventually(t, 60*time.Second, time.Second, "tcp_connections served for the idle pod", func() (bool, error) {
+		list := raw()
+		return len(list.Items) == 1 && list.Items[0].Value.IsZero(), fmt.Errorf("%+v", list)
+	})
+
+	// Surge: 40 connections over the pods; at a target of 10 per pod the HPA wants 4.
+	var mu sync.Mutex
+	total := 40
+	holder, stopLoad := spreadLoad(t, w, app, 8080, &total, &mu)
+	surge := time.Now()
+	took := framework.Eventually(t, 30*time.Second, time.Second, "a scale-up within 30 s of the surge", func() (bool, error) {
+		return replicas() > 1, fmt.Errorf("replicas %d", replicas())
+	})
+	t.Logf("surge → HPA scaled up in %s", took.Round(time.Second))
+	framework.Eventually(t, 120*time.Second, 2*time.Second, "4 replicas holding 10 connections each", func() (bool, error) {
+		list := raw()
+		if replicas() != 4 || len(list.Items) != 4 {
+			return false, fmt.Errorf("replicas %d, values %d", replicas(), len(list.Items))
+		}
+		for _, it := range list.Items {
+			if it.Value.Cmp(resource.MustParse("10")) != 0 {
+				return false, fmt.Errorf("%s = %s", it.DescribedObject.Name, it.Value.String())
+			}
+		}
+		return true, nil
+	})
+	held := 0
+	for _, n := range holder.Counts() {
+		held += n
+	}
+	if held != 40 {
+		t.Errorf("the load generator holds %d connections, want 40", held)
+	}
+	list := raw()
+	for _, it := range list.Items {
+		if it.WindowSeconds == nil || *it.WindowSeconds <= 0 || time.Since(it.Timestamp) > 15*time.Second {
+			t.Errorf("value of %s: window %v, timestamp %s: want a window and a fresh timestamp", it.DescribedObject.Name, it.WindowSeconds, it.Timestamp)
+		}
+	}
+	// One listening port through the metric selector: all load is on 8080, none on 9090.
+	port9090 := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?labelSelector=app%3D"+app+"&metricLabelSelector=port%3D9090")
+	if !strings.Contains(port9090, `"value":"0"`) || strings.Contains(port9090, `"value":"10"`) {
+		t.Errorf("tcp_connections{port=9090} = %s, want 0 for every pod", port9090)
+	}
+	describe := kubectl(t, w, "describe", "hpa", app)
+	if !strings.Contains(describe, `"tcp_connections" on pods:`) || !strings.Contains(describe, "10 / 10") {
+		t.Errorf("kubectl describe hpa lacks `\"tcp_connections\" on pods: 10 / 10`:\n%s", describe)
+	}
+	t.Logf("surge to steady state in %s; kubectl describe hpa:\n%s", time.Since(surge).Round(time.Second), describe)
+
+	// The load ends: back to the minimum.
+	stopLoad()
+	took = framework.Eventually(t, 120*time.Second, 2*time.Second, "scale down to 1", func() (bool, error) {
+		return replicas() == 1, fmt.Errorf("replicas %d", replicas())
+	})
+	t.Logf("load ended → 1 replica in %s", took.Round(time.Second))
+
+	// Unknown metrics and bad selectors get clear errors.
+	notFound := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/http_requests")
+	if !strings.Contains(notFound, "tcp_connections") || !strings.Contains(notFound, "NotFound") {
+		t.Errorf("unknown metric: %s; want NotFound naming the served metrics", notFound)
+	}
+	badSelector := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?metricLabelSelector=colour%3Dblue")
+	if !strings.Contains(badSelector, "BadRequest") || !strings.Contains(badSelector, "port=<number>") {
+		t.Errorf("bad metric selector: %s; want BadRequest saying port=<number>", badSelector)
+	}
+}
