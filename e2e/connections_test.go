@@ -213,7 +213,9 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), app, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), app, metav1.DeleteOptions{})
+	})
 	hpa := &autoscalingv2.HorizontalPodAutoscaler{
 		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{

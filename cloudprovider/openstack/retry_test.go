@@ -60,7 +60,7 @@ func TestBackoffRetry(t *testing.T) {
 func TestOperationTemplates(t *testing.T) {
 	for url, want := range map[string][2]string{
 		"http://h:8774/v2.1/servers/0b6b2f7e-98b4-4b0e-9d51-5f0b8f1f2c3d": {"compute", "GET /servers/{id}"},
-		"http://h:8774/v2.1/servers/detail?name=x":                          {"compute", "GET /servers/detail"},
+		"http://h:8774/v2.1/servers/detail?name=x":                        {"compute", "GET /servers/detail"},
 		"http://h:8004/v1/5cbb3bf09a3a421f97ed00d280497bad/stacks/prod-workers/0b6b2f7e-98b4-4b0e-9d51-5f0b8f1f2c3d/resources": {
 			"orchestration", "GET /{project}/stacks/{name}/{id}/resources"},
 		"http://h:9292/v2/images": {"image", "GET /images"},
