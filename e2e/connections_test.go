@@ -306,6 +306,11 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	})
 	t.Logf("load ended → 1 replica in %s", took.Round(time.Second))
 
+	// Reading custom metrics needs RBAC: a user without it is refused.
+	denied := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections", "--as", "nobody")
+	if !strings.Contains(denied, "Forbidden") {
+		t.Errorf("a user without RBAC read custom metrics: %s", denied)
+	}
 	// Unknown metrics and bad selectors get clear errors.
 	notFound := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/http_requests")
 	if !strings.Contains(notFound, "tcp_connections") || !strings.Contains(notFound, "NotFound") {

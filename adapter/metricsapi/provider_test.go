@@ -1,0 +1,115 @@
+package metricsapi
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/report"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/store"
+)
+
+var now = time.Unix(1_800_000_000, 0)
+
+func fixture(t *testing.T) *Provider {
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, p := range []*corev1.Pod{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1", UID: "u1", Labels: map[string]string{"app": "web"}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-2", UID: "u2", Labels: map[string]string{"app": "web"}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-3", UID: "u3", Labels: map[string]string{"app": "web"}}}, // no samples
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-1", UID: "u4", Labels: map[string]string{"app": "db"}}},
+	} {
+		_ = indexer.Add(p)
+	}
+	st := store.New(30*time.Second, 30*time.Second)
+	st.Add(report.Report{Pods: []report.Pod{
+		{Namespace: "shop", Name: "web-1", UID: "u1", Time: now, Inbound: 12, InboundByPort: map[uint16]int{8080: 10, 9090: 2}},
+		{Namespace: "shop", Name: "web-2", UID: "u2", Time: now, Inbound: 8, InboundByPort: map[uint16]int{8080: 8}},
+		{Namespace: "shop", Name: "db-1", UID: "u4", Time: now, Inbound: 3},
+	}})
+	return &Provider{Store: st, Pods: corelisters.NewPodLister(indexer), Now: func() time.Time { return now.Add(time.Second) }}
+}
+
+func info(metric string) provider.CustomMetricInfo {
+	return provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "pods"}, Namespaced: true, Metric: metric}
+}
+
+func TestBySelectorAndPort(t *testing.T) {
+	p := fixture(t)
+	ctx := context.Background()
+	list, err := p.GetMetricBySelector(ctx, "shop", labels.SelectorFromSet(labels.Set{"app": "web"}), info("tcp_connections"), labels.Everything())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, it := range list.Items {
+		got[it.DescribedObject.Name] = it.Value.String()
+		if it.DescribedObject.Kind != "Pod" || it.WindowSeconds == nil || !it.Timestamp.Time.Equal(now) {
+			t.Errorf("item %+v: want Kind Pod, a window and the sample's timestamp", it)
+		}
+	}
+	if len(got) != 2 || got["web-1"] != "12" || got["web-2"] != "8" {
+		t.Errorf("values = %v, want web-1 12, web-2 8, and web-3 left out (no samples)", got)
+	}
+	port, _ := labels.Parse("port=9090")
+	list, err = p.GetMetricBySelector(ctx, "shop", labels.SelectorFromSet(labels.Set{"app": "web"}), info("tcp_connections"), port)
+	byPort := map[string]string{}
+	for _, it := range list.Items {
+		byPort[it.DescribedObject.Name] = it.Value.String()
+	}
+	if err != nil || len(byPort) != 2 || byPort["web-1"] != "2" || byPort["web-2"] != "0" {
+		t.Errorf("port 9090 values = %v, %v; want web-1 2, web-2 0", byPort, err)
+	}
+	one, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "db-1"}, info("tcp_connections"), labels.Everything())
+	if err != nil || one.Value.String() != "3" {
+		t.Errorf("db-1 = %+v, %v; want 3", one, err)
+	}
+	if len(p.ListAllMetrics()) != 5 {
+		t.Errorf("discovery lists %d metrics, want 5", len(p.ListAllMetrics()))
+	}
+}
+
+func TestErrorsNameTheProblem(t *testing.T) {
+	p := fixture(t)
+	ctx := context.Background()
+	_, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), info("http_requests"), labels.Everything())
+	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "tcp_connections, tcp_connections_max") {
+		t.Errorf("unknown metric: %v; want NotFound listing the served metrics", err)
+	}
+	svc := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "services"}, Namespaced: true, Metric: "tcp_connections"}
+	if _, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), svc, labels.Everything()); !apierrors.IsNotFound(err) {
+		t.Errorf("services: %v; want NotFound", err)
+	}
+	for _, sel := range []string{"colour=blue", "port!=80", "port=http"} {
+		s, _ := labels.Parse(sel)
+		_, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), info("tcp_connections"), s)
+		if !apierrors.IsBadRequest(err) {
+			t.Errorf("metric selector %q: %v; want BadRequest", sel, err)
+		}
+	}
+	s, _ := labels.Parse("port=8080")
+	if _, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), info("tcp_syn_backlog"), s); !apierrors.IsBadRequest(err) {
+		t.Errorf("port selector on a metric without ports: %v; want BadRequest", err)
+	}
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web-3"}, info("tcp_connections"), labels.Everything())
+	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "no fresh tcp_connections") {
+		t.Errorf("pod without samples: %v; want NotFound saying there is no fresh value", err)
+	}
+	// Stale: 31 s after the sample (TTL 30 s) nothing is served.
+	p.Now = func() time.Time { return now.Add(31 * time.Second) }
+	list, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), info("tcp_connections"), labels.Everything())
+	if err != nil || len(list.Items) != 0 {
+		t.Errorf("stale values served: %+v, %v", list, err)
+	}
+}
