@@ -1,6 +1,8 @@
 // Package metricsapi translates the store's values into custom.metrics.k8s.io answers for
 // sigs.k8s.io/custom-metrics-apiserver: pods metrics by name or label selector, with a metric
-// label selector "port=<n>" narrowing a metric to one listening port.
+// label selector "port=<n>" narrowing a metric to one listening port; and object metrics for
+// Services (over their ready endpoints' pods), Deployments and StatefulSets (over their pods),
+// each the sum over those pods.
 package metricsapi
 
 import (
@@ -20,7 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/metrics/pkg/apis/custom_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
@@ -42,13 +46,23 @@ var metrics = map[string]struct {
 // PortLabel is the metric label that picks one listening port.
 const PortLabel = "port"
 
-var podsResource = schema.GroupResource{Resource: "pods"}
+var (
+	podsResource         = schema.GroupResource{Resource: "pods"}
+	servicesResource     = schema.GroupResource{Resource: "services"}
+	deploymentsResource  = schema.GroupResource{Group: "apps", Resource: "deployments"}
+	statefulSetsResource = schema.GroupResource{Group: "apps", Resource: "statefulsets"}
+	resources            = []schema.GroupResource{podsResource, servicesResource, deploymentsResource, statefulSetsResource}
+)
 
 // Provider serves the store's values.
 type Provider struct {
 	Store *store.Store
 	Pods  corelisters.PodLister
-	Now   func() time.Time
+	// For object metrics (optional: without them only pods are served).
+	Slices       discoverylisters.EndpointSliceLister
+	Deployments  appslisters.DeploymentLister
+	StatefulSets appslisters.StatefulSetLister
+	Now          func() time.Time
 }
 
 var _ provider.CustomMetricsProvider = &Provider{}
@@ -65,9 +79,11 @@ func MetricNames() []string {
 
 // ListAllMetrics answers discovery from a constant list, without scanning anything.
 func (p *Provider) ListAllMetrics() []provider.CustomMetricInfo {
-	out := make([]provider.CustomMetricInfo, 0, len(metrics))
-	for _, n := range MetricNames() {
-		out = append(out, provider.CustomMetricInfo{GroupResource: podsResource, Namespaced: true, Metric: n})
+	out := make([]provider.CustomMetricInfo, 0, len(metrics)*len(resources))
+	for _, r := range resources {
+		for _, n := range MetricNames() {
+			out = append(out, provider.CustomMetricInfo{GroupResource: r, Namespaced: true, Metric: n})
+		}
 	}
 	return out
 }
@@ -80,9 +96,14 @@ func statusError(code int32, reason metav1.StatusReason, format string, a ...any
 // check validates the metric and the resource, and parses the metric selector.
 func check(info provider.CustomMetricInfo, metricSelector labels.Selector) (port uint16, err error) {
 	m, ok := metrics[info.Metric]
-	if !ok || info.GroupResource != podsResource {
+	known := false
+	for _, r := range resources {
+		known = known || r == info.GroupResource
+	}
+	if !ok || !known {
 		return 0, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
-			"metric %q is not served for %s: this adapter serves %s for pods", info.Metric, info.GroupResource.String(), strings.Join(MetricNames(), ", "))
+			"metric %q is not served for %s: this adapter serves %s for pods, services, deployments.apps and statefulsets.apps",
+			info.Metric, info.GroupResource.String(), strings.Join(MetricNames(), ", "))
 	}
 	if metricSelector == nil || metricSelector.Empty() {
 		return 0, nil
@@ -133,6 +154,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err != nil {
 		return nil, err
 	}
+	if info.GroupResource != podsResource {
+		return p.objectValue(name, info, port, metricSelector)
+	}
 	pod, err := p.Pods.Pods(name.Namespace).Get(name.Name)
 	if err != nil {
 		return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
@@ -152,11 +176,23 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if err != nil {
 		return nil, err
 	}
+	out := &custom_metrics.MetricValueList{}
+	if info.GroupResource != podsResource {
+		names, err := p.objectsMatching(namespace, info.GroupResource, selector)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			if mv, err := p.objectValue(types.NamespacedName{Namespace: namespace, Name: n}, info, port, metricSelector); err == nil {
+				out.Items = append(out.Items, *mv)
+			}
+		}
+		return out, nil
+	}
 	pods, err := p.Pods.Pods(namespace).List(selector)
 	if err != nil {
 		return nil, err
 	}
-	out := &custom_metrics.MetricValueList{}
 	for _, pod := range pods {
 		if mv, ok := p.value(pod, info, port, metricSelector); ok {
 			out.Items = append(out.Items, *mv)

@@ -6,13 +6,17 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
@@ -75,8 +79,8 @@ func TestBySelectorAndPort(t *testing.T) {
 	if err != nil || one.Value.String() != "3" {
 		t.Errorf("db-1 = %+v, %v; want 3", one, err)
 	}
-	if len(p.ListAllMetrics()) != 5 {
-		t.Errorf("discovery lists %d metrics, want 5", len(p.ListAllMetrics()))
+	if len(p.ListAllMetrics()) != 20 {
+		t.Errorf("discovery lists %d metrics, want 5 for each of pods, services, deployments, statefulsets", len(p.ListAllMetrics()))
 	}
 }
 
@@ -87,9 +91,9 @@ func TestErrorsNameTheProblem(t *testing.T) {
 	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "tcp_connections, tcp_connections_max") {
 		t.Errorf("unknown metric: %v; want NotFound listing the served metrics", err)
 	}
-	svc := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "services"}, Namespaced: true, Metric: "tcp_connections"}
-	if _, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), svc, labels.Everything()); !apierrors.IsNotFound(err) {
-		t.Errorf("services: %v; want NotFound", err)
+	nodes := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "nodes"}, Metric: "tcp_connections"}
+	if _, err := p.GetMetricBySelector(ctx, "", labels.Everything(), nodes, labels.Everything()); !apierrors.IsNotFound(err) {
+		t.Errorf("nodes: %v; want NotFound", err)
 	}
 	for _, sel := range []string{"colour=blue", "port!=80", "port=http"} {
 		s, _ := labels.Parse(sel)
@@ -111,5 +115,42 @@ func TestErrorsNameTheProblem(t *testing.T) {
 	list, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), info("tcp_connections"), labels.Everything())
 	if err != nil || len(list.Items) != 0 {
 		t.Errorf("stale values served: %+v, %v", list, err)
+	}
+}
+
+func TestObjectMetricsSumTheirPods(t *testing.T) {
+	p := fixture(t)
+	slices := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	ready, notReady := true, false
+	_ = slices.Add(&discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-abc", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"198.51.100.130"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-1"}},
+			{Addresses: []string{"198.51.100.131"}, Conditions: discoveryv1.EndpointConditions{Ready: &notReady}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-2"}},
+		},
+	})
+	p.Slices = discoverylisters.NewEndpointSliceLister(slices)
+	deployments := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	_ = deployments.Add(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{"tier": "front"}},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}})
+	p.Deployments = appslisters.NewDeploymentLister(deployments)
+	ctx := context.Background()
+
+	svc := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "services"}, Namespaced: true, Metric: "tcp_connections"}
+	v, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, svc, labels.Everything())
+	if err != nil || v.Value.String() != "12" || v.DescribedObject.Kind != "Service" {
+		t.Errorf("service web = %+v, %v; want 12 (only the ready endpoint web-1)", v, err)
+	}
+	dep := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Group: "apps", Resource: "deployments"}, Namespaced: true, Metric: "tcp_connections"}
+	v, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, dep, labels.Everything())
+	if err != nil || v.Value.String() != "20" || v.DescribedObject.Kind != "Deployment" {
+		t.Errorf("deployment web = %+v, %v; want 20 (web-1 12 + web-2 8; web-3 has no value)", v, err)
+	}
+	list, err := p.GetMetricBySelector(ctx, "shop", labels.SelectorFromSet(labels.Set{"tier": "front"}), dep, labels.Everything())
+	if err != nil || len(list.Items) != 1 || list.Items[0].Value.String() != "20" {
+		t.Errorf("deployments tier=front = %+v, %v", list, err)
+	}
+	if _, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "nope"}, dep, labels.Everything()); !apierrors.IsNotFound(err) {
+		t.Errorf("unknown deployment: %v; want NotFound", err)
 	}
 }

@@ -94,7 +94,10 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 		pl.Slices, pl.Namespace, pl.Service, pl.Port = factory.Discovery().V1().EndpointSlices().Lister(), ns, name, agentPort
 	}
 	pods := factory.Core().V1().Pods().Lister()
-	cmd.WithCustomMetrics(&metricsapi.Provider{Store: st, Pods: pods, Now: time.Now})
+	cmd.WithCustomMetrics(&metricsapi.Provider{Store: st, Pods: pods, Now: time.Now,
+		Slices:       factory.Discovery().V1().EndpointSlices().Lister(),
+		Deployments:  factory.Apps().V1().Deployments().Lister(),
+		StatefulSets: factory.Apps().V1().StatefulSets().Lister()})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
