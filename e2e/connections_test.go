@@ -293,10 +293,13 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	if !strings.Contains(port9090, `"value":"0"`) || strings.Contains(port9090, `"value":"10"`) {
 		t.Errorf("tcp_connections{port=9090} = %s, want 0 for every pod", port9090)
 	}
-	describe := kubectl(t, w, "describe", "hpa", app)
-	if !strings.Contains(describe, `"tcp_connections" on pods:`) || !strings.Contains(describe, "10 / 10") {
-		t.Errorf("kubectl describe hpa lacks `\"tcp_connections\" on pods: 10 / 10`:\n%s", describe)
-	}
+	// The HPA's status (what describe shows) follows the values at its next sync.
+	var describe string
+	framework.Eventually(t, 30*time.Second, 2*time.Second, "kubectl describe hpa showing the current value", func() (bool, error) {
+		describe = kubectl(t, w, "describe", "hpa", app)
+		return strings.Contains(describe, `"tcp_connections" on pods:`) && strings.Contains(describe, "10 / 10"),
+			fmt.Errorf("describe:\n%s", describe)
+	})
 	t.Logf("surge to steady state in %s; kubectl describe hpa:\n%s", time.Since(surge).Round(time.Second), describe)
 
 	// The load ends: back to the minimum.
