@@ -48,38 +48,47 @@ func startConnectionMetrics(t *testing.T, w *framework.World, window string) {
 	kubeconfig := w.Env["KUBECONFIG"]
 	hostIP := w.Env["OSA_WORLD_HOST_IP"]
 	agentPKI, adapterClientPKI, servingPKI := framework.NewPKI(t, "agents"), framework.NewPKI(t, "adapter-clients"), framework.NewPKI(t, "adapter-serving")
-	agentCert, agentKey := agentPKI.Issue(t, "connection-agent", x509.ExtKeyUsageServerAuth, nil)
+	nodeIP := "198.51.100.11" // the world's node address on lo: EndpointSlices take no loopback address
+	agentCert, agentKey := agentPKI.Issue(t, "connection-agent", x509.ExtKeyUsageServerAuth, []string{nodeIP})
 	clientCert, clientKey := adapterClientPKI.Issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth, nil)
 	servingCert, servingKey := servingPKI.Issue(t, "adapter", x509.ExtKeyUsageServerAuth, []string{hostIP},
 		adapterService+"."+adapterNamespace+".svc")
-	agentAddr := framework.FreeAddr(t)
+	_, agentPort, _ := net.SplitHostPort(framework.FreeAddr(t))
+	agentAddr := net.JoinHostPort(nodeIP, agentPort)
 	framework.Start(t, "connection-agent", framework.Binary(t, "connection-agent"), "--kubeconfig", kubeconfig, "--all-nodes",
 		"--listen", agentAddr, "--metrics-listen", framework.FreeAddr(t), "--interval", "2s",
 		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", adapterClientPKI.CAFile)
 	framework.Start(t, "connection-metrics-adapter", framework.Binary(t, "connection-metrics-adapter"),
 		"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
 		"--bind-address", hostIP, "--secure-port", strconv.Itoa(adapterPort), "--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
-		"--agent", "https://"+agentAddr, "--agent-client-cert", clientCert, "--agent-client-key", clientKey, "--agent-ca", agentPKI.CAFile,
+		"--agent-service", adapterNamespace+"/connection-agent", "--agent-client-cert", clientCert, "--agent-client-key", clientKey, "--agent-ca", agentPKI.CAFile,
 		"--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", framework.FreeAddr(t))
 
-	// A selector-less Service with a named port and a hand-made EndpointSlice: the aggregator
-	// (with --enable-aggregator-routing) dials the endpoint, this host's address.
+	// Selector-less Services with named ports and hand-made EndpointSlices, as a DaemonSet's and a
+	// Deployment's would have: the adapter finds the agent through its Service's slices, and the
+	// aggregator (with --enable-aggregator-routing) dials the adapter's endpoint.
 	kube := w.Kube
 	_, _ = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: adapterNamespace}}, metav1.CreateOptions{})
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: adapterService, Namespace: adapterNamespace},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(adapterPort)}}}}
-	if _, err := kube.CoreV1().Services(adapterNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: adapterService, Namespace: adapterNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: adapterService}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{hostIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(adapterPort))}},
-	}
-	_ = kube.DiscoveryV1().EndpointSlices(adapterNamespace).Delete(ctx, slice.Name, metav1.DeleteOptions{})
-	if _, err := kube.DiscoveryV1().EndpointSlices(adapterNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	agentPortNumber, _ := strconv.Atoi(agentPort)
+	for _, e := range []struct {
+		name, ip    string
+		port, front int
+	}{{adapterService, hostIP, adapterPort, 443}, {"connection-agent", nodeIP, agentPortNumber, agentPortNumber}} {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: e.name, Namespace: adapterNamespace},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: int32(e.front), TargetPort: intstr.FromInt(e.port)}}}}
+		if _, err := kube.CoreV1().Services(adapterNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: e.name, Namespace: adapterNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: e.name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(e.port))}},
+		}
+		_ = kube.DiscoveryV1().EndpointSlices(adapterNamespace).Delete(ctx, slice.Name, metav1.DeleteOptions{})
+		if _, err := kube.DiscoveryV1().EndpointSlices(adapterNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	agg := aggregator.NewForConfigOrDie(w.RestConfig)
 	for _, version := range []string{"v1beta1", "v1beta2"} {
