@@ -19,7 +19,7 @@ test: lint test-unit e2e
 
 ## test-unit: unit tests (no world needed)
 test-unit: deps
-	OSA_REQUIRE_PROTOC=1 $(GO) test -count=1 $(PKGS)
+	OSA_REQUIRE_TOOLS=1 $(GO) test -count=1 $(PKGS)
 
 ## e2e: end-to-end tests in the local world (started, and stopped afterwards, if not running)
 e2e:
@@ -36,9 +36,10 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/...
 
-## deps: Debian packages the unit tests need (protoc checks the generated gRPC code)
+## deps: Debian packages the unit tests need (protoc checks the generated gRPC code; nft and ip
+## make the network namespaces of the connection-counting tests)
 deps:
-	@for p in protobuf-compiler libprotobuf-dev; do \
+	@for p in protobuf-compiler libprotobuf-dev nftables iproute2; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; fi

@@ -197,3 +197,26 @@ func TestCountAfterConnectionsCloseAndV2Fallback(t *testing.T) {
 		t.Errorf("after closing: %+v, %v; want 0 inbound, port 8080 still listed", after, err)
 	}
 }
+
+// Handshakes whose last ACK never arrives stay SYN_RECV on the server: the peer's ACK-only
+// packets to the port are dropped by an nftables rule in the peer namespace.
+func TestCountsSynRecv(t *testing.T) {
+	n := newTestNet(t)
+	n.listen(t, n.pod, "tcp4", "0.0.0.0:7777")
+	n.listen(t, n.pod, "tcp4", "0.0.0.0:8080")
+	if _, err := exec.LookPath("nft"); err != nil {
+		if os.Getenv("OSA_REQUIRE_TOOLS") == "1" {
+			t.Fatal("nft not found: install Debian's nftables (make deps)")
+		}
+		t.Skip("nft not installed (make deps installs nftables)")
+	}
+	run(t, "ip", "netns", "exec", n.peer, "nft", "add table inet osa; add chain inet osa out { type filter hook output priority 0 ; } ; "+
+		"add rule inet osa out tcp dport 7777 tcp flags == ack drop")
+	n.dial(t, n.peer, "198.51.100.33:7777", 3) // the client thinks it is connected; the server never hears the ACK
+	n.dial(t, n.peer, "198.51.100.33:8080", 2) // complete handshakes on another port
+	time.Sleep(100 * time.Millisecond)
+	got := count(t, n.pod, Options{})
+	if got.SynRecv != 3 || got.Inbound != 2 || got.InboundByPort[7777] != 0 {
+		t.Errorf("counts = %+v; want 3 SYN_RECV, 2 inbound (8080), none established on 7777", got)
+	}
+}

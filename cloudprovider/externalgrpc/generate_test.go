@@ -13,7 +13,7 @@ import (
 // generate from externalgrpc.proto.
 func TestGeneratedCodeIsCurrent(t *testing.T) {
 	if _, err := exec.LookPath("protoc"); err != nil {
-		if os.Getenv("OSA_REQUIRE_PROTOC") == "1" {
+		if os.Getenv("OSA_REQUIRE_TOOLS") == "1" {
 			t.Fatal("protoc not found: install Debian's protobuf-compiler and libprotobuf-dev (make deps)")
 		}
 		t.Skip("protoc not installed (make deps installs it); skipping the regeneration check")
