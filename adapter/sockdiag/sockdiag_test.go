@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,5 +219,42 @@ func TestCountsSynRecv(t *testing.T) {
 	got := count(t, n.pod, Options{})
 	if got.SynRecv != 3 || got.Inbound != 2 || got.InboundByPort[7777] != 0 {
 		t.Errorf("counts = %+v; want 3 SYN_RECV, 2 inbound (8080), none established on 7777", got)
+	}
+}
+
+// A scrape survives the pod going away under it: a socket made in the namespace keeps the
+// namespace alive until it is closed; a namespace entered by a PID that is gone (or reused by
+// another namespace) is refused, not mistaken.
+func TestScrapeWhileProcessesAndNamespacesGo(t *testing.T) {
+	n := newTestNet(t)
+	n.listen(t, n.pod, "tcp4", "0.0.0.0:8080")
+	n.dial(t, n.peer, "198.51.100.33:8080", 2)
+	time.Sleep(50 * time.Millisecond)
+	pid := inNamespace(t, n.pod)
+	ino, err := netns.Inode(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := netns.DiagSocket(netns.ProcPath(pid), ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	// The process exits and the namespace's name is removed mid-scrape: the count still completes.
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	run(t, "ip", "netns", "del", n.pod)
+	got, err := NewCounter(Options{}).Count(fd)
+	if err != nil || got.Inbound != 2 {
+		t.Errorf("count after the process and the name went: %+v, %v; want 2 inbound", got, err)
+	}
+	// Entering by the dead PID fails cleanly.
+	time.Sleep(50 * time.Millisecond)
+	if _, err := netns.DiagSocket(netns.ProcPath(pid), ino); err == nil {
+		t.Error("entering the namespace of an exited process succeeded")
+	}
+	// A PID whose namespace is not the one discovery recorded (reuse) is refused.
+	other := inNamespace(t, n.peer)
+	if _, err := netns.DiagSocket(netns.ProcPath(other), ino); err == nil || !strings.Contains(err.Error(), "replaced") {
+		t.Errorf("entering through a reused PID: %v; want a refusal", err)
 	}
 }
