@@ -195,20 +195,7 @@ nodeGroups:
 	if err := d.IncreaseSize(ctx, group, 1); err != nil {
 		t.Fatal(err)
 	}
-	var failed *pb.Instance
-	framework.Eventually(t, 120*time.Second, 2*time.Second, "a failed member", func() (bool, error) {
-		instances, err := d.Instances(ctx, group)
-		if err != nil {
-			return false, err
-		}
-		for _, inst := range instances {
-			if inst.GetStatus().GetErrorInfo().GetErrorCode() != "" {
-				failed = inst
-				return true, nil
-			}
-		}
-		return false, fmt.Errorf("instances %v", instances)
-	})
+	failed := waitForFailedInstance(t, d, group, 120*time.Second)
 	info := failed.GetStatus().GetErrorInfo()
 	t.Logf("failed member %s: %s %q", failed.GetId(), info.GetErrorCode(), info.GetErrorMessage())
 	if info.GetInstanceErrorClass() != 1 || failed.GetStatus().GetInstanceState() != pb.InstanceStatus_instanceCreating {

@@ -308,20 +308,7 @@ func TestNovaQuotaExhaustedIsOutOfResources(t *testing.T) {
 	if err := d.IncreaseSize(ctx, group, 1); err != nil {
 		t.Fatal(err)
 	}
-	var failed *pb.Instance
-	framework.Eventually(t, 30*time.Second, 500*time.Millisecond, "an instance with errorInfo", func() (bool, error) {
-		instances, err := d.Instances(ctx, group)
-		if err != nil {
-			return false, err
-		}
-		for _, inst := range instances {
-			if inst.GetStatus().GetErrorInfo().GetErrorCode() != "" {
-				failed = inst
-				return true, nil
-			}
-		}
-		return false, fmt.Errorf("instances %v", instances)
-	})
+	failed := waitForFailedInstance(t, d, group, 30*time.Second)
 	info := failed.GetStatus().GetErrorInfo()
 	if failed.GetStatus().GetInstanceState() != pb.InstanceStatus_instanceCreating || info.GetInstanceErrorClass() != 1 {
 		t.Errorf("failed instance = %v, want state creating with errorInfo class 1 (out of resources)", failed)
@@ -444,4 +431,24 @@ func useUpInstanceQuota(t *testing.T, w *framework.World) (restore func()) {
 	}
 	t.Cleanup(restore)
 	return restore
+}
+
+// waitForFailedInstance waits for the group to report an instance with errorInfo.
+func waitForFailedInstance(t *testing.T, d *autoscaler.Driver, group string, timeout time.Duration) *pb.Instance {
+	t.Helper()
+	var failed *pb.Instance
+	framework.Eventually(t, timeout, time.Second, "an instance with errorInfo in "+group, func() (bool, error) {
+		instances, err := d.Instances(context.Background(), group)
+		if err != nil {
+			return false, err
+		}
+		for _, inst := range instances {
+			if inst.GetStatus().GetErrorInfo().GetErrorCode() != "" {
+				failed = inst
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("instances %v", instances)
+	})
+	return failed
 }

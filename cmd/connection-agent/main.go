@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/agent"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/sockdiag"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 )
 
 func main() {
@@ -136,17 +136,13 @@ func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert,
 }
 
 func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := certs.KeyPair("--tls-cert/--tls-key", certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		return nil, err
 	}
-	pem, err := os.ReadFile(clientCAFile)
+	pool, err := certs.Pool("--client-ca", clientCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("--client-ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--client-ca %s: no PEM certificate", clientCAFile)
+		return nil, err
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
 		MinVersion: tls.VersionTLS12}, nil

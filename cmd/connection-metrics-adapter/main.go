@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"net/http"
@@ -28,6 +27,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/metricsapi"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/puller"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/store"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 )
 
 func main() {
@@ -118,17 +118,13 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 }
 
 func agentClient(certFile, keyFile, caFile string) (*http.Client, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := certs.KeyPair("--agent-client-cert/--agent-client-key", certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--agent-client-cert/--agent-client-key: %w", err)
+		return nil, err
 	}
-	pem, err := os.ReadFile(caFile)
+	pool, err := certs.Pool("--agent-ca", caFile)
 	if err != nil {
-		return nil, fmt.Errorf("--agent-ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--agent-ca %s: no PEM certificate", caFile)
+		return nil, err
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}

@@ -9,7 +9,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +33,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/grpcserver"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/provider"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 )
 
 func main() {
@@ -176,19 +176,15 @@ func serverTLS(certFile, keyFile, clientCAFile string) (credentials.TransportCre
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := certs.KeyPair("--tls-cert/--tls-key", certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		return nil, err
 	}
 	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if clientCAFile != "" {
-		pem, err := os.ReadFile(clientCAFile)
+		pool, err := certs.Pool("--tls-client-ca", clientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("--tls-client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate found", clientCAFile)
+			return nil, err
 		}
 		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
