@@ -195,7 +195,7 @@ func benchmarkScrape(b *testing.B, privateEhash bool) {
 	})
 }
 
-func BenchmarkScrape110Pods50kConnectionsSharedTable(b *testing.B)  { benchmarkScrape(b, false) }
+func BenchmarkScrape110Pods50kConnectionsSharedTable(b *testing.B)   { benchmarkScrape(b, false) }
 func BenchmarkScrape110Pods50kConnectionsPrivateTables(b *testing.B) { benchmarkScrape(b, true) }
 
 // TestScrapeBenchDialer is the benchmark's helper process, not a test: with OSA_BENCH_DIAL set
