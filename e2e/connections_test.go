@@ -5,10 +5,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -20,13 +20,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
-	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	"k8s.io/utils/ptr"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
@@ -34,100 +30,34 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/sandbox"
 )
 
-const (
-	adapterNamespace = "openstack-autoscaler"
-	adapterService   = "connection-metrics-adapter"
-	adapterPort      = 6444
-)
-
-// startConnectionMetrics runs a connection-agent (for every pod of this host) and the adapter,
-// registered through APIServices, exactly as the chart wires them, and removes it all afterwards.
+// startConnectionMetrics runs the agent and the adapter for the test (see
+// framework.StartConnectionMetrics) and shows their logs if it fails.
 func startConnectionMetrics(t *testing.T, w *framework.World, window string) {
 	t.Helper()
-	ctx := context.Background()
-	kubeconfig := w.Env["KUBECONFIG"]
-	hostIP := w.Env["OSA_WORLD_HOST_IP"]
-	agentPKI, adapterClientPKI, servingPKI := framework.NewPKI(t, "agents"), framework.NewPKI(t, "adapter-clients"), framework.NewPKI(t, "adapter-serving")
-	nodeIP := "198.51.100.11" // the world's node address on lo: EndpointSlices take no loopback address
-	agentCert, agentKey := agentPKI.Issue(t, "connection-agent", x509.ExtKeyUsageServerAuth, []string{nodeIP})
-	clientCert, clientKey := adapterClientPKI.Issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth, nil)
-	servingCert, servingKey := servingPKI.Issue(t, "adapter", x509.ExtKeyUsageServerAuth, []string{hostIP},
-		adapterService+"."+adapterNamespace+".svc")
-	_, agentPort, _ := net.SplitHostPort(framework.FreeAddr(t))
-	agentAddr := net.JoinHostPort(nodeIP, agentPort)
-	framework.Start(t, "connection-agent", framework.Binary(t, "connection-agent"), "--kubeconfig", kubeconfig, "--all-nodes",
-		"--listen", agentAddr, "--metrics-listen", framework.FreeAddr(t), "--interval", "2s",
-		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", adapterClientPKI.CAFile)
-	framework.Start(t, "connection-metrics-adapter", framework.Binary(t, "connection-metrics-adapter"),
-		"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
-		"--bind-address", hostIP, "--secure-port", strconv.Itoa(adapterPort), "--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
-		"--agent-service", adapterNamespace+"/connection-agent", "--agent-client-cert", clientCert, "--agent-client-key", clientKey, "--agent-ca", agentPKI.CAFile,
-		"--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", framework.FreeAddr(t))
-
-	// Selector-less Services with named ports and hand-made EndpointSlices, as a DaemonSet's and a
-	// Deployment's would have: the adapter finds the agent through its Service's slices, and the
-	// aggregator (with --enable-aggregator-routing) dials the adapter's endpoint.
-	kube := w.Kube
-	_, _ = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: adapterNamespace}}, metav1.CreateOptions{})
-	agentPortNumber, _ := strconv.Atoi(agentPort)
-	for _, e := range []struct {
-		name, ip    string
-		port, front int
-	}{{adapterService, hostIP, adapterPort, 443}, {"connection-agent", nodeIP, agentPortNumber, agentPortNumber}} {
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: e.name, Namespace: adapterNamespace},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: int32(e.front), TargetPort: intstr.FromInt(e.port)}}}}
-		if _, err := kube.CoreV1().Services(adapterNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-		slice := &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: e.name, Namespace: adapterNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: e.name}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(e.port))}},
-		}
-		_ = kube.DiscoveryV1().EndpointSlices(adapterNamespace).Delete(ctx, slice.Name, metav1.DeleteOptions{})
-		if _, err := kube.DiscoveryV1().EndpointSlices(adapterNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	agg := aggregator.NewForConfigOrDie(w.RestConfig)
-	for _, version := range []string{"v1beta1", "v1beta2"} {
-		api := &apiregv1.APIService{
-			ObjectMeta: metav1.ObjectMeta{Name: version + ".custom.metrics.k8s.io"},
-			Spec: apiregv1.APIServiceSpec{Group: "custom.metrics.k8s.io", Version: version, CABundle: servingPKI.CAPEM(),
-				Service:              &apiregv1.ServiceReference{Namespace: adapterNamespace, Name: adapterService, Port: ptr.To(int32(443))},
-				GroupPriorityMinimum: 100, VersionPriority: 200},
-		}
-		_ = agg.ApiregistrationV1().APIServices().Delete(ctx, api.Name, metav1.DeleteOptions{})
-		if _, err := agg.ApiregistrationV1().APIServices().Create(ctx, api, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	bin := filepath.Dir(framework.Binary(t, "connection-agent"))
+	framework.Binary(t, "connection-metrics-adapter")
+	dir := t.TempDir()
+	m, err := framework.StartConnectionMetrics(w, bin, dir, window)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, version := range []string{"v1beta1", "v1beta2"} {
-			_ = agg.ApiregistrationV1().APIServices().Delete(ctx, version+".custom.metrics.k8s.io", metav1.DeleteOptions{})
-		}
-		_ = kube.CoreV1().Namespaces().Delete(ctx, adapterNamespace, metav1.DeleteOptions{})
-	})
-	framework.Eventually(t, 90*time.Second, time.Second, "custom.metrics.k8s.io available", func() (bool, error) {
-		for _, version := range []string{"v1beta1", "v1beta2"} {
-			api, err := agg.ApiregistrationV1().APIServices().Get(ctx, version+".custom.metrics.k8s.io", metav1.GetOptions{})
-			if err != nil {
-				return false, err
-			}
-			available := false
-			for _, c := range api.Status.Conditions {
-				if c.Type == apiregv1.Available && c.Status == apiregv1.ConditionTrue {
-					available = true
+		m.Stop()
+		if t.Failed() {
+			for _, name := range []string{"connection-agent", "connection-metrics-adapter"} {
+				if b, err := os.ReadFile(filepath.Join(dir, name+".log")); err == nil {
+					t.Logf("%s log (tail):\n%s", name, tailString(string(b), 3000))
 				}
 			}
-			if !available {
-				return false, fmt.Errorf("%s not available: %v", api.Name, api.Status.Conditions)
-			}
 		}
-		return true, nil
 	})
+}
+
+func tailString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
 }
 
 // kubectl runs the world's kubectl.

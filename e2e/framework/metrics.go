@@ -1,0 +1,203 @@
+package framework
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
+	"k8s.io/utils/ptr"
+)
+
+// Where the connection metrics live in the world, as the chart would put them.
+const (
+	MetricsNamespace = "openstack-autoscaler"
+	AdapterService   = "connection-metrics-adapter"
+	AgentService     = "connection-agent"
+	AdapterPort      = 6444
+)
+
+// ConnectionMetrics is a running connection-agent (for every pod of this host: all the world's
+// pod sandboxes live here) and connection-metrics-adapter, registered through APIServices.
+type ConnectionMetrics struct {
+	procs []*exec.Cmd
+	w     *World
+}
+
+// StartConnectionMetrics runs binDir/connection-agent and binDir/connection-metrics-adapter with
+// certificates, logs and state in workDir, wires them as a cluster would (Services,
+// EndpointSlices, APIServices for custom.metrics.k8s.io v1beta1 and v1beta2), and waits until
+// the API is available. window is the adapter's averaging window.
+func StartConnectionMetrics(w *World, binDir, workDir, window string) (*ConnectionMetrics, error) {
+	ctx := context.Background()
+	m := &ConnectionMetrics{w: w}
+	ok := false
+	defer func() {
+		if !ok {
+			m.Stop()
+		}
+	}()
+	kubeconfig, hostIP, nodeIP := w.Env["KUBECONFIG"], w.Env["OSA_WORLD_HOST_IP"], "198.51.100.11"
+	var agentPKI, clientPKI, servingPKI *PKI
+	var err error
+	if agentPKI, err = CreatePKI(workDir, "agents"); err != nil {
+		return nil, err
+	}
+	if clientPKI, err = CreatePKI(workDir, "adapter-clients"); err != nil {
+		return nil, err
+	}
+	if servingPKI, err = CreatePKI(workDir, "adapter-serving"); err != nil {
+		return nil, err
+	}
+	agentCert, agentKey, err := agentPKI.IssueFiles("connection-agent", x509.ExtKeyUsageServerAuth, []string{nodeIP})
+	if err != nil {
+		return nil, err
+	}
+	clientCert, clientKey, err := clientPKI.IssueFiles("adapter-client", x509.ExtKeyUsageClientAuth, nil)
+	if err != nil {
+		return nil, err
+	}
+	servingCert, servingKey, err := servingPKI.IssueFiles("adapter-serving", x509.ExtKeyUsageServerAuth, []string{hostIP},
+		AdapterService+"."+MetricsNamespace+".svc")
+	if err != nil {
+		return nil, err
+	}
+	agentPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	// The agent listens on the node address: EndpointSlices take no loopback address.
+	if err := m.start(filepath.Join(workDir, "connection-agent.log"), filepath.Join(binDir, "connection-agent"),
+		"--kubeconfig", kubeconfig, "--all-nodes", "--listen", net.JoinHostPort(nodeIP, strconv.Itoa(agentPort)),
+		"--metrics-listen", "127.0.0.1:0", "--interval", "2s",
+		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", clientPKI.CAFile); err != nil {
+		return nil, err
+	}
+	if err := m.start(filepath.Join(workDir, "connection-metrics-adapter.log"), filepath.Join(binDir, "connection-metrics-adapter"),
+		"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+		"--bind-address", hostIP, "--secure-port", strconv.Itoa(AdapterPort), "--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
+		"--agent-service", MetricsNamespace+"/"+AgentService, "--agent-client-cert", clientCert, "--agent-client-key", clientKey,
+		"--agent-ca", agentPKI.CAFile, "--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", "127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+
+	// Selector-less Services with named ports and hand-made EndpointSlices, as the DaemonSet's and
+	// the Deployment's would have: the adapter finds the agent through its Service's slices, and
+	// the aggregator (with --enable-aggregator-routing) dials the adapter's endpoint.
+	kube := w.Kube
+	_, _ = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: MetricsNamespace}}, metav1.CreateOptions{})
+	for _, e := range []struct {
+		name, ip    string
+		port, front int
+	}{{AdapterService, hostIP, AdapterPort, 443}, {AgentService, nodeIP, agentPort, agentPort}} {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: e.name, Namespace: MetricsNamespace},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: int32(e.front), TargetPort: intstr.FromInt(e.port)}}}}
+		if _, err := kube.CoreV1().Services(MetricsNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: e.name, Namespace: MetricsNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: e.name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(e.port))}},
+		}
+		_ = kube.DiscoveryV1().EndpointSlices(MetricsNamespace).Delete(ctx, slice.Name, metav1.DeleteOptions{})
+		if _, err := kube.DiscoveryV1().EndpointSlices(MetricsNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	agg := aggregator.NewForConfigOrDie(w.RestConfig)
+	for _, version := range []string{"v1beta1", "v1beta2"} {
+		api := &apiregv1.APIService{
+			ObjectMeta: metav1.ObjectMeta{Name: version + ".custom.metrics.k8s.io"},
+			Spec: apiregv1.APIServiceSpec{Group: "custom.metrics.k8s.io", Version: version, CABundle: servingPKI.CAPEM(),
+				Service:              &apiregv1.ServiceReference{Namespace: MetricsNamespace, Name: AdapterService, Port: ptr.To(int32(443))},
+				GroupPriorityMinimum: 100, VersionPriority: 200},
+		}
+		_ = agg.ApiregistrationV1().APIServices().Delete(ctx, api.Name, metav1.DeleteOptions{})
+		if _, err := agg.ApiregistrationV1().APIServices().Create(ctx, api, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for version := 0; version < 2; {
+		name := []string{"v1beta1", "v1beta2"}[version] + ".custom.metrics.k8s.io"
+		api, err := agg.ApiregistrationV1().APIServices().Get(ctx, name, metav1.GetOptions{})
+		available := false
+		if err == nil {
+			for _, c := range api.Status.Conditions {
+				available = available || (c.Type == apiregv1.Available && c.Status == apiregv1.ConditionTrue)
+			}
+		}
+		if available {
+			version++
+			continue
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s not available after 90s (logs in %s)", name, workDir)
+		}
+		time.Sleep(time.Second)
+	}
+	ok = true
+	return m, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (m *ConnectionMetrics) start(logPath, bin string, args ...string) error {
+	log, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return errors.Join(err, log.Close())
+	}
+	m.procs = append(m.procs, cmd)
+	return nil
+}
+
+// Stop unregisters the APIServices, removes the namespace and ends both processes (by PID).
+func (m *ConnectionMetrics) Stop() {
+	ctx := context.Background()
+	agg := aggregator.NewForConfigOrDie(m.w.RestConfig)
+	for _, version := range []string{"v1beta1", "v1beta2"} {
+		_ = agg.ApiregistrationV1().APIServices().Delete(ctx, version+".custom.metrics.k8s.io", metav1.DeleteOptions{})
+	}
+	_ = m.w.Kube.CoreV1().Namespaces().Delete(ctx, MetricsNamespace, metav1.DeleteOptions{})
+	for _, cmd := range m.procs {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	m.procs = nil
+}
