@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go build -o _output/bin/demo ./e2e/cmd/demo
-go build -o _output/bin/openstack-provider ./cmd/openstack-provider
+for b in openstack-provider connection-agent connection-metrics-adapter; do go build -o _output/bin/$b ./cmd/$b; done
 _output/bin/demo --out _output/demo-timeline.svg

@@ -39,10 +39,12 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 	}
 	var pending []corev1.Pod
 	podsOn := map[string]int{}
+	usedCPU := map[string]int64{}
 	for _, p := range pods.Items {
 		switch {
 		case p.Spec.NodeName != "":
 			podsOn[p.Spec.NodeName]++
+			usedCPU[p.Spec.NodeName] += podCPU(p)
 		case p.Status.Phase == corev1.PodPending && p.Spec.NodeSelector[membership.NodeGroupLabel] == s.Group:
 			pending = append(pending, p)
 		}
@@ -52,14 +54,42 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 		return "", err
 	}
 	var members []corev1.Node
+	ready := 0
 	for _, n := range loop.Nodes {
 		if loop.NodeToGroup[n.Name] == s.Group {
 			members = append(members, n)
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !n.Spec.Unschedulable {
+					ready++
+				}
+			}
 		}
 	}
+	// Pending pods that fit on a ready member are waiting for the scheduler, not for a node.
+	free := map[string]int64{}
+	for _, n := range members {
+		if !n.Spec.Unschedulable {
+			free[n.Name] = n.Status.Allocatable.Cpu().MilliValue() - usedCPU[n.Name]
+		}
+	}
+	var unplaceable []corev1.Pod
+	for _, p := range pending {
+		placed := false
+		for name, left := range free {
+			if left >= podCPU(p) {
+				free[name] -= podCPU(p)
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			unplaceable = append(unplaceable, p)
+		}
+	}
+	pending = unplaceable
 	if len(pending) > 0 {
-		if target > len(members) {
-			return "", nil // a scale-up is under way: wait for its nodes
+		if target > ready {
+			return "", nil // a scale-up is under way: wait until its nodes are ready and take pods
 		}
 		template, err := s.Driver.Template(ctx, s.Group)
 		if err != nil {
@@ -95,4 +125,12 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 		delete(s.emptySince, n.Name)
 	}
 	return "scale down: delete " + strconv.Itoa(len(unneeded)) + " empty node(s)", s.Driver.DeleteNodes(ctx, s.Group, unneeded...)
+}
+
+func podCPU(p corev1.Pod) int64 {
+	var m int64
+	for _, c := range p.Spec.Containers {
+		m += c.Resources.Requests.Cpu().MilliValue()
+	}
+	return m
 }

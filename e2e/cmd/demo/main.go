@@ -1,11 +1,14 @@
 // Command demo shows the local world at work and leaves a timeline chart in _output/.
 //
-// The scenario: openstack-provider serves a Nova node group that starts empty; a web Deployment
+// The scenario, both levels of the product at once: openstack-provider serves a Nova node group
+// that starts empty, and the connection metrics (agent + adapter, registered for
+// custom.metrics.k8s.io) feed a real autoscaling/v2 HPA on tcp_connections. A web Deployment
 // whose pods have real network namespaces stays Pending until the autoscaler loop (a stand-in for
 // cluster-autoscaler's core, calling the provider over gRPC) grows the group; a load generator
-// holds real TCP connections; more replicas make more pending pods and more nodes; when the load
-// and the replicas go, empty nodes are drained and exactly their servers deleted. A live table
-// shows servers, nodes, pending pods, connections per pod and replicas every two seconds.
+// holds real TCP connections; the HPA adds replicas for them, their pods are Pending, and the
+// group grows again; when the load ends the HPA scales back and empty nodes are drained and
+// exactly their servers deleted. A live table shows servers, nodes, pending pods, connections per
+// pod and replicas every two seconds.
 package main
 
 import (
@@ -26,6 +29,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -81,7 +85,7 @@ nodeGroups:
 - name: %s
   backend: nova
   minSize: 0
-  maxSize: 4
+  maxSize: 5
   labels: {demo: "true"}
   nova: {flavor: m1.small, image: world-node-image}
 `, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group)
@@ -96,9 +100,19 @@ nodeGroups:
 	defer stopProvider()
 	d.scaler = &autoscaler.Scaler{Driver: &autoscaler.Driver{Client: client, Kube: w.Kube}, Group: group, UnneededTime: 10 * time.Second}
 	defer d.cleanup()
+	if err := os.MkdirAll("_output/demo-metrics", 0o755); err != nil {
+		return err
+	}
+	metrics, err := framework.StartConnectionMetrics(w, "_output/bin", "_output/demo-metrics", "10s")
+	if err != nil {
+		return fmt.Errorf("starting the connection metrics: %w", err)
+	}
+	defer metrics.Stop()
+	fmt.Println("connection-agent and connection-metrics-adapter running (logs in _output/demo-metrics/)")
 
 	fmt.Println("What to type in another shell to watch:")
 	fmt.Printf("  . %s; kubectl get nodes,pods -o wide -w\n", framework.EnvFile())
+	fmt.Printf("  . %s; kubectl describe hpa web      # \"tcp_connections\" on pods: <current> / 10\n", framework.EnvFile())
 	fmt.Printf("  curl -s http://%s/metrics | grep openstack_autoscaler_group   # the provider's view\n\n", providerHTTP)
 	fmt.Println(d.rec.Header())
 
@@ -109,32 +123,35 @@ nodeGroups:
 		d.rec.Event(text)
 		fmt.Printf("-- %s\n", text)
 	}
-	step("deploy web: 2 replicas of 1 CPU, no nodes yet")
+	step("deploy web (2 replicas of 1 CPU) with an HPA on tcp_connections: 10 per pod")
 	if err := d.deploy(2); err != nil {
+		return err
+	}
+	if err := d.hpa(); err != nil {
 		return err
 	}
 	if err := d.until(120*time.Second, func() bool { return len(d.webPods(true)) == 2 }); err != nil {
 		return fmt.Errorf("the group did not grow for the pending pods: %w", err)
 	}
-	step("load: 40 connections")
-	d.target = 40
-	_ = d.until(20*time.Second, func() bool { return d.connectionsPerPod() >= 19 })
-	step("scale web to 6 replicas")
-	if err := d.scale(6); err != nil {
-		return err
+	step("load: 60 connections")
+	d.target = 60
+	if err := d.until(240*time.Second, func() bool {
+		c := d.connectionsPerPod()
+		return d.replicas() == 6 && len(d.webPods(true)) == 6 && c > 9 && c < 11
+	}); err != nil {
+		return fmt.Errorf("the HPA and the node group did not follow the load: %w", err)
 	}
-	if err := d.until(150*time.Second, func() bool { return len(d.webPods(true)) == 6 }); err != nil {
-		return fmt.Errorf("the group did not grow for 6 replicas: %w", err)
-	}
-	step("load ends, web back to 1 replica")
+	step("load ends")
 	d.target = 0
-	if err := d.scale(1); err != nil {
-		return err
-	}
-	if err := d.until(150*time.Second, func() bool { return d.servers() == 1 && d.readyNodes() == 1 }); err != nil {
-		return fmt.Errorf("empty nodes were not removed: %w", err)
+	// Back to 2 replicas; the nodes left empty go (this stand-in removes empty nodes only; the
+	// real cluster-autoscaler also moves pods to empty under-used nodes).
+	if err := d.until(240*time.Second, func() bool {
+		return d.replicas() == 2 && len(d.webPods(true)) == 2 && d.servers() == d.nodesWithWeb()
+	}); err != nil {
+		return fmt.Errorf("replicas and nodes did not come back down: %w", err)
 	}
 	step("delete web")
+	_ = w.Kube.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(d.ctx, app, metav1.DeleteOptions{})
 	_ = w.Kube.AppsV1().Deployments(namespace).Delete(d.ctx, app, metav1.DeleteOptions{})
 	if err := d.until(120*time.Second, func() bool { return d.servers() == 0 && d.readyNodes() == 0 }); err != nil {
 		return err
@@ -147,7 +164,7 @@ nodeGroups:
 		return err
 	}
 	defer f.Close()
-	if err := d.rec.SVG(f, "openstack-autoscaler demo: pending pods grow a Nova node group"); err != nil {
+	if err := d.rec.SVG(f, "openstack-autoscaler demo: an HPA on TCP connections, and the Nova node group under it"); err != nil {
 		return err
 	}
 	fmt.Printf("\ntimeline chart: %s\n", out)
@@ -236,6 +253,15 @@ func (d *demo) webPods(runningOnly bool) []corev1.Pod {
 	return out
 }
 
+// nodesWithWeb counts the nodes running web pods.
+func (d *demo) nodesWithWeb() int {
+	nodes := map[string]bool{}
+	for _, p := range d.webPods(true) {
+		nodes[p.Spec.NodeName] = true
+	}
+	return len(nodes)
+}
+
 func (d *demo) pending() int {
 	n := 0
 	for _, p := range d.webPods(false) {
@@ -304,6 +330,27 @@ func (d *demo) deploy(replicas int32) error {
 	return err
 }
 
+// hpa scales web between 2 and 8 replicas to hold 10 connections per pod.
+func (d *demo) hpa() error {
+	minReplicas, target, scaleDownWindow := int32(2), resource.MustParse("10"), int32(15)
+	h := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: namespace},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
+			MinReplicas:    &minReplicas, MaxReplicas: 8,
+			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
+				Metric: autoscalingv2.MetricIdentifier{Name: "tcp_connections"},
+				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: &target}}}},
+			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &scaleDownWindow}},
+		},
+	}
+	_, err := d.w.Kube.AutoscalingV2().HorizontalPodAutoscalers(namespace).Create(d.ctx, h, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
 func (d *demo) scale(replicas int32) error {
 	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas)
 	_, err := d.w.Kube.AppsV1().Deployments(namespace).Patch(d.ctx, app, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
@@ -314,6 +361,7 @@ func (d *demo) scale(replicas int32) error {
 // servers (only those tagged as the demo group's members).
 func (d *demo) cleanup() {
 	ctx := context.Background()
+	_ = d.w.Kube.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(ctx, app, metav1.DeleteOptions{})
 	_ = d.w.Kube.AppsV1().Deployments(namespace).Delete(ctx, app, metav1.DeleteOptions{})
 	pages, err := servers.List(d.w.Project.Compute, servers.ListOpts{}).AllPages(ctx)
 	if err != nil {
