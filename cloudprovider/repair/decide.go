@@ -1,0 +1,104 @@
+// Package repair decides how to mend nodes that registered and later broke: NotReady for too
+// long, or their server SHUTOFF or ERROR. It escalates one step at a time — start a stopped
+// server; otherwise soft reboot, then hard reboot, then replace — and holds back when repairing
+// would make things worse: young nodes, groups in the middle of a scale operation, and groups
+// where too many nodes are unhealthy at once (a network or control-plane problem).
+//
+// This file is the decision table only: pure, with every input explicit, so it can be tested
+// case by case. The loop that gathers the inputs and carries the actions out is built on it.
+package repair
+
+import (
+	"fmt"
+	"time"
+)
+
+// Action is one repair step.
+type Action string
+
+const (
+	None       Action = ""
+	Start      Action = "start"
+	SoftReboot Action = "soft-reboot"
+	HardReboot Action = "hard-reboot"
+	Replace    Action = "replace"
+)
+
+// Policy is a group's repair settings.
+type Policy struct {
+	// UnhealthyAfter: Ready False/Unknown this long makes a node unhealthy (default 5m).
+	UnhealthyAfter time.Duration
+	// Grace: nodes younger than this are left alone (default 10m).
+	Grace time.Duration
+	// EscalateAfter: a node still unhealthy this long after a step gets the next (default 5m).
+	EscalateAfter time.Duration
+	// MaxUnhealthyFraction: above this share of unhealthy nodes the group is not repaired
+	// (default 0.4).
+	MaxUnhealthyFraction float64
+}
+
+// DefaultPolicy is the defaults.
+var DefaultPolicy = Policy{UnhealthyAfter: 5 * time.Minute, Grace: 10 * time.Minute, EscalateAfter: 5 * time.Minute, MaxUnhealthyFraction: 0.4}
+
+// NodeState is what is known of one node and its server.
+type NodeState struct {
+	Created time.Time
+	// Ready is the node's Ready condition status ("True", "False", "Unknown") since ReadySince.
+	Ready      string
+	ReadySince time.Time
+	// ServerStatus is Nova's status of the node's server (ACTIVE, SHUTOFF, ERROR, …).
+	ServerStatus string
+	// LastStep and LastStepAt are the repair step already taken (remembered on the Node).
+	LastStep   Action
+	LastStepAt time.Time
+}
+
+// GroupState is what is known of the node's group.
+type GroupState struct {
+	Nodes, Unhealthy int
+	// Scaling is true while the group has a scale operation in flight (target ≠ members).
+	Scaling bool
+}
+
+// Unhealthy says whether the node needs repair, ignoring the group.
+func (p Policy) Unhealthy(n NodeState, now time.Time) bool {
+	if n.ServerStatus == "SHUTOFF" || n.ServerStatus == "ERROR" {
+		return true
+	}
+	return n.Ready != "True" && now.Sub(n.ReadySince) >= p.UnhealthyAfter
+}
+
+// Decide returns the step to take now, and why (also when the answer is None).
+func (p Policy) Decide(n NodeState, g GroupState, now time.Time) (Action, string) {
+	if !p.Unhealthy(n, now) {
+		return None, "healthy"
+	}
+	if age := now.Sub(n.Created); age < p.Grace {
+		return None, fmt.Sprintf("node is %s old, within the %s grace period after creation", age.Round(time.Second), p.Grace)
+	}
+	if g.Scaling {
+		return None, "the group has a scale operation in flight"
+	}
+	if g.Nodes > 0 && float64(g.Unhealthy)/float64(g.Nodes) > p.MaxUnhealthyFraction {
+		return None, fmt.Sprintf("%d of %d nodes of the group are unhealthy (more than %.0f%%): that is a network or control-plane problem, replacing nodes would make it worse",
+			g.Unhealthy, g.Nodes, p.MaxUnhealthyFraction*100)
+	}
+	if n.LastStep != None && now.Sub(n.LastStepAt) < p.EscalateAfter {
+		return None, fmt.Sprintf("%s done %s ago: waiting %s before the next step", n.LastStep, now.Sub(n.LastStepAt).Round(time.Second), p.EscalateAfter)
+	}
+	if n.ServerStatus == "SHUTOFF" && n.LastStep != Start {
+		return Start, "server is SHUTOFF"
+	}
+	switch n.LastStep {
+	case None, Start:
+		if n.ServerStatus == "ERROR" {
+			return HardReboot, "server is in ERROR" // a soft reboot is refused in ERROR
+		}
+		return SoftReboot, "node NotReady for " + now.Sub(n.ReadySince).Round(time.Second).String()
+	case SoftReboot:
+		return HardReboot, "still unhealthy after a soft reboot"
+	case HardReboot:
+		return Replace, "still unhealthy after a hard reboot"
+	}
+	return None, "a replacement is under way"
+}

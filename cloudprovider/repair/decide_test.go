@@ -1,0 +1,41 @@
+package repair
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	old := now.Add(-time.Hour)
+	p := DefaultPolicy
+	group := GroupState{Nodes: 5, Unhealthy: 1}
+	for _, tc := range []struct {
+		name   string
+		node   NodeState
+		group  GroupState
+		want   Action
+		reason string
+	}{
+		{"healthy", NodeState{Created: old, Ready: "True", ReadySince: old, ServerStatus: "ACTIVE"}, group, None, "healthy"},
+		{"NotReady for 4m: not yet", NodeState{Created: old, Ready: "False", ReadySince: now.Add(-4 * time.Minute), ServerStatus: "ACTIVE"}, group, None, "healthy"},
+		{"NotReady for 6m: soft reboot", NodeState{Created: old, Ready: "Unknown", ReadySince: now.Add(-6 * time.Minute), ServerStatus: "ACTIVE"}, group, SoftReboot, "NotReady"},
+		{"SHUTOFF: start at once", NodeState{Created: old, Ready: "True", ReadySince: old, ServerStatus: "SHUTOFF"}, group, Start, "SHUTOFF"},
+		{"ERROR: hard reboot first", NodeState{Created: old, Ready: "False", ReadySince: now.Add(-time.Minute), ServerStatus: "ERROR"}, group, HardReboot, "ERROR"},
+		{"young node", NodeState{Created: now.Add(-5 * time.Minute), Ready: "False", ReadySince: now.Add(-5 * time.Minute), ServerStatus: "SHUTOFF"}, group, None, "grace period"},
+		{"group scaling", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 1, Scaling: true}, None, "scale operation"},
+		{"3 of 5 unhealthy", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 3}, None, "3 of 5 nodes"},
+		{"2 of 5 unhealthy is 40%: repaired", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 2}, SoftReboot, ""},
+		{"soft reboot 2m ago: wait", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: SoftReboot, LastStepAt: now.Add(-2 * time.Minute)}, group, None, "waiting"},
+		{"soft reboot 6m ago: hard reboot", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: SoftReboot, LastStepAt: now.Add(-6 * time.Minute)}, group, HardReboot, "soft reboot"},
+		{"hard reboot 6m ago: replace", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: HardReboot, LastStepAt: now.Add(-6 * time.Minute)}, group, Replace, "hard reboot"},
+		{"started but still down: soft reboot", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Start, LastStepAt: now.Add(-6 * time.Minute)}, group, SoftReboot, ""},
+		{"replacement under way", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-6 * time.Minute)}, group, None, "replacement"},
+	} {
+		got, reason := p.Decide(tc.node, tc.group, now)
+		if got != tc.want || !strings.Contains(reason, tc.reason) {
+			t.Errorf("%s: Decide = %q (%s), want %q with a reason containing %q", tc.name, got, reason, tc.want, tc.reason)
+		}
+	}
+}
