@@ -98,6 +98,37 @@ nodeGroups:
 		t.Errorf("cpu allocatable = %s, want 1900m (2 cores - 100m reserved)", a.String())
 	}
 
+	// A stopped server's node turns NotReady and comes back when it starts; a server in ERROR
+	// (reset by an admin, as a failed host would leave it) turns its node NotReady too.
+	readyIs := func(want corev1.ConditionStatus) func() (bool, error) {
+		return func() (bool, error) {
+			n, err := w.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady {
+					return c.Status == want, fmt.Errorf("Ready is %s (%s)", c.Status, c.Reason)
+				}
+			}
+			return false, fmt.Errorf("no Ready condition")
+		}
+	}
+	if err := servers.Stop(ctx, w.Project.Compute, server.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	took = framework.Eventually(t, 60*time.Second, 250*time.Millisecond, "node NotReady while the server is SHUTOFF", readyIs(corev1.ConditionFalse))
+	t.Logf("server stopped → node NotReady in %s", took.Round(100*time.Millisecond))
+	if err := servers.Start(ctx, w.Project.Compute, server.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	took = framework.Eventually(t, 60*time.Second, 250*time.Millisecond, "node Ready again after a start", readyIs(corev1.ConditionTrue))
+	t.Logf("server started → node Ready in %s", took.Round(100*time.Millisecond))
+	if err := servers.ResetState(ctx, w.Admin.Compute, server.ID, servers.StateError).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 60*time.Second, 250*time.Millisecond, "node NotReady while the server is in ERROR", readyIs(corev1.ConditionFalse))
+
 	if err := servers.Delete(ctx, w.Project.Compute, server.ID).ExtractErr(); err != nil {
 		t.Fatalf("deleting server: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	gopenstack "github.com/gophercloud/gophercloud/v2/openstack"
@@ -18,6 +19,9 @@ import (
 // embedded in servers (2.47: name, vcpus, ram, disk, extra specs), accepts networks "none"
 // (2.37) and tags (2.52), and is served by Nova since Train.
 const ComputeMicroversion = "2.79"
+
+// DefaultRequestTimeout bounds one HTTP request when the caller gives no client of its own.
+const DefaultRequestTimeout = time.Minute
 
 // CloudRef names a cloud in a clouds.yaml file.
 type CloudRef struct {
@@ -88,7 +92,8 @@ func newProvider(ctx context.Context, authOpts gophercloud.AuthOptions, tlsConfi
 	if err != nil {
 		return nil, err
 	}
-	client := http.Client{}
+	// A request OpenStack never answers must not hold its caller forever.
+	client := http.Client{Timeout: DefaultRequestTimeout}
 	if httpClient != nil {
 		client = *httpClient
 	}

@@ -119,7 +119,9 @@ func (r *Registrar) Sync(ctx context.Context) error {
 			klog.ErrorS(err, "keeping the previous declarations")
 		}
 	}
-	pages, err := servers.List(r.Compute, servers.ListOpts{AllTenants: true}).AllPages(ctx)
+	listCtx, cancel := context.WithTimeout(ctx, 20*time.Second) // a hung nova-api must not stop the registrar
+	defer cancel()
+	pages, err := servers.List(r.Compute, servers.ListOpts{AllTenants: true}).AllPages(listCtx)
 	if err != nil {
 		return fmt.Errorf("listing servers: %w", err)
 	}
