@@ -30,6 +30,14 @@ func createNodeGroupStack(t *testing.T, w *framework.World, name string, count i
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A run that was killed may have left the stack behind.
+	if old, err := stacks.Find(ctx, w.Operator.Orchestration, name).Extract(); err == nil {
+		_ = stacks.Delete(ctx, w.Operator.Orchestration, old.Name, old.ID).ExtractErr()
+		framework.Eventually(t, 120*time.Second, 2*time.Second, "leftover stack "+name+" deleted", func() (bool, error) {
+			_, err := stacks.Find(ctx, w.Operator.Orchestration, name).Extract()
+			return err != nil, nil
+		})
+	}
 	created, err := stacks.Create(ctx, w.Operator.Orchestration, stacks.CreateOpts{
 		Name: name, TemplateOpts: &stacks.Template{TE: stacks.TE{Bin: tmpl}}, Tags: tags, Timeout: 10,
 		Parameters: map[string]any{"count": count, "cluster": w.Cluster, "node_group": name,

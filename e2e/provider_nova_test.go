@@ -76,9 +76,10 @@ func groupServers(t *testing.T, w *framework.World, group string) []servers.Serv
 	return out
 }
 
-// cleanupGroupServers deletes whatever servers of the group a test leaves, and waits for them.
+// cleanupGroupServers deletes the group's servers now (a run that was killed may have left some)
+// and again when the test ends, and waits for them to go.
 func cleanupGroupServers(t *testing.T, w *framework.World, group string) {
-	t.Cleanup(func() {
+	removeAll := func() {
 		for _, s := range groupServers(t, w, group) {
 			_ = servers.Delete(context.Background(), w.Project.Compute, s.ID).ExtractErr()
 		}
@@ -86,7 +87,9 @@ func cleanupGroupServers(t *testing.T, w *framework.World, group string) {
 			left := groupServers(t, w, group)
 			return len(left) == 0, fmt.Errorf("%d left", len(left))
 		})
-	})
+	}
+	removeAll()
+	t.Cleanup(removeAll)
 }
 
 func groupNodes(t *testing.T, w *framework.World, group string) []corev1.Node {

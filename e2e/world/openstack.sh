@@ -82,13 +82,13 @@ pyservice() { # pyservice NAME MODULE ARGS...: start a service whose main() is i
   local name=$1 mod=$2; shift 2
   start_bg "$RUN" "$LOGS" "$name" "$PY" -c "import sys; sys.argv[0]='$name'; from $mod import main; main()" "$@"
 }
-uwsgi_app() { # uwsgi_app NAME PORT WSGI_FILE ENV=VAL...
-  local name=$1 port=$2 file=$3 e envs=(); shift 3
+uwsgi_app() { # uwsgi_app NAME PORT WSGI_FILE PROCESSES THREADS ENV=VAL...
+  local name=$1 port=$2 file=$3 processes=$4 threads=$5 e envs=(); shift 5
   for e in "$@"; do envs+=(--env "$e"); done
   # "Connection: close": uwsgi's http-socket closes idle connections silently, and clients that
   # reuse a pooled connection then get ECONNRESET.
   start_bg "$RUN" "$LOGS" "$name" uwsgi --plugin python3 --http-socket "127.0.0.1:$port" --wsgi-file "$file" \
-    --master --processes 1 --threads 4 --enable-threads --lazy-apps --die-on-term --buffer-size 65535 \
+    --master --processes "$processes" --threads "$threads" --enable-threads --lazy-apps --die-on-term --buffer-size 65535 \
     --add-header "Connection: close" --need-app --no-orphans "${envs[@]}"
 }
 wait_port() { # wait_port NAME PORT TIMEOUT
@@ -149,7 +149,7 @@ setup_keystone() {
     mark keystone
     log "keystone: database and bootstrap done"
   fi
-  uwsgi_app keystone 5000 /usr/bin/keystone-wsgi-public OS_KEYSTONE_CONFIG_DIR="$ST/etc/keystone"
+  uwsgi_app keystone 5000 /usr/bin/keystone-wsgi-public 1 4 OS_KEYSTONE_CONFIG_DIR="$ST/etc/keystone"
   wait_http keystone http://127.0.0.1:5000/v3 180 "$RUN"
   if ! done_mark register; then "$PY" "$TPL/setup.py" register "$PW" && mark register; fi
 }
@@ -179,8 +179,11 @@ db_syncs() {
 
 start_services() {
   local N=(--config-file "$ST/etc/nova/nova.conf")
-  uwsgi_app placement 8778 /usr/bin/placement-api OS_PLACEMENT_CONFIG_DIR="$ST/etc/placement"
-  uwsgi_app nova-api 8774 "$ST/etc/nova/nova-api.wsgi" OS_NOVA_CONFIG_DIR="$ST/etc/nova"
+  uwsgi_app placement 8778 /usr/bin/placement-api 1 4 OS_PLACEMENT_CONFIG_DIR="$ST/etc/placement"
+  # nova-api monkey-patches eventlet; with several uwsgi threads in one process, greenlets get
+  # switched across threads ("greenlet.error: cannot switch to a different thread") and the API
+  # hangs. Processes, not threads, give it concurrency.
+  uwsgi_app nova-api 8774 "$ST/etc/nova/nova-api.wsgi" 3 1 OS_NOVA_CONFIG_DIR="$ST/etc/nova"
   pyservice nova-conductor nova.cmd.conductor "${N[@]}"
   pyservice nova-scheduler nova.cmd.scheduler "${N[@]}"
   pyservice nova-compute nova.cmd.compute "${N[@]}"

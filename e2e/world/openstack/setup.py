@@ -33,10 +33,13 @@ FLAVORS = {
 QUOTAS = {"instances": 50, "cores": 400, "ram": 1024000}
 
 
+TIMEOUT = 60  # seconds per request: a hung API fails the step instead of stalling it
+
+
 def admin_session(password):
     return session.Session(auth=v3.Password(
         auth_url=KEYSTONE, username="admin", password=password, project_name="admin",
-        user_domain_id="default", project_domain_id="default"))
+        user_domain_id="default", project_domain_id="default"), timeout=TIMEOUT)
 
 
 class API:
@@ -137,7 +140,7 @@ def seed(password, state_dir):
     cred_file = os.path.join(state_dir, "app-credential.json")
     user_sess = session.Session(auth=v3.Password(
         auth_url=KEYSTONE, username=USER, password=password, project_name=PROJECT,
-        user_domain_id="default", project_domain_id="default"))
+        user_domain_id="default", project_domain_id="default"), timeout=TIMEOUT)
     uks = API(user_sess, "identity")
     existing = by_name(uks.get(f"/users/{user['id']}/application_credentials")["application_credentials"], APP_CRED)
     cred = None
