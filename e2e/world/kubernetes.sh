@@ -193,6 +193,9 @@ cmd_up() {
   ensure_lo_addr "$NODE_IP"
   make_pki
   [ -s "$S/kwok.yaml" ] || gen_kwok_config >"$S/kwok.yaml"
+  # A world that comes up starts from an empty cluster: objects a killed run left behind
+  # (Deployments, HPAs, APIServices, nodes) would otherwise confuse the next one.
+  pid_alive "$RUN" etcd || rm -rf "$S/etcd"
   start_bg "$RUN" "$LOGS" etcd "$ETCD_BIN/etcd" --name world --data-dir "$S/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
