@@ -172,7 +172,7 @@ func (m *ConnectionMetrics) start(logPath, bin string, args ...string) error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = ChildAttrs()
 	if err := cmd.Start(); err != nil {
 		return errors.Join(err, log.Close())
 	}

@@ -46,6 +46,12 @@ func Binary(t testing.TB, name string) string {
 	return built[name]
 }
 
+// ChildAttrs puts a child in its own process group and has the kernel end it if the test process
+// dies first (a killed test must not leave its processes behind).
+func ChildAttrs() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+}
+
 // ProviderBinary builds cmd/openstack-provider once per test process.
 func ProviderBinary(t testing.TB) string { return Binary(t, "openstack-provider") }
 
@@ -60,7 +66,7 @@ func Start(t testing.TB, name string, bin string, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = ChildAttrs()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +140,7 @@ func (p *Provider) start(t testing.TB, cfgPath string, extraArgs []string) {
 	args := append([]string{"--config", cfgPath, "--listen", p.Addr, "--http-listen", p.HTTPAddr}, extraArgs...)
 	p.cmd = exec.Command(ProviderBinary(t), args...)
 	p.cmd.Stdout, p.cmd.Stderr = log, log
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = ChildAttrs()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,8 @@ func (m *Manager) Create(spec Spec) (_ *Sandbox, err error) {
 		}
 		cmd := exec.Command("ip", "netns", "exec", sb.Netns, m.Binary, "sandbox-process",
 			"--role", role, "--ports", strings.Join(ports, ","))
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// Its own process group, ended by the kernel if the sandbox daemon dies first.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		cmd.ExtraFiles = []*os.File{procs}
 		err = cmd.Start()

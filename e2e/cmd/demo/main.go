@@ -389,6 +389,7 @@ func startProvider(cfg string) (stop func(), client pb.CloudProviderClient, err 
 	cmd := exec.Command("_output/bin/openstack-provider", "--config", "_output/demo-provider.yaml",
 		"--listen", providerGRPC, "--http-listen", providerHTTP)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = framework.ChildAttrs()
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
