@@ -46,18 +46,11 @@ func startConnectionMetrics(t *testing.T, w *framework.World, window string) {
 		if t.Failed() {
 			for _, name := range []string{"connection-agent", "connection-metrics-adapter"} {
 				if b, err := os.ReadFile(filepath.Join(dir, name+".log")); err == nil {
-					t.Logf("%s log (tail):\n%s", name, tailString(string(b), 3000))
+					t.Logf("%s log (tail):\n%s", name, framework.Tail(string(b), 3000))
 				}
 			}
 		}
 	})
-}
-
-func tailString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[len(s)-n:]
 }
 
 // kubectl runs the world's kubectl.

@@ -59,21 +59,11 @@ func novaGroupUnderTest(t *testing.T, group string, minSize, maxSize int) (*fram
 // groupServers lists the group's servers in the project, straight from Nova.
 func groupServers(t *testing.T, w *framework.World, group string) []servers.Server {
 	t.Helper()
-	pages, err := servers.List(w.Project.Compute, servers.ListOpts{}).AllPages(context.Background())
+	list, err := w.GroupServers(context.Background(), group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, err := servers.ExtractServers(pages)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []servers.Server
-	for _, s := range all {
-		if g, ok := membership.Of(s.Metadata, w.Cluster); ok && g == group {
-			out = append(out, s)
-		}
-	}
-	return out
+	return list
 }
 
 // cleanupGroupServers deletes the group's servers now (a run that was killed may have left some)

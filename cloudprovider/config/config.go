@@ -13,9 +13,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodetemplate"
 )
 
 // Config is the whole file.
@@ -339,15 +340,7 @@ func (g NodeGroup) validate() []string {
 
 // ReservedResources parses Reserved.
 func (g NodeGroup) ReservedResources() (corev1.ResourceList, error) {
-	out := corev1.ResourceList{}
-	for name, value := range g.Reserved {
-		q, err := resource.ParseQuantity(value)
-		if err != nil {
-			return nil, fmt.Errorf("reserved.%s %q: not a quantity (write it like 500m or 1Gi)", name, value)
-		}
-		out[corev1.ResourceName(name)] = q
-	}
-	return out, nil
+	return nodetemplate.ParseReserved(g.Reserved)
 }
 
 // UserDataInput is what a group's user-data template can use.

@@ -17,7 +17,6 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
-	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nova"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 )
 
@@ -188,9 +187,7 @@ func memberError(m member) *nodegroup.ErrorInfo {
 	if reason == "" {
 		reason = "member " + m.name + " is " + m.status
 	}
-	info := nova.CreateError(fmt.Errorf("%s", reason))
-	info.Code = m.status
-	return &info
+	return &nodegroup.ErrorInfo{Code: m.status, Message: reason, Class: nodegroup.FailureClass(reason)}
 }
 
 // DeleteInstances removes exactly these members in the next stack update.

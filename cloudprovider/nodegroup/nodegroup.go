@@ -7,6 +7,7 @@ package nodegroup
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
@@ -40,6 +41,18 @@ type ErrorInfo struct {
 	Code    string
 	Message string
 	Class   ErrorClass
+}
+
+// FailureClass classifies an OpenStack failure message for the autoscaler: quota errors and "No
+// valid host" are out of resources (it then backs off the group and tries another), anything
+// else is other. Both backends use it for failed creations.
+func FailureClass(message string) ErrorClass {
+	m := strings.ToLower(message)
+	if strings.Contains(m, "quota exceeded") || strings.Contains(m, "no valid host") ||
+		strings.Contains(m, "exceeded maximum number of retries") || strings.Contains(m, "insufficient") {
+		return OutOfResources
+	}
+	return OtherError
 }
 
 // Instance is one member of a group: a server, or a placeholder for one not created yet.

@@ -131,3 +131,16 @@ func Allocatable(capacity, reserved corev1.ResourceList) corev1.ResourceList {
 	}
 	return out
 }
+
+// ParseReserved parses reservations written as {cpu: 500m, memory: 1Gi}.
+func ParseReserved(reserved map[string]string) (corev1.ResourceList, error) {
+	out := corev1.ResourceList{}
+	for name, value := range reserved {
+		q, err := resource.ParseQuantity(value)
+		if err != nil {
+			return nil, fmt.Errorf("reserved.%s %q: not a quantity (write it like 500m or 1Gi)", name, value)
+		}
+		out[corev1.ResourceName(name)] = q
+	}
+	return out, nil
+}

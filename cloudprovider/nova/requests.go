@@ -167,8 +167,8 @@ func CreateError(err error) nodegroup.ErrorInfo {
 	if len(msg) > 500 {
 		msg = msg[:500]
 	}
-	if outOfResources(msg) {
-		return nodegroup.ErrorInfo{Code: "QUOTA_EXCEEDED", Message: msg, Class: nodegroup.OutOfResources}
+	if class := nodegroup.FailureClass(msg); class == nodegroup.OutOfResources {
+		return nodegroup.ErrorInfo{Code: "QUOTA_EXCEEDED", Message: msg, Class: class}
 	}
 	return nodegroup.ErrorInfo{Code: "CREATE_FAILED", Message: msg, Class: nodegroup.OtherError}
 }
@@ -180,14 +180,8 @@ func ServerError(s servers.Server) nodegroup.ErrorInfo {
 	if msg == "" {
 		msg = "server is in ERROR with no fault recorded"
 	}
-	if outOfResources(msg) {
-		return nodegroup.ErrorInfo{Code: "NO_VALID_HOST", Message: msg, Class: nodegroup.OutOfResources}
+	if class := nodegroup.FailureClass(msg); class == nodegroup.OutOfResources {
+		return nodegroup.ErrorInfo{Code: "NO_VALID_HOST", Message: msg, Class: class}
 	}
 	return nodegroup.ErrorInfo{Code: "SERVER_ERROR", Message: msg, Class: nodegroup.OtherError}
-}
-
-func outOfResources(msg string) bool {
-	m := strings.ToLower(msg)
-	return strings.Contains(m, "quota exceeded") || strings.Contains(m, "no valid host") ||
-		strings.Contains(m, "exceeded maximum number of retries") || strings.Contains(m, "insufficient")
 }

@@ -52,7 +52,7 @@ func New(ctx context.Context, cfg *config.Config, clients *openstack.Clients, me
 			if err != nil {
 				return nil, fmt.Errorf("node group %q: %w", g.Name, err)
 			}
-			groups = append(groups, nova.New(g, cfg.ClusterName, clients.Compute, imageID, p.flavorID(flavor), metrics))
+			groups = append(groups, nova.New(g, cfg.ClusterName, clients.Compute, imageID, flavor.ID, metrics))
 		case config.BackendHeat:
 			if clients.Orchestration == nil {
 				return nil, fmt.Errorf("node group %q: backend heat, but the cloud's catalog has no orchestration (Heat) endpoint", g.Name)
@@ -90,8 +90,6 @@ func (p *Provider) loadFlavors(ctx context.Context) error {
 	}
 	return nil
 }
-
-func (p *Provider) flavorID(f nodetemplate.Flavor) string { return f.ID }
 
 func (p *Provider) resolveImage(ctx context.Context, nameOrID string) (string, error) {
 	if p.Clients.Image == nil {

@@ -83,7 +83,7 @@ func Start(t testing.TB, name string, bin string, args ...string) *exec.Cmd {
 		log.Close()
 		if t.Failed() {
 			if b, err := os.ReadFile(logPath); err == nil {
-				t.Logf("%s log:\n%s", name, tail(string(b), 3000))
+				t.Logf("%s log:\n%s", name, Tail(string(b), 3000))
 			}
 		}
 	})
@@ -124,7 +124,7 @@ func StartProvider(t testing.TB, configYAML string, extraArgs ...string) *Provid
 		p.Stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(p.logPath); err == nil {
-				t.Logf("provider log:\n%s", tail(string(b), 4000))
+				t.Logf("provider log:\n%s", Tail(string(b), 4000))
 			}
 		}
 	})
@@ -205,7 +205,8 @@ func (p *Provider) Metrics(ctx context.Context) (string, error) {
 	return string(b), err
 }
 
-func tail(s string, n int) string {
+// Tail is the last n bytes of s (for logs shown when a test fails).
+func Tail(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 )
 
@@ -147,4 +149,23 @@ func Eventually(t testing.TB, timeout, interval time.Duration, what string, cond
 	}
 	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
 	return 0
+}
+
+// GroupServers lists the servers of a node group in the autoscaler's project, straight from Nova.
+func (w *World) GroupServers(ctx context.Context, group string) ([]servers.Server, error) {
+	pages, err := servers.List(w.Project.Compute, servers.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := servers.ExtractServers(pages)
+	if err != nil {
+		return nil, err
+	}
+	var out []servers.Server
+	for _, s := range all {
+		if g, ok := membership.Of(s.Metadata, w.Cluster); ok && g == group {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }

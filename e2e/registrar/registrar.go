@@ -18,7 +18,6 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -207,13 +206,9 @@ func (r *Registrar) NodeFor(s servers.Server) (*corev1.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", s.ID, err)
 	}
-	reserved := corev1.ResourceList{}
-	for name, value := range group.Reserved {
-		q, err := resource.ParseQuantity(value)
-		if err != nil {
-			return nil, fmt.Errorf("node group %q: reserved.%s %q: %w", group.Name, name, value, err)
-		}
-		reserved[corev1.ResourceName(name)] = q
+	reserved, err := nodetemplate.ParseReserved(group.Reserved)
+	if err != nil {
+		return nil, fmt.Errorf("node group %q: %w", group.Name, err)
 	}
 	node := nodetemplate.Node(nodetemplate.Spec{
 		NodeName: NodeName(s.Name), NodeGroup: group.Name, Flavor: flavor, Region: r.Region, Zone: s.AvailabilityZone,

@@ -40,9 +40,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			delete(c.sandboxes, uid)
 		}
 	}()
+	// Namespaces of a run that ended without cleaning up belong to no live sandbox.
+	_ = c.Manager.CleanupStale()
 	ticker := time.NewTicker(c.Interval)
 	defer ticker.Stop()
-	first := true
 	for {
 		all, err := pods.List(labels.Everything())
 		if err != nil {
@@ -53,11 +54,6 @@ func (c *Controller) Run(ctx context.Context) error {
 			if spec, ok := specFor(p); ok {
 				wanted[spec.PodUID] = spec
 			}
-		}
-		if first {
-			// Namespaces of a run that ended without cleaning up belong to no live sandbox.
-			_ = c.Manager.CleanupStale(map[string]bool{})
-			first = false
 		}
 		c.sync(wanted)
 		select {

@@ -247,8 +247,9 @@ func removeCgroupUpwards(dir string) {
 	}
 }
 
-// CleanupStale removes namespaces left by an earlier run whose pod UIDs are not in keep.
-func (m *Manager) CleanupStale(keep map[string]bool) error {
+// CleanupStale removes the namespaces (and veths) an earlier run left behind; call it before
+// making any sandbox.
+func (m *Manager) CleanupStale() error {
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil {
 		if os.IsNotExist(err) {
@@ -258,7 +259,7 @@ func (m *Manager) CleanupStale(keep map[string]bool) error {
 	}
 	for _, e := range entries {
 		uid, ok := strings.CutPrefix(e.Name(), NetnsPrefix)
-		if !ok || keep[uid] {
+		if !ok {
 			continue
 		}
 		_ = run("ip", "link", "del", vethName(uid))

@@ -209,18 +209,11 @@ func (d *demo) hold(duration time.Duration) {
 }
 
 func (d *demo) servers() int {
-	pages, err := servers.List(d.w.Project.Compute, servers.ListOpts{}).AllPages(d.ctx)
+	list, err := d.w.GroupServers(d.ctx, group)
 	if err != nil {
 		return -1
 	}
-	all, _ := servers.ExtractServers(pages)
-	n := 0
-	for _, s := range all {
-		if g, ok := membership.Of(s.Metadata, d.w.Cluster); ok && g == group {
-			n++
-		}
-	}
-	return n
+	return len(list)
 }
 
 func (d *demo) readyNodes() int {
@@ -363,15 +356,9 @@ func (d *demo) cleanup() {
 	ctx := context.Background()
 	_ = d.w.Kube.AutoscalingV2().HorizontalPodAutoscalers(namespace).Delete(ctx, app, metav1.DeleteOptions{})
 	_ = d.w.Kube.AppsV1().Deployments(namespace).Delete(ctx, app, metav1.DeleteOptions{})
-	pages, err := servers.List(d.w.Project.Compute, servers.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		return
-	}
-	all, _ := servers.ExtractServers(pages)
-	for _, s := range all {
-		if g, ok := membership.Of(s.Metadata, d.w.Cluster); ok && g == group {
-			_ = servers.Delete(ctx, d.w.Project.Compute, s.ID).ExtractErr()
-		}
+	list, _ := d.w.GroupServers(ctx, group)
+	for _, s := range list {
+		_ = servers.Delete(ctx, d.w.Project.Compute, s.ID).ExtractErr()
 	}
 }
 
