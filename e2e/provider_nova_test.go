@@ -219,19 +219,24 @@ func TestNovaGroupGrowsForPendingPodsAndRemovesNamedNodes(t *testing.T) {
 		}
 		return true, nil
 	})
-	instances, err := d.Instances(ctx, group)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := map[string]pb.InstanceStatus_InstanceState{}
-	for _, inst := range instances {
-		ids[inst.GetId()] = inst.GetStatus().GetInstanceState()
-	}
-	for _, n := range nodes {
-		if ids[n.Spec.ProviderID] != pb.InstanceStatus_instanceRunning {
-			t.Errorf("instances %v lack running %s (node %s)", ids, n.Spec.ProviderID, n.Name)
+	// A server that became ACTIVE after the provider's last refresh is still reported as
+	// creating; the next refresh (2 s here) reports it running.
+	framework.Eventually(t, 15*time.Second, time.Second, "Instances reports the 3 nodes running", func() (bool, error) {
+		instances, err := d.Instances(ctx, group)
+		if err != nil {
+			return false, err
 		}
-	}
+		ids := map[string]pb.InstanceStatus_InstanceState{}
+		for _, inst := range instances {
+			ids[inst.GetId()] = inst.GetStatus().GetInstanceState()
+		}
+		for _, n := range nodes {
+			if ids[n.Spec.ProviderID] != pb.InstanceStatus_instanceRunning {
+				return false, fmt.Errorf("instances %v lack running %s (node %s)", ids, n.Spec.ProviderID, n.Name)
+			}
+		}
+		return true, nil
+	})
 
 	// Load drops to 2 pods; the autoscaler drains two chosen nodes and deletes them.
 	victims, keep := nodes[:2], nodes[2]
