@@ -125,14 +125,29 @@ start_mariadb() {
 }
 
 start_rabbitmq() {
-  [ -f "$ST/rabbitmq/enabled_plugins" ] || echo '[].' >"$ST/rabbitmq/enabled_plugins"
+  # The management plugin (its HTTP API feeds the queue metrics), listening on loopback only.
+  echo '[rabbitmq_management].' >"$ST/rabbitmq/enabled_plugins"
+  printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = 15672\n' >"$ST/rabbitmq/rabbitmq.conf"
   # Its own HOME (Erlang cookie) and mnesia; epmd and distribution bound to loopback.
   start_bg "$RUN" "$LOGS" rabbitmq env HOME="$ST/rabbitmq" RABBITMQ_NODENAME=rabbit@localhost \
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5672 RABBITMQ_DIST_PORT=25672 \
     ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MNESIA_BASE="$ST/rabbitmq/mnesia" \
     RABBITMQ_LOG_BASE="$LOGS/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$ST/rabbitmq/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$ST/rabbitmq/rabbitmq.conf" \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
     /usr/lib/rabbitmq/bin/rabbitmq-server
+}
+
+rabbitmq_management() {
+  # A world started before the plugin was part of it gets it online, bound as at boot.
+  if ! (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null; then
+    local env=(env HOME="$ST/rabbitmq" RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_ENABLED_PLUGINS_FILE="$ST/rabbitmq/enabled_plugins")
+    "${env[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl eval \
+      'application:set_env(rabbitmq_management, tcp_config, [{ip, "127.0.0.1"}, {port, 15672}]).' >>"$LOGS/rabbitmq-plugins.log" 2>&1
+    "${env[@]}" /usr/lib/rabbitmq/bin/rabbitmq-plugins enable --online rabbitmq_management >>"$LOGS/rabbitmq-plugins.log" 2>&1 ||
+      die "rabbitmq: enabling the management plugin failed (see $LOGS/rabbitmq-plugins.log)"
+  fi
+  wait_port rabbitmq 15672 60
 }
 
 setup_keystone() {
@@ -236,6 +251,7 @@ bring_up() {
   setup_keystone
   db_syncs
   wait_port rabbitmq 5672 180
+  rabbitmq_management
   # epmd was daemonised by rabbitmq's erl: record its PID so `down` ends it by PID.
   [ -f "$RUN/epmd.pid" ] || pgrep -x epmd -n >"$RUN/epmd.pid" || true
   start_services
@@ -248,7 +264,7 @@ cmd_up() {
   cmd_install
   local t0=$(date +%s) first=0
   done_mark nova || first=1
-  if all_running && [ -s "$ST/clouds.yaml" ]; then log "openstack: already running"; return 0; fi
+  if all_running && [ -s "$ST/clouds.yaml" ]; then rabbitmq_management; log "openstack: already running"; return 0; fi
   if [ $first = 1 ]; then
     with_progress "start OpenStack (first start: databases and registration)" 300 "$LOGS/up.log" bring_up
   else
