@@ -30,6 +30,39 @@ type Config struct {
 	AutoDiscovery   AutoDiscover `json:"autoDiscovery,omitempty"`
 	// Pricing of pods for the price expander: price per core-hour and per GiB-hour of requests.
 	PodPricing PodPricing `json:"podPricing,omitempty"`
+	// Repair reboots, then replaces, nodes that registered and later broke (off by default).
+	Repair Repair `json:"repair,omitempty"`
+}
+
+// Repair is the node repair loop's settings; each group may override the thresholds.
+type Repair struct {
+	// Enabled turns the loop on. It needs access to the Kubernetes API (in-cluster, or
+	// --kubeconfig) and runs only in the replica holding the leader Lease.
+	Enabled bool `json:"enabled,omitempty"`
+	// DryRun logs and reports what would be done (Events, metrics) and does nothing.
+	DryRun bool `json:"dryRun,omitempty"`
+	// Interval between looks at the nodes (default 30s).
+	Interval Duration `json:"interval,omitempty"`
+	// DrainTimeout bounds the eviction of a node's pods before its replacement (default 5m);
+	// when PodDisruptionBudgets hold pods that long, the replacement goes ahead and says so.
+	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+	RepairPolicy
+}
+
+// RepairPolicy is the part of the repair settings a node group may override (zero = inherit).
+type RepairPolicy struct {
+	// UnhealthyAfter: a node whose Ready condition is False or Unknown this long is unhealthy
+	// (default 5m). A server in ERROR or SHUTOFF is unhealthy at once.
+	UnhealthyAfter Duration `json:"unhealthyAfter,omitempty"`
+	// Grace: nodes younger than this are left alone (default 10m).
+	Grace Duration `json:"grace,omitempty"`
+	// EscalateAfter: a node still unhealthy this long after a step gets the next (default 5m).
+	EscalateAfter Duration `json:"escalateAfter,omitempty"`
+	// MaxUnhealthyPercent: when more than this share of a group's nodes is unhealthy at once,
+	// nothing in the group is repaired (default 40): that is a network or control-plane problem.
+	MaxUnhealthyPercent int `json:"maxUnhealthyPercent,omitempty"`
+	// Disabled turns repair off for one group.
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // Cloud names an entry of clouds.yaml.
@@ -70,7 +103,9 @@ type NodeGroup struct {
 	PricePerHour float64 `json:"pricePerHour,omitempty"`
 	// Options override the autoscaler's defaults for this group.
 	Options Options `json:"options,omitempty"`
-	Nova    *Nova   `json:"nova,omitempty"`
+	// Repair overrides the repair thresholds for this group.
+	Repair RepairPolicy `json:"repair,omitempty"`
+	Nova   *Nova        `json:"nova,omitempty"`
 	Heat    *Heat   `json:"heat,omitempty"`
 }
 
@@ -198,6 +233,44 @@ func (c *Config) setDefaults() {
 			h.SetDefaults()
 		}
 	}
+	r := &c.Repair
+	if r.Interval.Duration == 0 {
+		r.Interval.Duration = 30 * time.Second
+	}
+	if r.DrainTimeout.Duration == 0 {
+		r.DrainTimeout.Duration = 5 * time.Minute
+	}
+	if r.UnhealthyAfter.Duration == 0 {
+		r.UnhealthyAfter.Duration = 5 * time.Minute
+	}
+	if r.Grace.Duration == 0 {
+		r.Grace.Duration = 10 * time.Minute
+	}
+	if r.EscalateAfter.Duration == 0 {
+		r.EscalateAfter.Duration = 5 * time.Minute
+	}
+	if r.MaxUnhealthyPercent == 0 {
+		r.MaxUnhealthyPercent = 40
+	}
+}
+
+// RepairPolicyFor is the repair policy of a group: its overrides over the file's settings.
+func (c *Config) RepairPolicyFor(g NodeGroup) RepairPolicy {
+	p, o := c.Repair.RepairPolicy, g.Repair
+	if o.UnhealthyAfter.Duration != 0 {
+		p.UnhealthyAfter = o.UnhealthyAfter
+	}
+	if o.Grace.Duration != 0 {
+		p.Grace = o.Grace
+	}
+	if o.EscalateAfter.Duration != 0 {
+		p.EscalateAfter = o.EscalateAfter
+	}
+	if o.MaxUnhealthyPercent != 0 {
+		p.MaxUnhealthyPercent = o.MaxUnhealthyPercent
+	}
+	p.Disabled = c.Repair.Disabled || o.Disabled
+	return p
 }
 
 // SetDefaults fills the stack parameter names.
@@ -234,6 +307,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.NodeGroups) == 0 && !c.AutoDiscovery.HeatStacks {
 		bad("nodeGroups is empty and autoDiscovery.heatStacks is off: declare at least one node group or turn discovery on")
+	}
+	for _, e := range c.Repair.validate() {
+		bad("repair.%s", e)
+	}
+	if c.Repair.Disabled {
+		bad("repair.disabled: set per node group only; to turn repair off, set repair.enabled: false")
 	}
 	seen := map[string]bool{}
 	for i, g := range c.NodeGroups {
@@ -297,6 +376,9 @@ func (g NodeGroup) validate() []string {
 	if g.PricePerHour < 0 {
 		bad("pricePerHour %v: must not be negative", g.PricePerHour)
 	}
+	for _, e := range g.Repair.validate() {
+		bad("repair.%s", e)
+	}
 	switch g.Backend {
 	case BackendNova:
 		if g.Nova == nil {
@@ -334,6 +416,33 @@ func (g NodeGroup) validate() []string {
 		}
 	default:
 		bad("backend %q: use nova or heat", g.Backend)
+	}
+	return errs
+}
+
+func (r Repair) validate() []string {
+	errs := r.RepairPolicy.validate()
+	if r.Interval.Duration < time.Second {
+		errs = append(errs, fmt.Sprintf("interval %s: use at least 1s", r.Interval.Duration))
+	}
+	if r.DrainTimeout.Duration < 0 {
+		errs = append(errs, fmt.Sprintf("drainTimeout %s: must be positive (default 5m)", r.DrainTimeout.Duration))
+	}
+	return errs
+}
+
+func (p RepairPolicy) validate() []string {
+	var errs []string
+	for _, d := range []struct {
+		field string
+		value time.Duration
+	}{{"unhealthyAfter", p.UnhealthyAfter.Duration}, {"grace", p.Grace.Duration}, {"escalateAfter", p.EscalateAfter.Duration}} {
+		if d.value < 0 {
+			errs = append(errs, fmt.Sprintf("%s %s: must be positive (or omitted for the default)", d.field, d.value))
+		}
+	}
+	if p.MaxUnhealthyPercent < 0 || p.MaxUnhealthyPercent > 100 {
+		errs = append(errs, fmt.Sprintf("maxUnhealthyPercent %d: a percentage from 1 to 100 (default 40)", p.MaxUnhealthyPercent))
 	}
 	return errs
 }

@@ -208,6 +208,28 @@ func TestFailedCreationsCarryErrorInfo(t *testing.T) {
 	h.waitFor(t, "the ERROR server deleted", func() bool { return len(h.cloud.Servers()) == 1 })
 }
 
+// A server that ran and went to ERROR later is a broken node (for node repair), not a failed
+// scale-up: the autoscaler must not be told to delete it as one.
+func TestServerThatRanAndBrokeIsNotAFailedCreation(t *testing.T) {
+	var ids []string
+	h := newHarness(t, 1, 5, func(c *openstacktest.Cloud) {
+		ids = members(c, "g0", 2)
+		c.SetStatus(ids[1], "ERROR")
+	})
+	nodes, err := h.client.NodeGroupNodes(context.Background(), &pb.NodeGroupNodesRequest{Id: "g0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range nodes.GetInstances() {
+		if inst.Status.GetErrorInfo() != nil || inst.Status.GetInstanceState() != pb.InstanceStatus_instanceRunning {
+			t.Errorf("instance %s = %v, want running with no error (it launched before breaking)", inst.Id, inst.Status)
+		}
+	}
+	if len(nodes.GetInstances()) != 2 {
+		t.Errorf("%d instances, want 2", len(nodes.GetInstances()))
+	}
+}
+
 func TestDeleteNodesIsExactAndGuarded(t *testing.T) {
 	var ids []string
 	var stranger string

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
@@ -42,7 +43,7 @@ type Group struct {
 	removal     []string // members to name in the next update
 	removing    map[string]bool
 	members     []member
-	servers     map[string]string // server status by server ID, from the Nova listing
+	servers     map[string]servers.Server // by server ID, from the Nova listing
 	updating    bool
 	lastErr     string
 	kick        chan struct{}
@@ -60,7 +61,7 @@ type member struct {
 func New(cfg config.NodeGroup, cluster string, client *gophercloud.ServiceClient) *Group {
 	cfg.Heat.SetDefaults()
 	return &Group{cfg: cfg, cluster: cluster, client: client, backoff: openstack.DefaultBackoff,
-		PollInterval: 2 * time.Second, removing: map[string]bool{}, servers: map[string]string{},
+		PollInterval: 2 * time.Second, removing: map[string]bool{}, servers: map[string]servers.Server{},
 		kick: make(chan struct{}, 1)}
 }
 
@@ -168,10 +169,10 @@ func (g *Group) Instances() []nodegroup.Instance {
 		case strings.HasSuffix(m.status, "_FAILED"):
 			inst.State = nodegroup.Creating
 			inst.Error = memberError(m)
-		case g.servers[m.serverID] == "ERROR":
+		case nodegroup.FailedCreation(g.servers[m.serverID]):
 			inst.State = nodegroup.Creating
 			inst.Error = &nodegroup.ErrorInfo{Code: "SERVER_ERROR", Message: "server " + m.serverID + " is in ERROR", Class: nodegroup.OtherError}
-		case m.status == "INIT_COMPLETE" || strings.HasSuffix(m.status, "_IN_PROGRESS") || g.servers[m.serverID] == "BUILD":
+		case m.status == "INIT_COMPLETE" || strings.HasSuffix(m.status, "_IN_PROGRESS") || g.servers[m.serverID].Status == "BUILD":
 			inst.State = nodegroup.Creating
 		}
 		out = append(out, inst)
@@ -220,6 +221,32 @@ func (g *Group) DeleteInstances(ids []string) error {
 	g.desired -= len(names) + cancelPending
 	g.poke()
 	klog.InfoS("scaling down", "group", g.cfg.Name, "stack", g.stackName, "members", names, "target", g.desired)
+	return nil
+}
+
+// Busy says whether a stack update is pending or running.
+func (g *Group) Busy() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.updating || g.desired != g.applied || len(g.removal) > 0
+}
+
+// Replace names the member in the next update's removal_policies with the count unchanged: Heat
+// removes exactly that member and creates a new one (with the next index) in the same update.
+func (g *Group) Replace(serverID string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	name, ok := g.memberNameLocked(membership.ProviderID(serverID))
+	if !ok {
+		return fmt.Errorf("node group %q: server %s is not a member of stack %s: %w", g.cfg.Name, serverID, g.stackName, nodegroup.ErrNotMember)
+	}
+	if g.removing[name] {
+		return fmt.Errorf("node group %q: member %s is already being removed", g.cfg.Name, name)
+	}
+	g.removing[name] = true
+	g.removal = append(g.removal, name)
+	g.poke()
+	klog.InfoS("replacing member", "group", g.cfg.Name, "stack", g.stackName, "member", name, "server", serverID)
 	return nil
 }
 

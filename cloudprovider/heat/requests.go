@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stackresources"
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
 	"k8s.io/klog/v2"
@@ -53,9 +54,9 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 			delete(g.removing, name)
 		}
 	}
-	g.servers = map[string]string{}
+	g.servers = map[string]servers.Server{}
 	for _, s := range snap.Servers {
-		g.servers[s.ID] = s.Status
+		g.servers[s.ID] = s
 	}
 	g.once.Do(func() { go g.updateLoop() })
 	if g.desired != g.applied || len(g.removal) > 0 {

@@ -55,6 +55,13 @@ func FailureClass(message string) ErrorClass {
 	return OtherError
 }
 
+// FailedCreation says whether a server in ERROR failed to be created (it never ran: Nova has no
+// launch time for it), which the autoscaler must see as a failed scale-up. A server that ran and
+// broke later is a node to repair, not a creation to undo.
+func FailedCreation(s servers.Server) bool {
+	return s.Status == "ERROR" && s.LaunchedAt.IsZero()
+}
+
 // Instance is one member of a group: a server, or a placeholder for one not created yet.
 type Instance struct {
 	// ID equals the node's spec.providerID once it registers (openstack:///<uuid>); placeholders
@@ -88,6 +95,17 @@ type Group interface {
 	// Observe updates the group from a snapshot of OpenStack (and may make its own calls, one
 	// per refresh at most, as the Heat backend does for its stack).
 	Observe(ctx context.Context, snap *Snapshot) error
+}
+
+// Repairable is a group whose members the node repair loop may replace.
+type Repairable interface {
+	Group
+	// Busy says whether a scale operation (server creation or deletion, stack update) is in
+	// flight: nodes are not repaired meanwhile.
+	Busy() bool
+	// Replace deletes exactly this member's server and makes another in its place, keeping the
+	// target size. It returns once the replacement is under way.
+	Replace(serverID string) error
 }
 
 // Snapshot is one refresh's view of OpenStack.

@@ -168,7 +168,7 @@ func (g *Group) Instances() []nodegroup.Instance {
 			inst.State = nodegroup.Deleting
 		case m.server.Status == "BUILD":
 			inst.State = nodegroup.Creating
-		case m.server.Status == "ERROR":
+		case nodegroup.FailedCreation(m.server):
 			inst.State = nodegroup.Creating
 			info := ServerError(m.server)
 			inst.Error = &info
@@ -291,6 +291,38 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 			go g.delete(id)
 		}
 	}
+	return nil
+}
+
+// Busy says whether creations or deletions are in flight.
+func (g *Group) Busy() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.creating) > 0 || len(g.deleting) > 0
+}
+
+// Replace deletes the member's server and, once it is gone, creates one with the same name (its
+// node re-registers under the same name, with a new providerID). The target size does not
+// change: the new server counts as being created from now on.
+func (g *Group) Replace(serverID string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.members[serverID]
+	if !ok {
+		return fmt.Errorf("node group %q: server %s is not a member: %w", g.cfg.Name, serverID, nodegroup.ErrNotMember)
+	}
+	if g.isDeletingLocked(serverID, m) {
+		return fmt.Errorf("node group %q: server %s is already being deleted", g.cfg.Name, serverID)
+	}
+	name := m.server.Name
+	if _, clash := g.creating[name]; clash {
+		return fmt.Errorf("node group %q: a server named %s is already being created", g.cfg.Name, name)
+	}
+	g.deleting[serverID] = time.Now()
+	g.creating[name] = time.Now()
+	g.inflight.Add(1)
+	go g.replace(serverID, name)
+	klog.InfoS("replacing server", "group", g.cfg.Name, "server", name, "id", serverID)
 	return nil
 }
 

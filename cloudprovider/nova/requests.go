@@ -156,6 +156,50 @@ func (g *Group) delete(id string) {
 	klog.InfoS("server deletion requested", "group", g.cfg.Name, "server", id)
 }
 
+// replace deletes a member's server, waits until Nova no longer lists it, and creates one with
+// the same name. The wait matters: creation looks servers up by name to avoid duplicates.
+func (g *Group) replace(id, name string) {
+	defer g.inflight.Done()
+	g.inflight.Add(1)
+	g.delete(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
+	defer cancel()
+	err := g.backoff.Retry(ctx, "wait for the replaced server to go", func(ctx context.Context) error {
+		_, err := servers.Get(ctx, g.compute, id).Extract()
+		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			return nil
+		}
+		if err == nil {
+			return fmt.Errorf("server %s still exists", id)
+		}
+		return err
+	})
+	if err != nil {
+		g.mu.Lock()
+		delete(g.creating, name)
+		g.mu.Unlock()
+		klog.ErrorS(err, "replacement abandoned: the old server did not go; the autoscaler will scale up if the group is short",
+			"group", g.cfg.Name, "server", name, "id", id)
+		return
+	}
+	g.inflight.Add(1)
+	g.create(name)
+}
+
+// Start powers on a stopped server.
+func Start(ctx context.Context, compute *gophercloud.ServiceClient, id string) error {
+	return servers.Start(ctx, compute, id).ExtractErr()
+}
+
+// Reboot reboots a server: soft (through its OS) or hard (power cycle).
+func Reboot(ctx context.Context, compute *gophercloud.ServiceClient, id string, hard bool) error {
+	method := servers.SoftReboot
+	if hard {
+		method = servers.HardReboot
+	}
+	return servers.Reboot(ctx, compute, id, servers.RebootOpts{Type: method}).ExtractErr()
+}
+
 // CreateError classifies a failed server POST for the autoscaler: quota errors are "out of
 // resources" (it then tries another group), anything else "other".
 func CreateError(err error) nodegroup.ErrorInfo {

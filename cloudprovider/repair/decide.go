@@ -1,16 +1,19 @@
 // Package repair decides how to mend nodes that registered and later broke: NotReady for too
 // long, or their server SHUTOFF or ERROR. It escalates one step at a time — start a stopped
-// server; otherwise soft reboot, then hard reboot, then replace — and holds back when repairing
-// would make things worse: young nodes, groups in the middle of a scale operation, and groups
-// where too many nodes are unhealthy at once (a network or control-plane problem).
+// server; replace a server in ERROR; otherwise soft reboot, then hard reboot, then replace — and
+// holds back when repairing would make things worse: young nodes, groups in the middle of a scale
+// operation, and groups where too many nodes are unhealthy at once (a network or control-plane
+// problem).
 //
-// This file is the decision table only: pure, with every input explicit, so it can be tested
-// case by case. The loop that gathers the inputs and carries the actions out is built on it.
+// decide.go is the decision table: pure, with every input explicit, so it can be tested case by
+// case. loop.go gathers the inputs and carries the actions out.
 package repair
 
 import (
 	"fmt"
 	"time"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 )
 
 // Action is one repair step.
@@ -35,6 +38,12 @@ type Policy struct {
 	// MaxUnhealthyFraction: above this share of unhealthy nodes the group is not repaired
 	// (default 0.4).
 	MaxUnhealthyFraction float64
+}
+
+// PolicyFrom converts a group's configured repair policy (defaults already applied).
+func PolicyFrom(c config.RepairPolicy) Policy {
+	return Policy{UnhealthyAfter: c.UnhealthyAfter.Duration, Grace: c.Grace.Duration, EscalateAfter: c.EscalateAfter.Duration,
+		MaxUnhealthyFraction: float64(c.MaxUnhealthyPercent) / 100}
 }
 
 // DefaultPolicy is the defaults.
@@ -89,16 +98,19 @@ func (p Policy) Decide(n NodeState, g GroupState, now time.Time) (Action, string
 	if n.ServerStatus == "SHUTOFF" && n.LastStep != Start {
 		return Start, "server is SHUTOFF"
 	}
+	if n.ServerStatus == "ERROR" {
+		// Nova puts a server in ERROR when an operation on it failed at the hypervisor; a reboot
+		// may bring it back in an unknown state, a new server is certain.
+		return Replace, "server is in ERROR"
+	}
 	switch n.LastStep {
 	case None, Start:
-		if n.ServerStatus == "ERROR" {
-			return HardReboot, "server is in ERROR" // a soft reboot is refused in ERROR
-		}
 		return SoftReboot, "node NotReady for " + now.Sub(n.ReadySince).Round(time.Second).String()
 	case SoftReboot:
 		return HardReboot, "still unhealthy after a soft reboot"
 	case HardReboot:
 		return Replace, "still unhealthy after a hard reboot"
 	}
-	return None, "a replacement is under way"
+	// A replacement normally deletes the node; one still here after the delay failed.
+	return Replace, "still here " + now.Sub(n.LastStepAt).Round(time.Second).String() + " after its replacement was started"
 }

@@ -22,7 +22,9 @@ func TestDecide(t *testing.T) {
 		{"NotReady for 4m: not yet", NodeState{Created: old, Ready: "False", ReadySince: now.Add(-4 * time.Minute), ServerStatus: "ACTIVE"}, group, None, "healthy"},
 		{"NotReady for 6m: soft reboot", NodeState{Created: old, Ready: "Unknown", ReadySince: now.Add(-6 * time.Minute), ServerStatus: "ACTIVE"}, group, SoftReboot, "NotReady"},
 		{"SHUTOFF: start at once", NodeState{Created: old, Ready: "True", ReadySince: old, ServerStatus: "SHUTOFF"}, group, Start, "SHUTOFF"},
-		{"ERROR: hard reboot first", NodeState{Created: old, Ready: "False", ReadySince: now.Add(-time.Minute), ServerStatus: "ERROR"}, group, HardReboot, "ERROR"},
+		{"ERROR: replace at once", NodeState{Created: old, Ready: "False", ReadySince: now.Add(-time.Minute), ServerStatus: "ERROR"}, group, Replace, "ERROR"},
+		{"ERROR, replacement under way", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ERROR", LastStep: Replace, LastStepAt: now.Add(-2 * time.Minute)}, group, None, "waiting"},
+		{"replacement failed: again", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ERROR", LastStep: Replace, LastStepAt: now.Add(-6 * time.Minute)}, group, Replace, "ERROR"},
 		{"young node", NodeState{Created: now.Add(-5 * time.Minute), Ready: "False", ReadySince: now.Add(-5 * time.Minute), ServerStatus: "SHUTOFF"}, group, None, "grace period"},
 		{"group scaling", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 1, Scaling: true}, None, "scale operation"},
 		{"3 of 5 unhealthy", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 3}, None, "3 of 5 nodes"},
@@ -31,7 +33,8 @@ func TestDecide(t *testing.T) {
 		{"soft reboot 6m ago: hard reboot", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: SoftReboot, LastStepAt: now.Add(-6 * time.Minute)}, group, HardReboot, "soft reboot"},
 		{"hard reboot 6m ago: replace", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: HardReboot, LastStepAt: now.Add(-6 * time.Minute)}, group, Replace, "hard reboot"},
 		{"started but still down: soft reboot", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Start, LastStepAt: now.Add(-6 * time.Minute)}, group, SoftReboot, ""},
-		{"replacement under way", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-6 * time.Minute)}, group, None, "replacement"},
+		{"replacement under way", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-2 * time.Minute)}, group, None, "waiting"},
+		{"replaced node still here", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-6 * time.Minute)}, group, Replace, "after its replacement"},
 	} {
 		got, reason := p.Decide(tc.node, tc.group, now)
 		if got != tc.want || !strings.Contains(reason, tc.reason) {

@@ -92,6 +92,9 @@ func (c *Cloud) addLocked(name, status string, metadata map[string]string) strin
 		_ = json.Unmarshal(Fixture("server-error-novalidhost.json"), &errored)
 		s["fault"] = errored.Server["fault"]
 	}
+	if status == "ERROR" || status == "BUILD" {
+		s["OS-SRV-USG:launched_at"] = nil // never ran, as Nova reports it
+	}
 	if c.OnCreate != nil {
 		c.OnCreate(s)
 	}
