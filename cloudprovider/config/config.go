@@ -106,7 +106,7 @@ type NodeGroup struct {
 	// Repair overrides the repair thresholds for this group.
 	Repair RepairPolicy `json:"repair,omitempty"`
 	Nova   *Nova        `json:"nova,omitempty"`
-	Heat    *Heat   `json:"heat,omitempty"`
+	Heat   *Heat        `json:"heat,omitempty"`
 }
 
 // Nova is the server template of a nova-backed group.
