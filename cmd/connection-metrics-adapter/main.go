@@ -2,7 +2,9 @@
 // pods' TCP connections that connection-agents count: tcp_connections (averaged over a sliding
 // window), tcp_connections_max, tcp_new_connections_per_second, tcp_syn_backlog and
 // tcp_outbound_connections. It is an aggregated API server (delegated authentication and
-// authorization) built on sigs.k8s.io/custom-metrics-apiserver.
+// authorization) built on sigs.k8s.io/custom-metrics-apiserver. With --rabbitmq-config it also
+// serves external.metrics.k8s.io (v1beta1) with the configured RabbitMQ queues' depth,
+// unacknowledged count and publish/deliver rates.
 package main
 
 import (
@@ -24,8 +26,10 @@ import (
 	"k8s.io/klog/v2"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/externalapi"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/metricsapi"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/puller"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/rabbitmq"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/store"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 )
@@ -39,7 +43,7 @@ func main() {
 		agentService, agentPort        string
 		clientCert, clientKey, agentCA string
 		interval, timeout, window, ttl time.Duration
-		metricsListen                  string
+		metricsListen, rabbitmqConfig  string
 	)
 	fs := cmd.Flags()
 	fs.StringArrayVar(&agents, "agent", nil, "an agent's base URL (https://host:port); repeat for more")
@@ -53,20 +57,29 @@ func main() {
 	fs.DurationVar(&window, "window", 30*time.Second, "sliding window tcp_connections is averaged over")
 	fs.DurationVar(&ttl, "ttl", 30*time.Second, "a pod's values are withdrawn when its newest sample is older than this")
 	fs.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:10262", "HTTP address of the adapter's own /metrics")
+	fs.StringVar(&rabbitmqConfig, "rabbitmq-config", "", "YAML file of RabbitMQ brokers and queues to serve as external metrics (absent: no external metrics)")
 	logs.AddFlags(fs)
 	fs.AddGoFlagSet(flag.CommandLine)
 	if err := fs.Parse(os.Args); err != nil {
 		klog.ErrorS(err, "flags")
 		os.Exit(2)
 	}
-	if err := run(cmd, agents, agentService, agentPort, clientCert, clientKey, agentCA, interval, timeout, window, ttl, metricsListen); err != nil {
+	brokers, err := queueBrokers(rabbitmqConfig)
+	if err != nil {
+		klog.ErrorS(err, "--rabbitmq-config")
+		os.Exit(2)
+	}
+	if len(brokers) > 0 {
+		cmd.WithExternalMetrics(&externalapi.Provider{Brokers: brokers})
+	}
+	if err := run(cmd, agents, agentService, agentPort, clientCert, clientKey, agentCA, interval, timeout, window, ttl, metricsListen, brokers); err != nil {
 		klog.ErrorS(err, "connection-metrics-adapter stopped")
 		os.Exit(1)
 	}
 }
 
 func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, clientCert, clientKey, agentCA string,
-	interval, timeout, window, ttl time.Duration, metricsListen string) error {
+	interval, timeout, window, ttl time.Duration, metricsListen string, brokers []*rabbitmq.Broker) error {
 	if len(agents) == 0 && agentService == "" {
 		return fmt.Errorf("no agents: set --agent-service namespace/name (or --agent URLs)")
 	}
@@ -104,6 +117,9 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	go pl.Run(ctx)
+	for _, b := range brokers {
+		go b.Run(ctx)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	metricsSrv := &http.Server{Addr: metricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -113,8 +129,29 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 		}
 	}()
 	defer metricsSrv.Close()
-	klog.InfoS("serving custom.metrics.k8s.io", "agents", len(agents), "agentService", agentService, "window", window, "ttl", ttl)
+	klog.InfoS("serving custom.metrics.k8s.io", "agents", len(agents), "agentService", agentService, "window", window, "ttl", ttl,
+		"rabbitmqBrokers", len(brokers))
 	return cmd.Run(ctx)
+}
+
+// queueBrokers loads --rabbitmq-config (none when unset).
+func queueBrokers(path string) ([]*rabbitmq.Broker, error) {
+	if path == "" {
+		return nil, nil
+	}
+	cfg, err := rabbitmq.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*rabbitmq.Broker
+	for _, c := range cfg.Brokers {
+		b, err := rabbitmq.NewBroker(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 func agentClient(certFile, keyFile, caFile string) (*http.Client, error) {
