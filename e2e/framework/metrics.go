@@ -36,15 +36,36 @@ const (
 type ConnectionMetrics struct {
 	procs []*exec.Cmd
 	w     *World
+	apis  []string // APIService names, removed by Stop
 }
+
+// Option changes what StartConnectionMetrics starts.
+type Option func(*options)
+
+type options struct{ rabbitmqConfig string }
+
+// WithRabbitMQConfig passes --rabbitmq-config to the adapter and registers
+// v1beta1.external.metrics.k8s.io too.
+func WithRabbitMQConfig(path string) Option { return func(o *options) { o.rabbitmqConfig = path } }
 
 // StartConnectionMetrics runs binDir/connection-agent and binDir/connection-metrics-adapter with
 // certificates, logs and state in workDir, wires them as a cluster would (Services,
-// EndpointSlices, APIServices for custom.metrics.k8s.io v1beta1 and v1beta2), and waits until
+// EndpointSlices, APIServices for custom.metrics.k8s.io v1beta1 and v1beta2, and with
+// WithRabbitMQConfig for external.metrics.k8s.io v1beta1), and waits until
 // the API is available. window is the adapter's averaging window.
-func StartConnectionMetrics(w *World, binDir, workDir, window string) (*ConnectionMetrics, error) {
+func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Option) (*ConnectionMetrics, error) {
 	ctx := context.Background()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	m := &ConnectionMetrics{w: w}
+	apis := []apiregv1.APIServiceSpec{{Group: "custom.metrics.k8s.io", Version: "v1beta1"}, {Group: "custom.metrics.k8s.io", Version: "v1beta2"}}
+	var extra []string
+	if o.rabbitmqConfig != "" {
+		apis = append(apis, apiregv1.APIServiceSpec{Group: "external.metrics.k8s.io", Version: "v1beta1"})
+		extra = []string{"--rabbitmq-config", o.rabbitmqConfig}
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -87,11 +108,11 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string) (*Connecti
 		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", clientPKI.CAFile); err != nil {
 		return nil, err
 	}
-	if err := m.start(filepath.Join(workDir, "connection-metrics-adapter.log"), filepath.Join(binDir, "connection-metrics-adapter"),
-		"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+	adapterArgs := append([]string{"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
 		"--bind-address", hostIP, "--secure-port", strconv.Itoa(AdapterPort), "--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
-		"--agent-service", MetricsNamespace+"/"+AgentService, "--agent-client-cert", clientCert, "--agent-client-key", clientKey,
-		"--agent-ca", agentPKI.CAFile, "--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", "127.0.0.1:0"); err != nil {
+		"--agent-service", MetricsNamespace + "/" + AgentService, "--agent-client-cert", clientCert, "--agent-client-key", clientKey,
+		"--agent-ca", agentPKI.CAFile, "--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", "127.0.0.1:0"}, extra...)
+	if err := m.start(filepath.Join(workDir, "connection-metrics-adapter.log"), filepath.Join(binDir, "connection-metrics-adapter"), adapterArgs...); err != nil {
 		return nil, err
 	}
 
@@ -121,10 +142,10 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string) (*Connecti
 		}
 	}
 	agg := aggregator.NewForConfigOrDie(w.RestConfig)
-	for _, version := range []string{"v1beta1", "v1beta2"} {
+	for _, spec := range apis {
 		api := &apiregv1.APIService{
-			ObjectMeta: metav1.ObjectMeta{Name: version + ".custom.metrics.k8s.io"},
-			Spec: apiregv1.APIServiceSpec{Group: "custom.metrics.k8s.io", Version: version, CABundle: servingPKI.CAPEM(),
+			ObjectMeta: metav1.ObjectMeta{Name: spec.Version + "." + spec.Group},
+			Spec: apiregv1.APIServiceSpec{Group: spec.Group, Version: spec.Version, CABundle: servingPKI.CAPEM(),
 				Service:              &apiregv1.ServiceReference{Namespace: MetricsNamespace, Name: AdapterService, Port: ptr.To(int32(443))},
 				GroupPriorityMinimum: 100, VersionPriority: 200},
 		}
@@ -132,10 +153,11 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string) (*Connecti
 		if _, err := agg.ApiregistrationV1().APIServices().Create(ctx, api, metav1.CreateOptions{}); err != nil {
 			return nil, err
 		}
+		m.apis = append(m.apis, api.Name)
 	}
 	deadline := time.Now().Add(90 * time.Second)
-	for version := 0; version < 2; {
-		name := []string{"v1beta1", "v1beta2"}[version] + ".custom.metrics.k8s.io"
+	for i := 0; i < len(m.apis); {
+		name := m.apis[i]
 		api, err := agg.ApiregistrationV1().APIServices().Get(ctx, name, metav1.GetOptions{})
 		available := false
 		if err == nil {
@@ -144,7 +166,7 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string) (*Connecti
 			}
 		}
 		if available {
-			version++
+			i++
 			continue
 		}
 		if time.Now().After(deadline) {
@@ -184,8 +206,8 @@ func (m *ConnectionMetrics) start(logPath, bin string, args ...string) error {
 func (m *ConnectionMetrics) Stop() {
 	ctx := context.Background()
 	agg := aggregator.NewForConfigOrDie(m.w.RestConfig)
-	for _, version := range []string{"v1beta1", "v1beta2"} {
-		_ = agg.ApiregistrationV1().APIServices().Delete(ctx, version+".custom.metrics.k8s.io", metav1.DeleteOptions{})
+	for _, name := range m.apis {
+		_ = agg.ApiregistrationV1().APIServices().Delete(ctx, name, metav1.DeleteOptions{})
 	}
 	_ = m.w.Kube.CoreV1().Namespaces().Delete(ctx, MetricsNamespace, metav1.DeleteOptions{})
 	for _, cmd := range m.procs {
