@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PKGS := ./...
 
-.PHONY: demo down test test-unit e2e bench lint deps generate world-up world-status
+.PHONY: demo down test test-unit e2e bench lint deps generate world-up world-status images
 
 ## demo: bring up the local world (OpenStack + Kubernetes) and show the product working in it
 demo:
@@ -47,6 +47,17 @@ deps:
 ## generate: regenerate the gRPC code from cloudprovider/externalgrpc/externalgrpc.proto
 generate: deps
 	$(GO) generate ./cloudprovider/externalgrpc
+
+## images: the product's images without a Docker engine (static binaries packed by cmd/build-images
+## into _output/images: an OCI layout and one tarball per image), named as the Helm chart's defaults
+IMAGE_REGISTRY ?= ghcr.io/openstack-autoscaler
+IMAGE_TAG ?= $(shell awk '/^appVersion:/{gsub(/"/,"",$$2); print $$2}' charts/openstack-autoscaler/Chart.yaml)
+IMAGE_BINARIES := openstack-provider connection-agent connection-metrics-adapter
+images:
+	@for b in $(IMAGE_BINARIES); do echo "building $$b (static)"; \
+	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o _output/images/bin/$$b ./cmd/$$b || exit 1; done
+	cd cmd/build-images && $(GO) run . --bin-dir ../../_output/images/bin --out ../../_output/images \
+	  --registry $(IMAGE_REGISTRY) --tag $(IMAGE_TAG) $(IMAGE_BINARIES)
 
 world-up:
 	e2e/world/world.sh up
