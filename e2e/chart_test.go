@@ -1,0 +1,582 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
+	"sigs.k8s.io/yaml"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
+)
+
+// manifest is one object of `helm template` output.
+type manifest struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name      string            `json:"name"`
+		Namespace string            `json:"namespace"`
+		Labels    map[string]string `json:"labels"`
+	} `json:"metadata"`
+	raw []byte
+}
+
+type rendered []manifest
+
+// get decodes the object of that kind and name into out; the test fails if there is none.
+func (r rendered) get(t *testing.T, kind, name string, out any) {
+	t.Helper()
+	for _, m := range r {
+		if m.Kind == kind && m.Metadata.Name == name {
+			if err := yaml.UnmarshalStrict(m.raw, out); err != nil {
+				t.Fatalf("%s %s: %v", kind, name, err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no %s %s in the rendered chart (have: %s)", kind, name, r.names())
+}
+
+func (r rendered) has(kind, name string) bool {
+	return slices.ContainsFunc(r, func(m manifest) bool { return m.Kind == kind && m.Metadata.Name == name })
+}
+
+func (r rendered) count(kind string) int {
+	n := 0
+	for _, m := range r {
+		if m.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func (r rendered) names() string {
+	var s []string
+	for _, m := range r {
+		s = append(s, m.Kind+"/"+m.Metadata.Name)
+	}
+	return strings.Join(s, " ")
+}
+
+func parseManifests(t *testing.T, out string) rendered {
+	t.Helper()
+	var r rendered
+	for _, doc := range strings.Split(out, "\n---") {
+		var m manifest
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatalf("helm output is not YAML: %v\n%s", err, doc)
+		}
+		if m.Kind == "" {
+			continue
+		}
+		m.raw = []byte(doc)
+		r = append(r, m)
+	}
+	return r
+}
+
+// helmRun runs helm against the world's cluster (KUBECONFIG), returning combined output.
+func helmRun(w *framework.World, helm string, args ...string) (string, error) {
+	cmd := exec.Command(helm, args...)
+	cmd.Env = os.Environ()
+	if w != nil {
+		cmd.Env = append(cmd.Env, "KUBECONFIG="+w.Env["KUBECONFIG"])
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func helmTemplate(t *testing.T, helm, release, namespace string, args ...string) rendered {
+	t.Helper()
+	out, err := helmRun(nil, helm, append([]string{"template", release, framework.ChartDir(), "--namespace", namespace, "--kube-version", "1.36.0"}, args...)...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, out)
+	}
+	return parseManifests(t, out)
+}
+
+func containerArgs(c corev1.Container) string { return strings.Join(c.Args, " ") }
+
+func requireArgs(t *testing.T, what string, c corev1.Container, want ...string) {
+	t.Helper()
+	for _, a := range want {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("%s: argument %q missing from %s", what, a, containerArgs(c))
+		}
+	}
+}
+
+// tlsSecret decodes a kubernetes.io/tls Secret with ca.crt.
+func tlsSecret(t *testing.T, r rendered, name string) (cert *x509.Certificate, pool *x509.CertPool) {
+	t.Helper()
+	var s corev1.Secret
+	r.get(t, "Secret", name, &s)
+	block, _ := pem.Decode(s.Data["tls.crt"])
+	if block == nil {
+		t.Fatalf("Secret %s: tls.crt is not PEM", name)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatalf("Secret %s: %v", name, err)
+	}
+	pool = x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(s.Data["ca.crt"]) {
+		t.Fatalf("Secret %s: ca.crt is not a PEM certificate", name)
+	}
+	if len(s.Data["tls.key"]) == 0 {
+		t.Fatalf("Secret %s: no tls.key", name)
+	}
+	return cert, pool
+}
+
+func verifyCert(t *testing.T, what string, cert *x509.Certificate, roots *x509.CertPool, dnsName string, usage x509.ExtKeyUsage) {
+	t.Helper()
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: dnsName, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		t.Errorf("%s: %v", what, err)
+	}
+}
+
+// The chart lints, renders with its defaults and with every part on, and the objects carry what
+// the components need: flags, mounts, certificates that verify against each other, the
+// provider configuration in a form openstack-provider accepts.
+func TestChartTemplates(t *testing.T) {
+	helm := framework.HelmBinary(t)
+	full := filepath.Join(framework.ChartDir(), "ci", "full-values.yaml")
+	for _, args := range [][]string{{"lint", framework.ChartDir()}, {"lint", framework.ChartDir(), "-f", full}} {
+		if out, err := helmRun(nil, helm, args...); err != nil {
+			t.Fatalf("helm %v: %v\n%s", args, err, out)
+		}
+	}
+
+	const rel, ns = "osa", "ops"
+	t.Run("defaults", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns)
+		if r.has("Deployment", "osa-openstack-autoscaler-cluster-autoscaler") {
+			t.Errorf("node autoscaling is on by default; it needs a cloud, so it must be off")
+		}
+		var ds appsv1.DaemonSet
+		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &ds)
+		pod := ds.Spec.Template.Spec
+		agent := pod.Containers[0]
+		if !pod.HostPID || agent.SecurityContext == nil || agent.SecurityContext.Privileged == nil || !*agent.SecurityContext.Privileged {
+			t.Errorf("agent: want hostPID and a privileged container, got hostPID=%v securityContext=%+v", pod.HostPID, agent.SecurityContext)
+		}
+		requireArgs(t, "agent", agent, "--node-name=$(NODE_NAME)", "--proc=/host/proc", "--listen=:10260",
+			"--client-ca=/etc/connection-agent/tls/ca.crt")
+		if len(pod.Tolerations) != 1 || pod.Tolerations[0].Operator != corev1.TolerationOpExists {
+			t.Errorf("agent tolerations %+v: want every taint tolerated", pod.Tolerations)
+		}
+		if len(pod.InitContainers) != 0 {
+			t.Errorf("agent: the sysctl init container is opt-in, got %d init containers", len(pod.InitContainers))
+		}
+
+		var dep appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &dep)
+		if *dep.Spec.Replicas != 2 || dep.Spec.Template.Spec.Affinity.PodAntiAffinity == nil {
+			t.Errorf("adapter: want 2 replicas with pod anti-affinity, got %d %+v", *dep.Spec.Replicas, dep.Spec.Template.Spec.Affinity)
+		}
+		adapter := dep.Spec.Template.Spec.Containers[0]
+		requireArgs(t, "adapter", adapter, "--agent-service=ops/osa-openstack-autoscaler-connection-agent", "--agent-port-name=https",
+			"--secure-port=6443")
+		if strings.Contains(containerArgs(adapter), "rabbitmq") {
+			t.Errorf("adapter: queue metrics are off by default: %s", containerArgs(adapter))
+		}
+		if !r.has("PodDisruptionBudget", "osa-openstack-autoscaler-connection-metrics-adapter") {
+			t.Errorf("no PodDisruptionBudget for the adapter")
+		}
+
+		// The APIServices trust the CA that signed the adapter's serving certificate, for the
+		// name the aggregator dials (<service>.<namespace>.svc).
+		servingCert, servingCA := tlsSecret(t, r, "osa-openstack-autoscaler-connection-metrics-adapter-serving-tls")
+		verifyCert(t, "adapter serving certificate", servingCert, servingCA, "osa-openstack-autoscaler-connection-metrics-adapter.ops.svc", x509.ExtKeyUsageServerAuth)
+		for _, v := range []string{"v1beta1", "v1beta2"} {
+			var api apiregv1.APIService
+			r.get(t, "APIService", v+".custom.metrics.k8s.io", &api)
+			bundle := x509.NewCertPool()
+			if !bundle.AppendCertsFromPEM(api.Spec.CABundle) {
+				t.Fatalf("APIService %s: caBundle is not PEM", api.Name)
+			}
+			verifyCert(t, "APIService "+api.Name+" caBundle", servingCert, bundle, "osa-openstack-autoscaler-connection-metrics-adapter.ops.svc", x509.ExtKeyUsageServerAuth)
+			if api.Spec.Service.Name != "osa-openstack-autoscaler-connection-metrics-adapter" || api.Spec.Service.Namespace != ns || api.Spec.Version != v {
+				t.Errorf("APIService %s: %+v", api.Name, api.Spec)
+			}
+		}
+		if r.has("APIService", "v1beta1.external.metrics.k8s.io") {
+			t.Errorf("external.metrics.k8s.io is registered with queue metrics off")
+		}
+		// Agents ↔ adapter: each side trusts the other's certificate.
+		agentCert, agentTrusts := tlsSecret(t, r, "osa-openstack-autoscaler-connection-agent-tls")
+		clientCert, clientTrusts := tlsSecret(t, r, "osa-openstack-autoscaler-connection-metrics-adapter-client-tls")
+		verifyCert(t, "adapter client certificate, as the agents check it", clientCert, agentTrusts, "", x509.ExtKeyUsageClientAuth)
+		verifyCert(t, "agent certificate, as the adapter checks it", agentCert, clientTrusts, "osa-openstack-autoscaler-connection-agent.ops.svc", x509.ExtKeyUsageServerAuth)
+		t.Logf("defaults render %d objects: %s", len(r), r.names())
+	})
+
+	t.Run("full", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full)
+		var dep appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &dep)
+		pod := dep.Spec.Template.Spec
+		ca := pod.Containers[0]
+		if ca.Image != "registry.k8s.io/autoscaling/cluster-autoscaler:v1.36.0" {
+			t.Errorf("cluster-autoscaler image %s", ca.Image)
+		}
+		requireArgs(t, "cluster-autoscaler", ca, "--cloud-provider=externalgrpc", "--cloud-config=/etc/cluster-autoscaler/cloud-config.yaml",
+			"--leader-elect=true", "--leader-elect-resource-lock=leases", "--leader-elect-resource-name=osa-openstack-autoscaler-cluster-autoscaler",
+			"--leader-elect-resource-namespace=ops", "--expander=price,least-waste", "--scale-down-unneeded-time=5m",
+			"--scale-down-delay-after-add=5m", "--balance-similar-node-groups=true", "--max-node-provision-time=10m", "--max-nodes-total=50")
+		if *dep.Spec.Replicas != 2 {
+			t.Errorf("cluster-autoscaler replicas %d, want 2", *dep.Spec.Replicas)
+		}
+		if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "openstack-provider" || pod.InitContainers[0].RestartPolicy == nil ||
+			*pod.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Fatalf("openstack-provider must be a native sidecar (init container, restartPolicy Always): %+v", pod.InitContainers)
+		}
+		provider := pod.InitContainers[0]
+		if provider.Image != "ghcr.io/openstack-autoscaler/openstack-provider:0.1.0" {
+			t.Errorf("provider image %s: want the name `make images` builds", provider.Image)
+		}
+		requireArgs(t, "openstack-provider", provider, "--listen=127.0.0.1:8086", "--tls-cert=/etc/openstack-provider/tls/tls.crt",
+			"--tls-client-ca=/etc/openstack-provider/tls/ca.crt", "--config=/etc/openstack-provider/provider.yaml")
+
+		var cm corev1.ConfigMap
+		r.get(t, "ConfigMap", "osa-openstack-autoscaler-cluster-autoscaler", &cm)
+		for _, want := range []string{"address: 127.0.0.1:8086", "cert: /etc/cluster-autoscaler/tls/tls.crt", "key: /etc/cluster-autoscaler/tls/tls.key", "cacert: /etc/cluster-autoscaler/tls/ca.crt"} {
+			if !strings.Contains(cm.Data["cloud-config.yaml"], want) {
+				t.Errorf("cloud-config.yaml lacks %q:\n%s", want, cm.Data["cloud-config.yaml"])
+			}
+		}
+		clouds := filepath.Join(t.TempDir(), "clouds.yaml")
+		if err := os.WriteFile(clouds, []byte("clouds: {}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Parse([]byte(strings.ReplaceAll(cm.Data["provider.yaml"], "/etc/openstack/clouds.yaml", clouds)))
+		if err != nil {
+			t.Fatalf("the rendered provider.yaml is refused by the provider's parser: %v\n%s", err, cm.Data["provider.yaml"])
+		}
+		if cfg.ClusterName != "prod" || len(cfg.NodeGroups) != 2 || cfg.Cloud.Name != "prod" || !cfg.AutoDiscovery.HeatStacks {
+			t.Errorf("provider.yaml: %+v", cfg)
+		}
+		// gRPC mTLS: the autoscaler checks the provider's certificate for 127.0.0.1 and the
+		// provider checks the autoscaler's client certificate.
+		serverCert, serverTrusts := tlsSecret(t, r, "osa-openstack-autoscaler-cluster-autoscaler-provider-server-tls")
+		clientCert, clientTrusts := tlsSecret(t, r, "osa-openstack-autoscaler-cluster-autoscaler-provider-client-tls")
+		if _, err := serverCert.Verify(x509.VerifyOptions{Roots: clientTrusts}); err != nil || serverCert.VerifyHostname("127.0.0.1") != nil {
+			t.Errorf("provider server certificate: verify %v, 127.0.0.1: %v", err, serverCert.VerifyHostname("127.0.0.1"))
+		}
+		verifyCert(t, "autoscaler client certificate", clientCert, serverTrusts, "", x509.ExtKeyUsageClientAuth)
+
+		var adapter appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapter)
+		requireArgs(t, "adapter", adapter.Spec.Template.Spec.Containers[0], "--rabbitmq-config=/etc/openstack-autoscaler/rabbitmq.yaml", "--window=60s")
+		if adapter.Spec.Template.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+			t.Errorf("adapter: podAntiAffinity hard did not render a required term")
+		}
+		var queues corev1.ConfigMap
+		r.get(t, "ConfigMap", "osa-openstack-autoscaler-connection-metrics-adapter-queues", &queues)
+		var qc struct {
+			Brokers []struct {
+				Name, URL, UsernameFile, PasswordFile, CAFile, PollInterval, Timeout string
+				Queues                                                            []struct{ Vhost, Name string }
+			}
+		}
+		if err := yaml.UnmarshalStrict([]byte(queues.Data["rabbitmq.yaml"]), &qc); err != nil {
+			t.Fatalf("rabbitmq.yaml: %v", err)
+		}
+		if len(qc.Brokers) != 1 || qc.Brokers[0].UsernameFile != "/etc/openstack-autoscaler/rabbitmq/main/username" ||
+			qc.Brokers[0].CAFile != "/etc/openstack-autoscaler/rabbitmq-ca/main/ca.crt" || qc.Brokers[0].PollInterval != "10s" || len(qc.Brokers[0].Queues) != 2 {
+			t.Errorf("rabbitmq.yaml: %+v", qc)
+		}
+		if !r.has("APIService", "v1beta1.external.metrics.k8s.io") {
+			t.Errorf("queue metrics on, but no APIService v1beta1.external.metrics.k8s.io")
+		}
+		var ds appsv1.DaemonSet
+		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &ds)
+		if ic := ds.Spec.Template.Spec.InitContainers; len(ic) != 1 || !strings.Contains(strings.Join(ic[0].Command, " "), "net.ipv4.tcp_child_ehash_entries=65536") {
+			t.Errorf("agent sysctl init container: %+v", ic)
+		}
+		var pc schedulingv1.PriorityClass
+		r.get(t, "PriorityClass", "osa-openstack-autoscaler-spare-capacity", &pc)
+		var spare appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-spare-general", &spare)
+		if pc.Value >= 0 || spare.Spec.Template.Spec.PriorityClassName != pc.Name || spare.Spec.Template.Spec.NodeSelector["openstack-autoscaler.io/node-group"] != "general" {
+			t.Errorf("spare capacity: priority %d, pod %+v", pc.Value, spare.Spec.Template.Spec)
+		}
+		for kind, want := range map[string]int{"ServiceMonitor": 3, "NetworkPolicy": 3, "APIService": 3, "PodDisruptionBudget": 2} {
+			if got := r.count(kind); got != want {
+				t.Errorf("%d %s objects, want %d", got, kind, want)
+			}
+		}
+		for _, m := range r {
+			if m.Metadata.Labels["app.kubernetes.io/instance"] != rel || m.Metadata.Labels["team"] != "platform" {
+				t.Errorf("%s/%s lacks the release's labels: %v", m.Kind, m.Metadata.Name, m.Metadata.Labels)
+			}
+		}
+		t.Logf("full values render %d objects", len(r))
+	})
+
+	// Bad values fail before anything is created, with a message naming the field.
+	t.Run("bad values", func(t *testing.T) {
+		for _, c := range []struct{ set, want string }{
+			{"nodeAutoscaling.expander=fastest", "/nodeAutoscaling/expander"},
+			{"certificates.mode=vault", "/certificates/mode"},
+			{"connectionMetrics.adapter.window=30 seconds", "/connectionMetrics/adapter/window"},
+			{"connectionMetrics.adapter.podAntiAffinty=hard", "podAntiAffinty"},
+			{"spareCapacity.priorityClass.value=100", "/spareCapacity/priorityClass/value"},
+			{"nodeAutoscaling.enabled=true", "/nodeAutoscaling/provider/config/clusterName"},
+			{"nodeAutoscaling.enabled=true,nodeAutoscaling.provider.config.clusterName=prod", "nodeAutoscaling.provider.clouds: set existingSecret"},
+		} {
+			out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "--set", c.set)
+			if err == nil || !strings.Contains(out, c.want) {
+				t.Errorf("--set %s: want a failure naming %q, got err=%v:\n%s", c.set, c.want, err, out)
+				continue
+			}
+			t.Logf("--set %s → %s", c.set, strings.TrimSpace(framework.Tail(out, 400)))
+		}
+	})
+}
+
+// authCanI asks the API server whether the service account may do something.
+func authCanI(t *testing.T, w *framework.World, sa string, args ...string) bool {
+	t.Helper()
+	out := strings.TrimSpace(kubectl(t, w, append([]string{"auth", "can-i", "--as=" + sa}, args...)...))
+	return out == "yes"
+}
+
+// The chart installs into the world's real API server with every part on: objects accepted,
+// pods scheduled (kwok runs them), APIServices registered; each service account can do what its
+// component needs and not more; a second release is refused the APIServices; uninstall leaves
+// nothing behind.
+func TestChartInstall(t *testing.T) {
+	w := framework.Connect(t)
+	helm := framework.HelmBinary(t)
+	ctx := context.Background()
+	const rel, ns = "osa-chart", "osa-chart-e2e"
+	agg := aggregator.NewForConfigOrDie(w.RestConfig)
+
+	// Another test (connections) may hold the custom.metrics APIServices for a while.
+	framework.Eventually(t, 3*time.Minute, 2*time.Second, "custom.metrics.k8s.io free of other registrations", func() (bool, error) {
+		for _, n := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
+			if _, err := agg.ApiregistrationV1().APIServices().Get(ctx, n, metav1.GetOptions{}); err == nil {
+				return false, fmt.Errorf("APIService %s is registered (by a test running now?)", n)
+			}
+		}
+		return true, nil
+	})
+
+	kwokNode(t, w, "chart-node-a", "16")
+	kwokNode(t, w, "chart-node-b", "16")
+	if out := kubectl(t, w, "label", "node", "chart-node-a", "openstack-autoscaler.io/node-group=general", "--overwrite"); !strings.Contains(out, "labeled") {
+		t.Fatalf("label node: %s", out)
+	}
+	for _, n := range []string{ns, ns + "-other"} {
+		if _, err := w.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m")
+		for _, n := range []string{ns, ns + "-other"} {
+			_ = w.Kube.CoreV1().Namespaces().Delete(context.Background(), n, metav1.DeleteOptions{})
+		}
+	})
+
+	// The full values, with the world's cloud and no ServiceMonitors (no Prometheus Operator CRDs here).
+	cloudsFile := w.Env["OS_CLIENT_CONFIG_FILE"]
+	clouds, err := os.ReadFile(cloudsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	override := map[string]any{
+		"serviceMonitors": map[string]any{"enabled": false},
+		"nodeAutoscaling": map[string]any{"provider": map[string]any{
+			"clouds": map[string]any{"cloudsYaml": string(clouds), "cloud": "world"},
+			"config": map[string]any{"clusterName": "chart-e2e", "autoDiscovery": map[string]any{"heatStacks": false},
+				"nodeGroups": []any{map[string]any{"name": "general", "backend": "nova", "minSize": 0, "maxSize": 3,
+					"nova": map[string]any{"flavor": "m1.small", "image": "world-node-image"}}}},
+		}},
+	}
+	raw, err := yaml.Marshal(override)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overrideFile := filepath.Join(t.TempDir(), "world-values.yaml")
+	if err := os.WriteFile(overrideFile, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := helmRun(w, helm, "install", rel, framework.ChartDir(), "-n", ns, "-f", filepath.Join(framework.ChartDir(), "ci", "full-values.yaml"),
+		"-f", overrideFile, "--wait", "--timeout", "4m")
+	if err != nil {
+		t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	t.Logf("helm install --wait: %s", time.Since(start).Round(time.Second))
+
+	// Workloads: every pod scheduled and running (kwok plays the kubelet).
+	var ds *appsv1.DaemonSet
+	framework.Eventually(t, 90*time.Second, 2*time.Second, "the agent on every node", func() (bool, error) {
+		ds, err = w.Kube.AppsV1().DaemonSets(ns).Get(ctx, rel+"-openstack-autoscaler-connection-agent", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return ds.Status.DesiredNumberScheduled >= 2 && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled,
+			fmt.Errorf("desired %d ready %d", ds.Status.DesiredNumberScheduled, ds.Status.NumberReady)
+	})
+	for _, name := range []string{"cluster-autoscaler", "connection-metrics-adapter", "spare-general"} {
+		d, err := w.Kube.AppsV1().Deployments(ns).Get(ctx, rel+"-openstack-autoscaler-"+name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Status.ReadyReplicas != *d.Spec.Replicas {
+			t.Errorf("Deployment %s: %d of %d ready", d.Name, d.Status.ReadyReplicas, *d.Spec.Replicas)
+		}
+	}
+	pods, err := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=connection-metrics-adapter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 2 || pods.Items[0].Spec.NodeName == pods.Items[1].Spec.NodeName {
+		t.Errorf("adapter replicas must sit on two nodes (hard anti-affinity): %d pods", len(pods.Items))
+	}
+
+	// APIServices registered, pointing at the release's Service with its CA.
+	for _, n := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
+		api, err := agg.ApiregistrationV1().APIServices().Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("APIService %s: %v", n, err)
+		}
+		if api.Spec.Service == nil || api.Spec.Service.Namespace != ns || len(api.Spec.CABundle) == 0 {
+			t.Errorf("APIService %s: %+v", n, api.Spec)
+		}
+	}
+
+	// A second release may not take the APIServices over.
+	out, err = helmRun(w, helm, "install", rel+"-other", framework.ChartDir(), "-n", ns+"-other")
+	if err == nil || !strings.Contains(out, `belongs to Helm release "osa-chart" in namespace "osa-chart-e2e"`) {
+		t.Errorf("a second release was not refused the APIServices (err %v):\n%s", err, out)
+	} else {
+		t.Logf("second release refused: %s", strings.TrimSpace(out))
+	}
+
+	// An upgrade keeps the generated CAs (the APIServices' caBundle stays valid).
+	secretCA := func() string {
+		s, err := w.Kube.CoreV1().Secrets(ns).Get(ctx, rel+"-openstack-autoscaler-connection-metrics-adapter-serving-tls", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(s.Data["ca.crt"])
+	}
+	before := secretCA()
+	if out, err := helmRun(w, helm, "upgrade", rel, framework.ChartDir(), "-n", ns, "--reuse-values", "--set", "connectionMetrics.adapter.window=45s"); err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
+	if secretCA() != before {
+		t.Errorf("helm upgrade replaced the adapter's serving CA")
+	}
+	api, err := agg.ApiregistrationV1().APIServices().Get(ctx, "v1beta2.custom.metrics.k8s.io", metav1.GetOptions{})
+	if err != nil || string(api.Spec.CABundle) != before {
+		t.Errorf("after upgrade the APIService's caBundle is not the serving CA (err %v)", err)
+	}
+
+	// RBAC: enough and no more, checked by the API server's authorizer.
+	sa := func(name string) string { return "system:serviceaccount:" + ns + ":" + rel + "-openstack-autoscaler-" + name }
+	checks := []struct {
+		who  string
+		args []string
+		want bool
+	}{
+		{sa("connection-agent"), []string{"list", "pods"}, true},
+		{sa("connection-agent"), []string{"watch", "pods", "-A"}, true},
+		{sa("connection-agent"), []string{"delete", "pods"}, false},
+		{sa("connection-agent"), []string{"list", "secrets", "-A"}, false},
+		{sa("connection-agent"), []string{"get", "nodes"}, false},
+		{sa("connection-metrics-adapter"), []string{"list", "pods", "-A"}, true},
+		{sa("connection-metrics-adapter"), []string{"list", "endpointslices.discovery.k8s.io", "-A"}, true},
+		{sa("connection-metrics-adapter"), []string{"watch", "deployments.apps", "-A"}, true},
+		{sa("connection-metrics-adapter"), []string{"list", "statefulsets.apps", "-A"}, true},
+		{sa("connection-metrics-adapter"), []string{"create", "tokenreviews.authentication.k8s.io"}, true},
+		{sa("connection-metrics-adapter"), []string{"create", "subjectaccessreviews.authorization.k8s.io"}, true},
+		{sa("connection-metrics-adapter"), []string{"get", "configmaps/extension-apiserver-authentication", "-n", "kube-system"}, true},
+		{sa("connection-metrics-adapter"), []string{"list", "secrets", "-A"}, false},
+		{sa("connection-metrics-adapter"), []string{"delete", "pods", "-A"}, false},
+		{sa("connection-metrics-adapter"), []string{"get", "configmaps", "-n", "kube-system"}, false},
+		{sa("cluster-autoscaler"), []string{"update", "nodes"}, true},
+		{sa("cluster-autoscaler"), []string{"create", "pods", "--subresource=eviction", "-A"}, true},
+		{sa("cluster-autoscaler"), []string{"list", "poddisruptionbudgets.policy", "-A"}, true},
+		{sa("cluster-autoscaler"), []string{"create", "events", "-A"}, true},
+		{sa("cluster-autoscaler"), []string{"update", "leases.coordination.k8s.io/" + rel + "-openstack-autoscaler-cluster-autoscaler", "-n", ns}, true},
+		{sa("cluster-autoscaler"), []string{"update", "leases.coordination.k8s.io/kube-controller-manager", "-n", "kube-system"}, false},
+		{sa("cluster-autoscaler"), []string{"update", "configmaps/" + rel + "-openstack-autoscaler-cluster-autoscaler-status", "-n", ns}, true},
+		{sa("cluster-autoscaler"), []string{"update", "configmaps/" + rel + "-openstack-autoscaler-cluster-autoscaler", "-n", ns}, false},
+		{sa("cluster-autoscaler"), []string{"list", "secrets", "-A"}, false},
+		{sa("cluster-autoscaler"), []string{"delete", "pods", "-A"}, false},
+		{sa("cluster-autoscaler"), []string{"update", "leases.coordination.k8s.io/" + rel + "-openstack-autoscaler-cluster-autoscaler-node-repair", "-n", ns}, true},
+		{"system:serviceaccount:kube-system:horizontal-pod-autoscaler", []string{"get", "pods.custom.metrics.k8s.io", "-A"}, true},
+		{"system:serviceaccount:kube-system:horizontal-pod-autoscaler", []string{"get", "rabbitmq_queue_messages_ready.external.metrics.k8s.io", "-n", "default"}, true},
+		{"system:serviceaccount:default:default", []string{"get", "pods.custom.metrics.k8s.io", "-A"}, false},
+	}
+	for _, c := range checks {
+		if got := authCanI(t, w, c.who, c.args...); got != c.want {
+			t.Errorf("%s may %v: %v, want %v", strings.TrimPrefix(c.who, "system:serviceaccount:"), c.args, got, c.want)
+		}
+	}
+	t.Logf("%d RBAC checks as the service accounts", len(checks))
+
+	// The provider configuration the chart rendered is valid for the world's cloud.
+	cm, err := w.Kube.CoreV1().ConfigMaps(ns).Get(ctx, rel+"-openstack-autoscaler-cluster-autoscaler", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	providerYAML := filepath.Join(t.TempDir(), "provider.yaml")
+	if err := os.WriteFile(providerYAML, []byte(strings.ReplaceAll(cm.Data["provider.yaml"], "/etc/openstack/clouds.yaml", cloudsFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(framework.ProviderBinary(t), "validate", "--config", providerYAML).CombinedOutput(); err != nil {
+		t.Errorf("openstack-provider validate of the chart's provider.yaml: %v\n%s", err, out)
+	}
+
+	// Uninstall leaves nothing with the release's labels, no APIService, no cluster-scoped RBAC.
+	if out, err := helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	sel := "app.kubernetes.io/instance=" + rel
+	framework.Eventually(t, 90*time.Second, 2*time.Second, "nothing left of the release", func() (bool, error) {
+		left := strings.TrimSpace(kubectl(t, w, "get", "-A", "-l", sel, "-o", "name",
+			"pods,deployments,daemonsets,services,configmaps,secrets,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,"+
+				"clusterroles,clusterrolebindings,apiservices,priorityclasses"))
+		return left == "", fmt.Errorf("left: %s", left)
+	})
+	for _, n := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
+		if _, err := agg.ApiregistrationV1().APIServices().Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("APIService %s still there after uninstall (err %v)", n, err)
+		}
+	}
+	for _, kind := range []string{"clusterroles", "clusterrolebindings"} {
+		if out := kubectl(t, w, "get", kind, "-o", "name"); strings.Contains(out, rel+"-openstack-autoscaler") {
+			t.Errorf("%s left after uninstall:\n%s", kind, out)
+		}
+	}
+}
