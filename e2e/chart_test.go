@@ -299,7 +299,7 @@ func TestChartTemplates(t *testing.T) {
 		var qc struct {
 			Brokers []struct {
 				Name, URL, UsernameFile, PasswordFile, CAFile, PollInterval, Timeout string
-				Queues                                                            []struct{ Vhost, Name string }
+				Queues                                                               []struct{ Vhost, Name string }
 			}
 		}
 		if err := yaml.UnmarshalStrict([]byte(queues.Data["rabbitmq.yaml"]), &qc); err != nil {
@@ -502,7 +502,9 @@ func TestChartInstall(t *testing.T) {
 	}
 
 	// RBAC: enough and no more, checked by the API server's authorizer.
-	sa := func(name string) string { return "system:serviceaccount:" + ns + ":" + rel + "-openstack-autoscaler-" + name }
+	sa := func(name string) string {
+		return "system:serviceaccount:" + ns + ":" + rel + "-openstack-autoscaler-" + name
+	}
 	checks := []struct {
 		who  string
 		args []string
