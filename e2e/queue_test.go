@@ -75,6 +75,14 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
   timeout: 2s
   queues:
   - {vhost: %s, name: %s}
+- name: gone   # nothing listens there: its queue is unavailable, the other broker's are not
+  url: http://127.0.0.1:9
+  usernameFile: %[2]s
+  passwordFile: %[3]s
+  pollInterval: 2s
+  timeout: 2s
+  queues:
+  - {vhost: %[4]s, name: elsewhere}
 `, framework.RabbitMQManagementURL, user, pass, rmq.Vhost, queue)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +101,10 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 	list, _ := raw("rabbitmq_queue_messages_ready")
 	if l := list.Items[0].MetricLabels; l["broker"] != "world" || l["vhost"] != rmq.Vhost || l["queue"] != queue {
 		t.Errorf("labels %v", l)
+	}
+	gone := kubectl(t, w, "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1/namespaces/"+ns+"/rabbitmq_queue_messages_ready?labelSelector=broker%3Dgone")
+	if !strings.Contains(gone, "ServiceUnavailable") || !strings.Contains(gone, "broker gone unreachable") || !strings.Contains(gone, "connection refused") {
+		t.Errorf("queue of an unreachable broker: %s; want ServiceUnavailable with the reason", gone)
 	}
 
 	w.Namespace(t, ns)

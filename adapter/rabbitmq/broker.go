@@ -141,6 +141,10 @@ func (b *Broker) reason(q QueueRef, err error) (error, bool) {
 		return fmt.Errorf("broker %s answered HTTP 401 for queue %s: it refused the credentials in %s and %s, or the user has no access to vhost %q",
 			b.Config.Name, q, b.Config.UsernameFile, b.Config.PasswordFile, q.Vhost), true
 	default:
+		var u *url.Error
+		if errors.As(err, &u) { // the URL is the configured one: say only what went wrong
+			err = u.Err
+		}
 		return fmt.Errorf("broker %s unreachable: %w", b.Config.Name, err), false
 	}
 }
