@@ -40,8 +40,9 @@ type state struct {
 
 // Broker polls one broker's configured queues.
 type Broker struct {
-	Config BrokerConfig
-	Now    func() time.Time
+	Config  BrokerConfig
+	Now     func() time.Time
+	Metrics *Metrics // optional
 
 	client *rabbithole.Client
 	mu     sync.RWMutex
@@ -99,6 +100,7 @@ func (b *Broker) Run(ctx context.Context) {
 // broker costs one timeout per poll, not one per queue.
 func (b *Broker) Poll() {
 	var unreachable error
+	failed := 0
 	if user, pass, err := b.credentials(); err != nil {
 		unreachable = err
 	} else {
@@ -106,46 +108,59 @@ func (b *Broker) Poll() {
 	}
 	for _, q := range b.Config.Queues {
 		if unreachable != nil {
+			failed++
 			b.set(q, Reading{}, unreachable)
 			continue
 		}
 		info, err := b.client.GetQueueWithParameters(q.Vhost, q.Name, columns)
 		if err != nil {
-			reason, answered := b.reason(q, err)
-			if !answered {
+			reason, result := b.reason(q, err)
+			if result == "unreachable" {
 				unreachable = reason
 			}
+			b.count(result)
+			failed++
 			b.set(q, Reading{}, reason)
 			continue
 		}
+		b.count("ok")
 		r := Reading{Ready: float64(info.MessagesReady), Unacknowledged: float64(info.MessagesUnacknowledged), Time: b.Now()}
 		if s := info.MessageStats; s != nil {
 			r.PublishRate, r.DeliverRate = float64(s.PublishDetails.Rate), float64(s.DeliverGetDetails.Rate)
 		}
 		b.set(q, r, nil)
 	}
+	if b.Metrics != nil {
+		b.Metrics.Unavailable.WithLabelValues(b.Config.Name).Set(float64(failed))
+	}
 }
 
-// reason turns a client error into one an operator can act on, and says whether the broker
-// answered at all.
-func (b *Broker) reason(q QueueRef, err error) (error, bool) {
+func (b *Broker) count(result string) {
+	if b.Metrics != nil {
+		b.Metrics.Requests.WithLabelValues(b.Config.Name, result).Inc()
+	}
+}
+
+// reason turns a client error into one an operator can act on, and classifies it: not_found,
+// refused (the broker answered with another error) or unreachable (it did not answer).
+func (b *Broker) reason(q QueueRef, err error) (error, string) {
 	var api rabbithole.ErrorResponse
 	switch {
 	case errors.As(err, &api) && api.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("queue %q not found in vhost %q on broker %s", q.Name, q.Vhost, b.Config.Name), true
+		return fmt.Errorf("queue %q not found in vhost %q on broker %s", q.Name, q.Vhost, b.Config.Name), "not_found"
 	case errors.As(err, &api):
-		return fmt.Errorf("broker %s answered HTTP %d for queue %s: %s: %s", b.Config.Name, api.StatusCode, q, api.Message, api.Reason), true
+		return fmt.Errorf("broker %s answered HTTP %d for queue %s: %s: %s", b.Config.Name, api.StatusCode, q, api.Message, api.Reason), "refused"
 	case strings.Contains(err.Error(), "401 Unauthorized"):
 		// rabbit-hole reports 401 as a plain error; RabbitMQ answers 401 for both a failed login
 		// and a user without access to the vhost.
 		return fmt.Errorf("broker %s answered HTTP 401 for queue %s: it refused the credentials in %s and %s, or the user has no access to vhost %q",
-			b.Config.Name, q, b.Config.UsernameFile, b.Config.PasswordFile, q.Vhost), true
+			b.Config.Name, q, b.Config.UsernameFile, b.Config.PasswordFile, q.Vhost), "refused"
 	default:
 		var u *url.Error
 		if errors.As(err, &u) { // the URL is the configured one: say only what went wrong
 			err = u.Err
 		}
-		return fmt.Errorf("broker %s unreachable: %w", b.Config.Name, err), false
+		return fmt.Errorf("broker %s unreachable: %w", b.Config.Name, err), "unreachable"
 	}
 }
 

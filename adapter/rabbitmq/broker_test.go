@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/rabbitmq"
@@ -105,7 +107,16 @@ func TestBrokerAnswersBecomeReasons(t *testing.T) {
 	other := rabbitmq.QueueRef{Vhost: "/", Name: "jobs"}
 	missing := rabbitmq.QueueRef{Vhost: rabbitmqtest.Vhost, Name: "nope"}
 	b, _ := broker(t, srv.URL, rabbitmqtest.Password, "", missing, other, jobs)
+	b.Metrics = rabbitmq.NewMetrics(prometheus.NewRegistry())
 	b.Poll()
+	for result, want := range map[string]float64{"ok": 1, "not_found": 1, "refused": 1, "unreachable": 0} {
+		if got := testutil.ToFloat64(b.Metrics.Requests.WithLabelValues("main", result)); got != want {
+			t.Errorf("requests{result=%s} = %v, want %v", result, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(b.Metrics.Unavailable.WithLabelValues("main")); got != 2 {
+		t.Errorf("queues unavailable = %v, want 2", got)
+	}
 	if _, err := b.Get(missing); err == nil || err.Error() != `queue "nope" not found in vhost "osa-fixture" on broker main` {
 		t.Errorf("missing queue: %v", err)
 	}

@@ -97,6 +97,12 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 	st := store.New(window, ttl)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if len(brokers) > 0 {
+		queueMetrics := rabbitmq.NewMetrics(reg)
+		for _, b := range brokers {
+			b.Metrics = queueMetrics
+		}
+	}
 	pl := &puller.Puller{Client: httpClient, Store: st, Interval: interval, Timeout: timeout, Static: agents,
 		Metrics: puller.NewMetrics(reg, func() float64 { return float64(st.Len()) })}
 	if agentService != "" {
