@@ -397,6 +397,24 @@ func canI(t *testing.T, w *framework.World, saNamespace, sa string, a access) bo
 	return got.Status.Allowed
 }
 
+// waitMetricsAPIsFree waits until no other test (connections, queues, examples) holds the
+// metrics APIServices: they are cluster-wide, one owner at a time.
+func waitMetricsAPIsFree(t *testing.T, w *framework.World) {
+	t.Helper()
+	agg := aggregator.NewForConfigOrDie(w.RestConfig)
+	framework.Eventually(t, 5*time.Minute, 2*time.Second, "the metrics APIServices free of other tests' registrations", func() (bool, error) {
+		for _, n := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
+			if _, err := agg.ApiregistrationV1().APIServices().Get(context.Background(), n, metav1.GetOptions{}); err == nil {
+				return false, fmt.Errorf("APIService %s is registered (by a test running now?)", n)
+			}
+		}
+		if _, err := w.Kube.CoreV1().Namespaces().Get(context.Background(), framework.MetricsNamespace, metav1.GetOptions{}); err == nil {
+			return false, fmt.Errorf("namespace %s exists (a test running now?)", framework.MetricsNamespace)
+		}
+		return true, nil
+	})
+}
+
 // The chart installs into the world's real API server with every part on: objects accepted,
 // pods scheduled (kwok runs them), APIServices registered; each service account can do what its
 // component needs and not more; a second release is refused the APIServices; uninstall leaves
@@ -408,16 +426,7 @@ func TestChartInstall(t *testing.T) {
 	const rel, ns = "osa-chart", "osa-chart-e2e"
 	agg := aggregator.NewForConfigOrDie(w.RestConfig)
 
-	// Another test (connections) may hold the custom.metrics APIServices for a while.
-	framework.Eventually(t, 3*time.Minute, 2*time.Second, "custom.metrics.k8s.io free of other registrations", func() (bool, error) {
-		for _, n := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
-			if _, err := agg.ApiregistrationV1().APIServices().Get(ctx, n, metav1.GetOptions{}); err == nil {
-				return false, fmt.Errorf("APIService %s is registered (by a test running now?)", n)
-			}
-		}
-		return true, nil
-	})
-
+	waitMetricsAPIsFree(t, w)
 	kwokNode(t, w, "chart-node-a", "16")
 	kwokNode(t, w, "chart-node-b", "16")
 	// As kubelets label their nodes; chart-node-a is in the node group the spare capacity keeps room in.
