@@ -26,6 +26,7 @@ import (
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	"sigs.k8s.io/yaml"
 
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/rabbitmq"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
 )
@@ -297,17 +298,12 @@ func TestChartTemplates(t *testing.T) {
 		}
 		var queues corev1.ConfigMap
 		r.get(t, "ConfigMap", "osa-openstack-autoscaler-connection-metrics-adapter-queues", &queues)
-		var qc struct {
-			Brokers []struct {
-				Name, URL, UsernameFile, PasswordFile, CAFile, PollInterval, Timeout string
-				Queues                                                               []struct{ Vhost, Name string }
-			}
-		}
-		if err := yaml.UnmarshalStrict([]byte(queues.Data["rabbitmq.yaml"]), &qc); err != nil {
-			t.Fatalf("rabbitmq.yaml: %v", err)
+		qc, err := rabbitmq.Parse([]byte(queues.Data["rabbitmq.yaml"]))
+		if err != nil {
+			t.Fatalf("the rendered rabbitmq.yaml is refused by the adapter's parser: %v\n%s", err, queues.Data["rabbitmq.yaml"])
 		}
 		if len(qc.Brokers) != 1 || qc.Brokers[0].UsernameFile != "/etc/openstack-autoscaler/rabbitmq/main/username" ||
-			qc.Brokers[0].CAFile != "/etc/openstack-autoscaler/rabbitmq-ca/main/ca.crt" || qc.Brokers[0].PollInterval != "10s" || len(qc.Brokers[0].Queues) != 2 {
+			qc.Brokers[0].CAFile != "/etc/openstack-autoscaler/rabbitmq-ca/main/ca.crt" || len(qc.Brokers[0].Queues) != 2 {
 			t.Errorf("rabbitmq.yaml: %+v", qc)
 		}
 		if !r.has("APIService", "v1beta1.external.metrics.k8s.io") {
