@@ -627,3 +627,35 @@ func TestChartInstall(t *testing.T) {
 		}
 	}
 }
+
+// Every flag the chart passes to the product's binaries exists: each binary is run with the
+// rendered arguments followed by --help, which parses all of them first.
+func TestChartArgsAreFlags(t *testing.T) {
+	helm := framework.HelmBinary(t)
+	r := helmTemplate(t, helm, "osa", "ops", "-f", filepath.Join(framework.ChartDir(), "ci", "full-values.yaml"),
+		"--set", "connectionMetrics.adapter.extraArgs.authentication-skip-lookup=true")
+	var ca, adapter appsv1.Deployment
+	var agent appsv1.DaemonSet
+	r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &ca)
+	r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapter)
+	r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agent)
+	for _, c := range []struct {
+		binary string
+		args   []string
+	}{
+		{"openstack-provider", ca.Spec.Template.Spec.InitContainers[0].Args},
+		{"connection-agent", agent.Spec.Template.Spec.Containers[0].Args},
+		{"connection-metrics-adapter", adapter.Spec.Template.Spec.Containers[0].Args},
+	} {
+		out, _ := exec.Command(framework.Binary(t, c.binary), append(slices.Clone(c.args), "--help")...).CombinedOutput()
+		for _, bad := range []string{"flag provided but not defined", "unknown flag", "unknown shorthand", "invalid argument"} {
+			if strings.Contains(string(out), bad) {
+				t.Errorf("%s refuses the chart's arguments %v:\n%s", c.binary, c.args, framework.Tail(string(out), 1500))
+			}
+		}
+		if !strings.Contains(string(out), "Usage") && !strings.Contains(string(out), "usage") {
+			t.Errorf("%s --help printed no usage:\n%s", c.binary, framework.Tail(string(out), 500))
+		}
+		t.Logf("%s accepts the chart's %d arguments", c.binary, len(c.args))
+	}
+}
