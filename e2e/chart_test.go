@@ -334,6 +334,47 @@ func TestChartTemplates(t *testing.T) {
 		t.Logf("full values render %d objects", len(r))
 	})
 
+	// cert-manager: Certificates for every link, a private CA when no issuer is named, and the
+	// APIServices' caBundle injected by cert-manager's cainjector.
+	t.Run("certManager", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "certificates.mode=certManager")
+		X
+			t.Errorf("%d Certificates, want 7: %s", n, r.names())
+		}
+		if r.count("Issuer") != 2 || r.count("Secret") != 1 { // only the clouds.yaml Secret is the chart's own
+			t.Errorf("Issuers %d, Secrets %d: %s", r.count("Issuer"), r.count("Secret"), r.names())
+		}
+		var api apiregv1.APIService
+		r.get(t, "APIService", "v1beta2.custom.metrics.k8s.io", &api)
+		if len(api.Spec.CABundle) != 0 || !strings.Contains(string(r[slices.IndexFunc(r, func(m manifest) bool {
+			return m.Kind == "APIService" && m.Metadata.Name == "v1beta2.custom.metrics.k8s.io"
+		})].raw), "cert-manager.io/inject-ca-from: ops/osa-openstack-autoscaler-connection-metrics-adapter-serving-tls") {
+			t.Errorf("APIService with cert-manager: want no caBundle and the inject-ca-from annotation")
+		}
+	})
+	// Existing Secrets: the pods mount the Secrets named in the values; the adapter's serving CA
+	// must be readable at install time (helm template has no cluster, so it says so).
+	t.Run("existingSecret", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "certificates.mode=existingSecret,connectionMetrics.enabled=false,queueMetrics.enabled=false",
+			"--set", "nodeAutoscaling.tls.serverSecret=my-provider-tls,nodeAutoscaling.tls.clientSecret=my-autoscaler-tls")
+		var dep appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &dep)
+		var secrets []string
+		for _, v := range dep.Spec.Template.Spec.Volumes {
+			if v.Secret != nil {
+				secrets = append(secrets, v.Secret.SecretName)
+			}
+		}
+		if !slices.Contains(secrets, "my-provider-tls") || !slices.Contains(secrets, "my-autoscaler-tls") || r.count("Secret") != 1 {
+			t.Errorf("volumes from Secrets %v (chart Secrets %d): want the existing ones, and no generated ones", secrets, r.count("Secret"))
+		}
+		out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "--namespace", ns,
+			"--set", "certificates.mode=existingSecret,connectionMetrics.tls.agentSecret=a,connectionMetrics.tls.adapterClientSecret=b,connectionMetrics.tls.adapterServingSecret=c")
+		if err == nil || !strings.Contains(out, "Secret ops/c not found") {
+			t.Errorf("existing serving Secret missing: want a failure naming it, got err=%v\n%s", err, out)
+		}
+	})
+
 	// Bad values fail before anything is created, with a message naming the field.
 	t.Run("bad values", func(t *testing.T) {
 		for _, c := range []struct{ set, want string }{
