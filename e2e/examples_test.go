@@ -125,6 +125,11 @@ func TestExampleHPAs(t *testing.T) {
 
 	// The HPA controller (real, syncing every 5 s) reports a current value for every connection
 	// metric of every example.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kubectl describe hpa:\n%s", framework.Tail(kubectl(t, w, "describe", "hpa", "-n", ns), 6000))
+		}
+	})
 	seen := map[want]string{}
 	framework.Eventually(t, 2*time.Minute, 3*time.Second, "a current value for every connection metric of the examples", func() (bool, error) {
 		hpas, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).List(ctx, metav1.ListOptions{})
