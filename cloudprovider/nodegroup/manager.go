@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
@@ -31,6 +32,7 @@ type Manager struct {
 	mu          sync.RWMutex
 	configured  map[string]Group
 	discovered  map[string]Group
+	servers     map[string]servers.Server // the last snapshot's servers, by ID
 	lastRefresh time.Time
 	lastErr     error
 	kick        chan struct{}
@@ -138,6 +140,10 @@ func (m *Manager) refresh(ctx context.Context) error {
 	m.mu.Lock()
 	if err == nil {
 		m.lastRefresh = time.Now()
+		m.servers = make(map[string]servers.Server, len(snap.Servers))
+		for _, s := range snap.Servers {
+			m.servers[s.ID] = s
+		}
 	}
 	m.lastErr = err
 	m.mu.Unlock()
@@ -159,6 +165,14 @@ func (m *Manager) all() []Group {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
 	return out
+}
+
+// Server returns a server of the cluster as the last refresh saw it.
+func (m *Manager) Server(serverID string) (servers.Server, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	s, ok := m.servers[serverID]
+	return s, ok
 }
 
 // Groups lists every group, configured and discovered, sorted by id.

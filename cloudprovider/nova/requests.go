@@ -11,6 +11,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/keypairs"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
@@ -164,15 +165,15 @@ func (g *Group) replace(id, name string) {
 	g.delete(id)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
 	defer cancel()
-	err := g.backoff.Retry(ctx, "wait for the replaced server to go", func(ctx context.Context) error {
+	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := servers.Get(ctx, g.compute, id).Extract()
 		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			return nil
+			return true, nil
 		}
-		if err == nil {
-			return fmt.Errorf("server %s still exists", id)
+		if err != nil {
+			klog.V(2).InfoS("checking whether the replaced server is gone", "server", id, "err", err)
 		}
-		return err
+		return false, nil
 	})
 	if err != nil {
 		g.mu.Lock()

@@ -36,7 +36,7 @@ type Policy struct {
 	// EscalateAfter: a node still unhealthy this long after a step gets the next (default 5m).
 	EscalateAfter time.Duration
 	// MaxUnhealthyFraction: above this share of unhealthy nodes the group is not repaired
-	// (default 0.4).
+	// (default 0.4), unless only one node is unhealthy.
 	MaxUnhealthyFraction float64
 }
 
@@ -77,24 +77,43 @@ func (p Policy) Unhealthy(n NodeState, now time.Time) bool {
 	return n.Ready != "True" && now.Sub(n.ReadySince) >= p.UnhealthyAfter
 }
 
-// Decide returns the step to take now, and why (also when the answer is None).
-func (p Policy) Decide(n NodeState, g GroupState, now time.Time) (Action, string) {
+// Hold is why an unhealthy node is left alone for now.
+type Hold string
+
+const (
+	NotHeld      Hold = ""
+	HoldGrace    Hold = "grace"
+	HoldScaling  Hold = "scaling"
+	HoldTooMany  Hold = "too-many-unhealthy"
+	HoldWaiting  Hold = "waiting"
+	HoldDisabled Hold = "disabled"
+)
+
+// Decide returns the step to take now, why, and — for an unhealthy node given no step — what
+// holds it back.
+func (p Policy) Decide(n NodeState, g GroupState, now time.Time) (Action, string, Hold) {
 	if !p.Unhealthy(n, now) {
-		return None, "healthy"
+		return None, "healthy", NotHeld
 	}
 	if age := now.Sub(n.Created); age < p.Grace {
-		return None, fmt.Sprintf("node is %s old, within the %s grace period after creation", age.Round(time.Second), p.Grace)
+		return None, fmt.Sprintf("node is %s old, within the %s grace period after creation", age.Round(time.Second), p.Grace), HoldGrace
 	}
 	if g.Scaling {
-		return None, "the group has a scale operation in flight"
+		return None, "the group has a scale operation in flight", HoldScaling
 	}
-	if g.Nodes > 0 && float64(g.Unhealthy)/float64(g.Nodes) > p.MaxUnhealthyFraction {
+	// A lone unhealthy node says nothing of the network: it is repaired even in a group of one.
+	if g.Unhealthy > 1 && float64(g.Unhealthy)/float64(g.Nodes) > p.MaxUnhealthyFraction {
 		return None, fmt.Sprintf("%d of %d nodes of the group are unhealthy (more than %.0f%%): that is a network or control-plane problem, replacing nodes would make it worse",
-			g.Unhealthy, g.Nodes, p.MaxUnhealthyFraction*100)
+			g.Unhealthy, g.Nodes, p.MaxUnhealthyFraction*100), HoldTooMany
 	}
 	if n.LastStep != None && now.Sub(n.LastStepAt) < p.EscalateAfter {
-		return None, fmt.Sprintf("%s done %s ago: waiting %s before the next step", n.LastStep, now.Sub(n.LastStepAt).Round(time.Second), p.EscalateAfter)
+		return None, fmt.Sprintf("%s done %s ago: waiting %s before the next step", n.LastStep, now.Sub(n.LastStepAt).Round(time.Second), p.EscalateAfter), HoldWaiting
 	}
+	action, reason := p.nextStep(n, now)
+	return action, reason, NotHeld
+}
+
+func (p Policy) nextStep(n NodeState, now time.Time) (Action, string) {
 	if n.ServerStatus == "SHUTOFF" && n.LastStep != Start {
 		return Start, "server is SHUTOFF"
 	}

@@ -28,6 +28,8 @@ func TestDecide(t *testing.T) {
 		{"young node", NodeState{Created: now.Add(-5 * time.Minute), Ready: "False", ReadySince: now.Add(-5 * time.Minute), ServerStatus: "SHUTOFF"}, group, None, "grace period"},
 		{"group scaling", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 1, Scaling: true}, None, "scale operation"},
 		{"3 of 5 unhealthy", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 3}, None, "3 of 5 nodes"},
+		{"1 of 1 unhealthy: a lone node is repaired", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "SHUTOFF"}, GroupState{Nodes: 1, Unhealthy: 1}, Start, ""},
+		{"2 of 2 unhealthy", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "SHUTOFF"}, GroupState{Nodes: 2, Unhealthy: 2}, None, "2 of 2 nodes"},
 		{"2 of 5 unhealthy is 40%: repaired", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"}, GroupState{Nodes: 5, Unhealthy: 2}, SoftReboot, ""},
 		{"soft reboot 2m ago: wait", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: SoftReboot, LastStepAt: now.Add(-2 * time.Minute)}, group, None, "waiting"},
 		{"soft reboot 6m ago: hard reboot", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: SoftReboot, LastStepAt: now.Add(-6 * time.Minute)}, group, HardReboot, "soft reboot"},
@@ -36,7 +38,7 @@ func TestDecide(t *testing.T) {
 		{"replacement under way", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-2 * time.Minute)}, group, None, "waiting"},
 		{"replaced node still here", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-6 * time.Minute)}, group, Replace, "after its replacement"},
 	} {
-		got, reason := p.Decide(tc.node, tc.group, now)
+		got, reason, _ := p.Decide(tc.node, tc.group, now)
 		if got != tc.want || !strings.Contains(reason, tc.reason) {
 			t.Errorf("%s: Decide = %q (%s), want %q with a reason containing %q", tc.name, got, reason, tc.want, tc.reason)
 		}

@@ -26,6 +26,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
@@ -33,6 +35,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/grpcserver"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/provider"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/repair"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 )
 
@@ -50,6 +53,10 @@ func main() {
 	tlsCert := fs.String("tls-cert", "", "server certificate (PEM) for gRPC; with --tls-key")
 	tlsKey := fs.String("tls-key", "", "server key (PEM)")
 	clientCA := fs.String("tls-client-ca", "", "CA (PEM) client certificates must be signed by: mutual TLS (recommended: whoever can call this server can create and delete servers)")
+	var rf repairFlags
+	fs.StringVar(&rf.kubeconfig, "kubeconfig", "", "kubeconfig for node repair (repair.enabled in the config); empty: the in-cluster service account")
+	fs.StringVar(&rf.namespace, "leader-elect-namespace", envOr("POD_NAMESPACE", "kube-system"), "namespace of the Lease that elects the replica running node repair")
+	fs.StringVar(&rf.lease, "leader-elect-lease", "openstack-provider-repair", "name of that Lease")
 	_ = fs.Parse(args)
 
 	if *configPath == "" {
@@ -59,7 +66,7 @@ func main() {
 	if validate {
 		os.Exit(runValidate(*configPath))
 	}
-	if err := run(*configPath, *listen, *httpAddr, *tlsCert, *tlsKey, *clientCA); err != nil {
+	if err := run(*configPath, *listen, *httpAddr, *tlsCert, *tlsKey, *clientCA, rf); err != nil {
 		klog.ErrorS(err, "openstack-provider stopped")
 		os.Exit(1)
 	}
@@ -87,7 +94,44 @@ func runValidate(path string) int {
 	return 0
 }
 
-func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string) error {
+type repairFlags struct{ kubeconfig, namespace, lease string }
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// startRepair runs node repair in the background while this replica holds the Lease; the
+// returned channel closes once it has stopped (and released the Lease) after ctx ends.
+func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, reg prometheus.Registerer, rf repairFlags) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	if !cfg.Repair.Enabled {
+		close(done)
+		return done, nil
+	}
+	restConfig, err := clientcmd.BuildConfigFromFlags("", rf.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("node repair needs the Kubernetes API (repair.enabled is true): --kubeconfig %q: %w", rf.kubeconfig, err)
+	}
+	restConfig.UserAgent = "openstack-provider/repair"
+	kube, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	loop := &repair.Loop{Cloud: p, PolicyFor: p.RepairPolicy, Interval: cfg.Repair.Interval.Duration,
+		DrainTimeout: cfg.Repair.DrainTimeout.Duration, DryRun: cfg.Repair.DryRun, Metrics: repair.NewMetrics(reg)}
+	election := repair.Election{Namespace: rf.namespace, Name: rf.lease, Identity: fmt.Sprintf("%s_%d", host, os.Getpid())}
+	go func() {
+		defer close(done)
+		repair.RunElected(ctx, kube, election, loop)
+	}()
+	return done, nil
+}
+
+func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string, rf repairFlags) error {
 	cfg, err := config.Load(configPath)
 	if err != nil {
 		return err
@@ -108,6 +152,10 @@ func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string) error {
 		return err
 	}
 	if err := p.Manager.Start(ctx); err != nil {
+		return err
+	}
+	repairDone, err := startRepair(ctx, cfg, p, reg, rf)
+	if err != nil {
 		return err
 	}
 
@@ -169,6 +217,11 @@ func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = httpSrv.Shutdown(shutdownCtx)
+	select {
+	case <-repairDone:
+	case <-time.After(10 * time.Second):
+		klog.InfoS("node repair did not stop within 10s; leaving its steps to the next leader")
+	}
 	return nil
 }
 

@@ -1,0 +1,89 @@
+package repair
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+)
+
+// Metrics of node repair.
+type Metrics struct {
+	actions   *prometheus.CounterVec
+	held      *prometheus.CounterVec
+	repaired  *prometheus.CounterVec
+	unhealthy *prometheus.GaugeVec
+}
+
+// NewMetrics registers the repair metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "openstack_autoscaler_repair_actions_total",
+			Help: "Repair steps by node group, action (start, soft-reboot, hard-reboot, replace) and outcome (ok, failed, drain-timeout, dry-run).",
+		}, []string{"group", "action", "outcome"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "openstack_autoscaler_repair_held_total",
+			Help: "Looks at an unhealthy node that took no step, by node group and what held it (grace, scaling, too-many-unhealthy).",
+		}, []string{"group", "hold"}),
+		repaired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "openstack_autoscaler_repair_repaired_total",
+			Help: "Nodes healthy again after a repair step, by node group and the last step.",
+		}, []string{"group", "action"}),
+		unhealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "openstack_autoscaler_repair_unhealthy_nodes",
+			Help: "Unhealthy nodes per node group at the last look.",
+		}, []string{"group"}),
+	}
+	reg.MustRegister(m.actions, m.held, m.repaired, m.unhealthy)
+	return m
+}
+
+// Election names the Lease that makes one replica of the provider the one that repairs.
+type Election struct {
+	Namespace, Name, Identity string
+}
+
+// RunElected watches the Nodes, and runs the loop while this process holds the Lease, until
+// ctx ends (the Lease is then released so another replica takes over at once).
+func RunElected(ctx context.Context, kube kubernetes.Interface, election Election, loop *Loop) {
+	factory := informers.NewSharedInformerFactory(kube, 10*time.Minute)
+	loop.Nodes = factory.Core().V1().Nodes().Lister()
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	loop.Recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "openstack-autoscaler-repair"})
+	loop.Kube = kube
+
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: election.Namespace, Name: election.Name},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: election.Identity},
+	}
+	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		Lock: lock, ReleaseOnCancel: true, Name: "node-repair",
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: loop.Run,
+			OnStoppedLeading: func() { klog.InfoS("node repair: not the leader (any more)", "lease", election.Namespace+"/"+election.Name) },
+			OnNewLeader: func(identity string) {
+				if identity != election.Identity {
+					klog.InfoS("node repair: another replica leads", "leader", identity)
+				}
+			},
+		},
+	})
+}

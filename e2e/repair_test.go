@@ -1,0 +1,294 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/repair"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/autoscaler"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
+)
+
+// repairConfig is a nova group with node repair on, with short thresholds: the world's nodes are
+// seconds old.
+func repairConfig(w *framework.World, group string, maxSize int) string {
+	return novaConfig(w, group, 0, maxSize) + `repair:
+  enabled: true
+  interval: 1s
+  unhealthyAfter: 3s
+  grace: 1s
+  escalateAfter: 30s
+  drainTimeout: 12s
+`
+}
+
+// startRepairingProvider runs the provider with its Lease for node repair.
+func startRepairingProvider(t *testing.T, w *framework.World, group, cfg string) *framework.Provider {
+	return framework.StartProvider(t, cfg, "--kubeconfig", w.Env["KUBECONFIG"],
+		"--leader-elect-namespace", "kube-system", "--leader-elect-lease", "repair-"+group)
+}
+
+// repairGroupUnderTest starts a provider (with node repair on if repairing) and grows its nova
+// group to size ready nodes.
+func repairGroupUnderTest(t *testing.T, group string, size int, repairing bool) (*framework.World, *framework.Provider, []corev1.Node) {
+	t.Helper()
+	w := framework.Connect(t)
+	w.SetNodeGroups(t, novaConfig(w, group, 0, size+1))
+	cleanupGroupServers(t, w, group)
+	var p *framework.Provider
+	if repairing {
+		p = startRepairingProvider(t, w, group, repairConfig(w, group, size+1))
+	} else {
+		p = framework.StartProvider(t, novaConfig(w, group, 0, size+1))
+	}
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	if err := d.IncreaseSize(context.Background(), group, size); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 120*time.Second, time.Second, fmt.Sprintf("%d ready nodes", size), func() (bool, error) {
+		n := len(groupNodes(t, w, group))
+		return n == size, fmt.Errorf("%d ready", n)
+	})
+	return w, p, groupNodes(t, w, group)
+}
+
+// nodeEvents lists the Events of a node with a reason.
+func nodeEvents(t *testing.T, w *framework.World, node, reason string) []corev1.Event {
+	t.Helper()
+	sel := fields.AndSelectors(fields.OneTermEqualSelector("involvedObject.name", node), fields.OneTermEqualSelector("reason", reason))
+	list, err := w.Kube.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: sel.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+func waitForEvent(t *testing.T, w *framework.World, node, reason string, timeout time.Duration) corev1.Event {
+	t.Helper()
+	var found corev1.Event
+	framework.Eventually(t, timeout, 500*time.Millisecond, "Event "+reason+" on node "+node, func() (bool, error) {
+		evs := nodeEvents(t, w, node, reason)
+		if len(evs) > 0 {
+			found = evs[0]
+		}
+		return len(evs) > 0, nil
+	})
+	return found
+}
+
+func serverOf(t *testing.T, n corev1.Node) string {
+	t.Helper()
+	id, ok := membership.ServerID(n.Spec.ProviderID)
+	if !ok {
+		t.Fatalf("node %s has providerID %q", n.Name, n.Spec.ProviderID)
+	}
+	return id
+}
+
+// A server someone stopped comes back: the provider starts it and the node is Ready again.
+func TestRepairStartsAStoppedServer(t *testing.T) {
+	const group = "repair-start"
+	w, p, nodes := repairGroupUnderTest(t, group, 1, true)
+	node, serverID := nodes[0], serverOf(t, nodes[0])
+	ctx := context.Background()
+
+	if err := servers.Stop(ctx, w.Project.Compute, serverID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	ev := waitForEvent(t, w, node.Name, repair.ReasonStart, 60*time.Second)
+	t.Logf("event: %s %s", ev.Reason, ev.Message)
+	took := framework.Eventually(t, 90*time.Second, time.Second, "node Ready again on the same server", func() (bool, error) {
+		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
+		if err != nil {
+			return false, err
+		}
+		ready := groupNodes(t, w, group)
+		return s.Status == "ACTIVE" && len(ready) == 1 && ready[0].Spec.ProviderID == node.Spec.ProviderID,
+			fmt.Errorf("server %s, %d ready nodes", s.Status, len(ready))
+	})
+	t.Logf("stopped server started again, node Ready in %s", took.Round(time.Second))
+	waitForEvent(t, w, node.Name, repair.ReasonRepaired, 30*time.Second)
+	framework.Eventually(t, 15*time.Second, time.Second, "repair annotations cleared", func() (bool, error) {
+		n, err := w.Kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		_, has := n.Annotations[repair.StepAnnotation]
+		return !has, fmt.Errorf("annotations %v", n.Annotations)
+	})
+	metrics, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`openstack_autoscaler_repair_actions_total{action="start",group="repair-start",outcome="ok"} 1`,
+		`openstack_autoscaler_repair_repaired_total{action="start",group="repair-start"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// A server in ERROR is replaced: its node is drained and comes back under the same name on a
+// new server (new providerID); the old server is gone.
+func TestRepairReplacesAServerInError(t *testing.T) {
+	const group = "repair-error"
+	w, _, nodes := repairGroupUnderTest(t, group, 1, true)
+	node, serverID := nodes[0], serverOf(t, nodes[0])
+	ctx := context.Background()
+
+	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	ev := waitForEvent(t, w, node.Name, repair.ReasonReplace, 60*time.Second)
+	t.Logf("event: %s %s", ev.Reason, ev.Message)
+	var replacement corev1.Node
+	took := framework.Eventually(t, 180*time.Second, time.Second, "node Ready on a new server", func() (bool, error) {
+		ready := groupNodes(t, w, group)
+		if len(ready) != 1 {
+			return false, fmt.Errorf("%d ready nodes", len(ready))
+		}
+		replacement = ready[0]
+		return replacement.Spec.ProviderID != node.Spec.ProviderID, fmt.Errorf("node %s still on %s", replacement.Name, replacement.Spec.ProviderID)
+	})
+	t.Logf("server in ERROR replaced, node Ready again in %s: %s → %s", took.Round(time.Second), node.Spec.ProviderID, replacement.Spec.ProviderID)
+	if replacement.Name != node.Name {
+		t.Errorf("replacement node is %s, want the same name %s", replacement.Name, node.Name)
+	}
+	if replacement.Spec.Unschedulable {
+		t.Errorf("replacement node is cordoned")
+	}
+	if _, err := servers.Get(ctx, w.Project.Compute, serverID).Extract(); err == nil {
+		t.Errorf("old server %s still exists", serverID)
+	}
+	if left := groupServers(t, w, group); len(left) != 1 {
+		t.Errorf("%d servers in the group, want 1 (no leak, no duplicate)", len(left))
+	}
+}
+
+// A PodDisruptionBudget that forbids eviction holds the replacement until the drain timeout; the
+// timeout is reported on the node, and then the server is replaced.
+func TestRepairDrainHonoursPodDisruptionBudgetUntilTimeout(t *testing.T) {
+	const group = "repair-pdb"
+	w, p, nodes := repairGroupUnderTest(t, group, 1, true)
+	node, serverID := nodes[0], serverOf(t, nodes[0])
+	ctx := context.Background()
+
+	dep := cpuDeployment("repair-pdb-app", group, 1)
+	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	one := intstr.FromInt32(1)
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "repair-pdb-app", Namespace: "default"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: &one, Selector: dep.Spec.Selector}}
+	if _, err := w.Kube.PolicyV1().PodDisruptionBudgets("default").Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.Kube.PolicyV1().PodDisruptionBudgets("default").Delete(context.Background(), pdb.Name, metav1.DeleteOptions{})
+		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
+	})
+	framework.Eventually(t, 60*time.Second, time.Second, "the pod running on the node", func() (bool, error) {
+		pods := podsOf(t, w, dep.Name)
+		return len(pods) == 1 && pods[0].Status.Phase == corev1.PodRunning && pods[0].Spec.NodeName == node.Name, nil
+	})
+
+	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitForEvent(t, w, node.Name, repair.ReasonReplace, 60*time.Second)
+	// Until the drain times out, the server stays: watch it while waiting for the timeout Event.
+	framework.Eventually(t, 60*time.Second, 500*time.Millisecond, "Event "+repair.ReasonDrainTimeout, func() (bool, error) {
+		if len(nodeEvents(t, w, node.Name, repair.ReasonDrainTimeout)) > 0 {
+			return true, nil
+		}
+		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
+		if err != nil || s.TaskState == "deleting" {
+			t.Fatalf("server %s deleted while the PodDisruptionBudget still held its pod (err %v)", serverID, err)
+		}
+		return false, nil
+	})
+	ev := nodeEvents(t, w, node.Name, repair.ReasonDrainTimeout)[0]
+	t.Logf("event: %s %s", ev.Reason, ev.Message)
+	if !strings.Contains(ev.Message, "default/") {
+		t.Errorf("drain timeout event does not name the held pod: %s", ev.Message)
+	}
+	framework.Eventually(t, 180*time.Second, time.Second, "node Ready on a new server", func() (bool, error) {
+		ready := groupNodes(t, w, group)
+		return len(ready) == 1 && ready[0].Spec.ProviderID != node.Spec.ProviderID, fmt.Errorf("%d ready", len(ready))
+	})
+	metrics, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `openstack_autoscaler_repair_actions_total{action="replace",group="repair-pdb",outcome="drain-timeout"} 1`; !strings.Contains(metrics, want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}
+
+// Three of five nodes broken at once looks like a network or control-plane problem: nothing is
+// repaired, and the nodes say why.
+func TestRepairHoldsWhenTooManyNodesAreUnhealthy(t *testing.T) {
+	const group = "repair-many"
+	// Three servers stop while no provider repairs (stopping takes Nova a moment each, and a
+	// looking provider would rightly start the first one alone); then a provider with repair on
+	// starts, as one would after a restart during an outage, and finds 3 of 5 broken.
+	w, first, nodes := repairGroupUnderTest(t, group, 5, false)
+	ctx := context.Background()
+	broken := nodes[:3]
+	for _, n := range broken {
+		if err := servers.Stop(ctx, w.Project.Compute, serverOf(t, n)).ExtractErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	framework.Eventually(t, 60*time.Second, time.Second, "3 nodes NotReady", func() (bool, error) {
+		n := len(groupNodes(t, w, group))
+		return n == 2, fmt.Errorf("%d ready", n)
+	})
+	first.Stop()
+	p := startRepairingProvider(t, w, group, repairConfig(w, group, 6))
+	for _, n := range broken {
+		ev := waitForEvent(t, w, n.Name, repair.ReasonHeld, 60*time.Second)
+		if !strings.Contains(ev.Message, "3 of 5 nodes") {
+			t.Errorf("node %s: held event says %q, want it to say 3 of 5 nodes are unhealthy", n.Name, ev.Message)
+		}
+	}
+	// Several passes later (interval 1s), still nothing was done.
+	time.Sleep(5 * time.Second)
+	for _, n := range broken {
+		s, err := servers.Get(ctx, w.Project.Compute, serverOf(t, n)).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Status != "SHUTOFF" {
+			t.Errorf("server of %s is %s: it was repaired although 3 of 5 nodes are unhealthy", n.Name, s.Status)
+		}
+		if evs := nodeEvents(t, w, n.Name, repair.ReasonStart); len(evs) > 0 {
+			t.Errorf("node %s got %s: %s", n.Name, repair.ReasonStart, evs[0].Message)
+		}
+	}
+	metrics, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(metrics, `openstack_autoscaler_repair_actions_total{action="start",group="repair-many"`) {
+		t.Errorf("a repair action was counted:\n%s", metrics)
+	}
+	if !strings.Contains(metrics, `openstack_autoscaler_repair_unhealthy_nodes{group="repair-many"} 3`) {
+		t.Errorf("metrics lack 3 unhealthy nodes in repair-many")
+	}
+}
