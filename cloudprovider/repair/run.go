@@ -78,7 +78,9 @@ func RunElected(ctx context.Context, kube kubernetes.Interface, election Electio
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: loop.Run,
-			OnStoppedLeading: func() { klog.InfoS("node repair: not the leader (any more)", "lease", election.Namespace+"/"+election.Name) },
+			OnStoppedLeading: func() {
+				klog.InfoS("node repair: not the leader (any more)", "lease", election.Namespace+"/"+election.Name)
+			},
 			OnNewLeader: func(identity string) {
 				if identity != election.Identity {
 					klog.InfoS("node repair: another replica leads", "leader", identity)
