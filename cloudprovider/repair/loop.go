@@ -69,8 +69,9 @@ type Loop struct {
 	Now          func() time.Time
 
 	mu     sync.Mutex
-	active map[string]bool   // nodes with a step under way
-	told   map[string]string // node → the last hold (or dry-run step) reported, to report each once
+	active map[string]bool     // nodes with a step under way
+	taken  map[types.UID]taken // the last step per node, also before the informer shows the annotation
+	told   map[string]string   // node → the last hold (or dry-run step) reported, to report each once
 	steps  sync.WaitGroup
 }
 
@@ -79,6 +80,11 @@ func (l *Loop) Run(ctx context.Context) {
 	klog.InfoS("node repair running", "interval", l.Interval, "dryRun", l.DryRun, "drainTimeout", l.DrainTimeout)
 	wait.UntilWithContext(ctx, l.Pass, l.Interval)
 	l.steps.Wait()
+}
+
+type taken struct {
+	step Action
+	at   time.Time
 }
 
 type candidate struct {
@@ -102,7 +108,13 @@ func (l *Loop) Pass(ctx context.Context) {
 			continue
 		}
 		groups[g.ID()] = g
-		byGroup[g.ID()] = append(byGroup[g.ID()], candidate{node: n, server: s, state: stateOf(n, s)})
+		state := stateOf(n, s)
+		l.mu.Lock()
+		if t, ok := l.taken[n.UID]; ok && t.at.After(state.LastStepAt) {
+			state.LastStep, state.LastStepAt = t.step, t.at
+		}
+		l.mu.Unlock()
+		byGroup[g.ID()] = append(byGroup[g.ID()], candidate{node: n, server: s, state: state})
 	}
 	now := l.now()
 	for id, cands := range byGroup {
@@ -206,6 +218,7 @@ func (l *Loop) repaired(ctx context.Context, group string, c candidate) {
 	klog.InfoS("node repaired", "node", c.node.Name, "group", group, "after", c.state.LastStep)
 	l.mu.Lock()
 	delete(l.told, c.node.Name)
+	delete(l.taken, c.node.UID)
 	l.mu.Unlock()
 }
 
@@ -219,7 +232,8 @@ func (l *Loop) begin(ctx context.Context, group nodegroup.Repairable, c candidat
 		l.tellOnce(node, "dry-run:"+string(action), corev1.EventTypeNormal, ReasonDryRun, fmt.Sprintf("dry run: would %s server %s: %s", action, serverID, reason))
 		return
 	}
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:%q}}}`, StepAnnotation, action, StepAtAnnotation, l.now().UTC().Format(time.RFC3339))
+	at := l.now().UTC().Truncate(time.Second)
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:%q}}}`, StepAnnotation, action, StepAtAnnotation, at.Format(time.RFC3339))
 	if _, err := l.Kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		klog.ErrorS(err, "recording the repair step on the node; not repairing it this time", "node", node.Name)
 		return
@@ -229,6 +243,10 @@ func (l *Loop) begin(ctx context.Context, group nodegroup.Repairable, c candidat
 		l.active = map[string]bool{}
 	}
 	l.active[node.Name] = true
+	if l.taken == nil {
+		l.taken = map[types.UID]taken{}
+	}
+	l.taken[node.UID] = taken{step: action, at: at}
 	delete(l.told, node.Name)
 	l.mu.Unlock()
 	klog.InfoS("repairing node", "node", node.Name, "group", group.ID(), "server", serverID, "action", action, "reason", reason)

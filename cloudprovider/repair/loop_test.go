@@ -1,0 +1,278 @@
+package repair
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+)
+
+// fakeCloud is a group of servers; it records the calls the loop makes.
+type fakeCloud struct {
+	nodegroup.Group
+	mu       sync.Mutex
+	servers  map[string]servers.Server
+	calls    []string
+	busy     bool
+	replaced map[string]bool
+}
+
+func (c *fakeCloud) ID() string               { return "g" }
+func (c *fakeCloud) Config() config.NodeGroup { return config.NodeGroup{Name: "g"} }
+func (c *fakeCloud) Busy() bool               { return c.busy }
+
+func (c *fakeCloud) Member(providerID string) (nodegroup.Repairable, servers.Server, bool) {
+	id, _ := membership.ServerID(providerID)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.servers[id]
+	return c, s, ok
+}
+
+func (c *fakeCloud) record(call string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, call)
+}
+
+func (c *fakeCloud) Start(_ context.Context, id string) error { c.record("start " + id); return nil }
+func (c *fakeCloud) Reboot(_ context.Context, id string, hard bool) error {
+	if hard {
+		c.record("hard-reboot " + id)
+	} else {
+		c.record("soft-reboot " + id)
+	}
+	return nil
+}
+
+func (c *fakeCloud) Replace(id string) error {
+	c.record("replace " + id)
+	c.mu.Lock()
+	delete(c.servers, id) // the server goes, as Nova deletes it
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *fakeCloud) Calls() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.calls...)
+}
+
+var (
+	t0  = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	old = metav1.NewTime(t0.Add(-time.Hour))
+)
+
+func node(name, serverID string, ready corev1.ConditionStatus) *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), CreationTimestamp: old},
+		Spec:       corev1.NodeSpec{ProviderID: membership.ProviderID(serverID)},
+		Status:     corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready, LastTransitionTime: old}}},
+	}
+}
+
+type harness struct {
+	loop     *Loop
+	kube     *fake.Clientset
+	cloud    *fakeCloud
+	recorder *record.FakeRecorder
+	factory  informers.SharedInformerFactory
+}
+
+func newHarness(t *testing.T, cloud *fakeCloud, objects ...runtime.Object) *harness {
+	kube := fake.NewClientset(objects...)
+	factory := informers.NewSharedInformerFactory(kube, 0)
+	h := &harness{kube: kube, cloud: cloud, recorder: record.NewFakeRecorder(100), factory: factory}
+	h.loop = &Loop{Kube: kube, Nodes: factory.Core().V1().Nodes().Lister(), Cloud: cloud,
+		PolicyFor: func(nodegroup.Group) (Policy, bool) { return DefaultPolicy, true },
+		Interval:  time.Second, DrainTimeout: 3 * time.Second, Recorder: h.recorder,
+		Metrics: NewMetrics(prometheus.NewRegistry()), Now: func() time.Time { return t0 }}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	return h
+}
+
+// pass runs one look and waits for the steps it started.
+func (h *harness) pass(t *testing.T) {
+	t.Helper()
+	h.loop.Pass(context.Background())
+	h.loop.steps.Wait()
+}
+
+// waitCached waits until the loop's Node lister shows the node as cond wants.
+func (h *harness) waitCached(t *testing.T, name string, cond func(*corev1.Node) bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		n, err := h.loop.Nodes.Get(name)
+		return err == nil && cond(n), nil
+	})
+	if err != nil {
+		t.Fatalf("node informer did not show the change to %s: %v", name, err)
+	}
+}
+
+func (h *harness) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-h.recorder.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+func countPrefix(list []string, prefix string) int {
+	n := 0
+	for _, s := range list {
+		if strings.HasPrefix(s, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestStoppedServerIsStartedOnceAndTheStepRemembered(t *testing.T) {
+	cloud := &fakeCloud{servers: map[string]servers.Server{"s1": {ID: "s1", Status: "SHUTOFF"}, "s2": {ID: "s2", Status: "ACTIVE"}}}
+	h := newHarness(t, cloud, node("n1", "s1", corev1.ConditionFalse), node("n2", "s2", corev1.ConditionTrue))
+	h.pass(t)
+	h.pass(t) // the step is remembered: no second start within escalateAfter
+	if got := cloud.Calls(); len(got) != 1 || got[0] != "start s1" {
+		t.Fatalf("calls = %v, want one start of s1", got)
+	}
+	n, err := h.kube.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Annotations[StepAnnotation] != "start" || n.Annotations[StepAtAnnotation] != t0.Format(time.RFC3339) {
+		t.Errorf("annotations = %v, want the start step and its time", n.Annotations)
+	}
+	if evs := h.events(); countPrefix(evs, "Normal "+ReasonStart) != 1 {
+		t.Errorf("events = %v, want one %s", evs, ReasonStart)
+	}
+
+	// The server runs again and the node is Ready: the memory is cleared, and it is said.
+	cloud.servers["s1"] = servers.Server{ID: "s1", Status: "ACTIVE"}
+	n.Status.Conditions[0].Status = corev1.ConditionTrue
+	if _, err := h.kube.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCached(t, "n1", func(n *corev1.Node) bool {
+		return n.Status.Conditions[0].Status == corev1.ConditionTrue && n.Annotations[StepAnnotation] == "start"
+	})
+	h.pass(t)
+	n, _ = h.kube.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if _, has := n.Annotations[StepAnnotation]; has {
+		t.Errorf("annotations = %v after recovery, want none", n.Annotations)
+	}
+	if evs := h.events(); countPrefix(evs, "Normal "+ReasonRepaired) != 1 {
+		t.Errorf("events = %v, want %s", evs, ReasonRepaired)
+	}
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	cloud := &fakeCloud{servers: map[string]servers.Server{"s1": {ID: "s1", Status: "ERROR"}, "s2": {ID: "s2", Status: "ACTIVE"}, "s3": {ID: "s3", Status: "ACTIVE"}}}
+	h := newHarness(t, cloud, node("n1", "s1", corev1.ConditionFalse), node("n2", "s2", corev1.ConditionTrue), node("n3", "s3", corev1.ConditionTrue))
+	h.loop.DryRun = true
+	h.pass(t)
+	h.pass(t)
+	if got := cloud.Calls(); len(got) != 0 {
+		t.Errorf("dry run made calls %v", got)
+	}
+	for _, a := range h.kube.Actions() {
+		if a.GetVerb() != "list" && a.GetVerb() != "watch" {
+			t.Errorf("dry run wrote to the API: %s %s", a.GetVerb(), a.GetResource().Resource)
+		}
+	}
+	if evs := h.events(); countPrefix(evs, "Normal "+ReasonDryRun+" dry run: would replace server s1") != 1 {
+		t.Errorf("events = %v, want one dry-run event naming the replacement", evs)
+	}
+}
+
+func TestTooManyUnhealthyIsHeldAndSaidOnce(t *testing.T) {
+	cloud := &fakeCloud{servers: map[string]servers.Server{"s1": {ID: "s1", Status: "SHUTOFF"}, "s2": {ID: "s2", Status: "SHUTOFF"}, "s3": {ID: "s3", Status: "ACTIVE"}}}
+	h := newHarness(t, cloud, node("n1", "s1", corev1.ConditionFalse), node("n2", "s2", corev1.ConditionFalse), node("n3", "s3", corev1.ConditionTrue))
+	h.pass(t)
+	h.pass(t)
+	if got := cloud.Calls(); len(got) != 0 {
+		t.Errorf("calls = %v with 2 of 3 nodes broken, want none", got)
+	}
+	evs := h.events()
+	if countPrefix(evs, "Warning "+ReasonHeld+" not repaired: 2 of 3 nodes") != 2 {
+		t.Errorf("events = %v, want one held event per broken node", evs)
+	}
+}
+
+func TestReplaceDrainsWithinTheTimeoutThenReplacesAndDeletesTheNode(t *testing.T) {
+	cloud := &fakeCloud{servers: map[string]servers.Server{"s1": {ID: "s1", Status: "ERROR"}, "s2": {ID: "s2", Status: "ACTIVE"}, "s3": {ID: "s3", Status: "ACTIVE"}}}
+	controller := true
+	pods := []runtime.Object{
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}, Spec: corev1.PodSpec{NodeName: "n1"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "default"}, Spec: corev1.PodSpec{NodeName: "n1"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "kube-system",
+			OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: "agent", Controller: &controller}}}, Spec: corev1.PodSpec{NodeName: "n1"}},
+	}
+	h := newHarness(t, cloud, append(pods, node("n1", "s1", corev1.ConditionFalse), node("n2", "s2", corev1.ConditionTrue), node("n3", "s3", corev1.ConditionTrue))...)
+	var evicted []string
+	var mu sync.Mutex
+	h.kube.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "eviction" {
+			return false, nil, nil
+		}
+		name := a.(k8stesting.CreateAction).GetObject().(metav1.Object).GetName()
+		if name == "db" { // its PodDisruptionBudget allows no disruption
+			return true, nil, apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 1)
+		}
+		mu.Lock()
+		evicted = append(evicted, name)
+		mu.Unlock()
+		return true, nil, nil
+	})
+	h.pass(t)
+	if got := cloud.Calls(); len(got) != 1 || got[0] != "replace s1" {
+		t.Errorf("calls = %v, want the replacement of s1", got)
+	}
+	if len(evicted) != 1 || evicted[0] != "web" {
+		t.Errorf("evicted %v, want web only (db held by its budget, the DaemonSet pod left)", evicted)
+	}
+	evs := h.events()
+	if countPrefix(evs, "Warning "+ReasonDrainTimeout) != 1 || !strings.Contains(strings.Join(evs, "\n"), "default/db") {
+		t.Errorf("events = %v, want a drain timeout naming default/db", evs)
+	}
+	if _, err := h.kube.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("node n1 after its replacement: err = %v, want it deleted", err)
+	}
+	var cordoned bool
+	for _, a := range h.kube.Actions() {
+		if p, ok := a.(k8stesting.PatchAction); ok && a.GetResource() == (schema.GroupVersionResource{Version: "v1", Resource: "nodes"}) &&
+			strings.Contains(string(p.GetPatch()), `"unschedulable":true`) {
+			cordoned = true
+		}
+	}
+	if !cordoned {
+		t.Error("node was not cordoned before the drain")
+	}
+}
