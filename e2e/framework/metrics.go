@@ -37,6 +37,32 @@ type ConnectionMetrics struct {
 	procs []*exec.Cmd
 	w     *World
 	apis  []string // APIService names, removed by Stop
+	lock  *os.File
+}
+
+// lockAPIServices waits (up to 10 minutes) for the exclusive lock on the metrics APIServices:
+// they, the adapter's port and namespace exist once per cluster, so tests and the demo in
+// different processes take turns. The kernel releases the lock if the holder dies.
+func lockAPIServices() (*os.File, error) {
+	path := filepath.Join(filepath.Dir(EnvFile()), "metrics-apiservices.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(time.Second) {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%s: another test or the demo has held the metrics APIServices for 10 minutes", path)
+		}
+	}
 }
 
 // Option changes what StartConnectionMetrics starts.
@@ -59,7 +85,11 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	for _, opt := range opts {
 		opt(&o)
 	}
-	m := &ConnectionMetrics{w: w}
+	lock, err := lockAPIServices()
+	if err != nil {
+		return nil, err
+	}
+	m := &ConnectionMetrics{w: w, lock: lock}
 	apis := []apiregv1.APIServiceSpec{{Group: "custom.metrics.k8s.io", Version: "v1beta1"}, {Group: "custom.metrics.k8s.io", Version: "v1beta2"}}
 	var extra []string
 	if o.rabbitmqConfig != "" {
@@ -74,7 +104,6 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	}()
 	kubeconfig, hostIP, nodeIP := w.Env["KUBECONFIG"], w.Env["OSA_WORLD_HOST_IP"], "198.51.100.11"
 	var agentPKI, clientPKI, servingPKI *PKI
-	var err error
 	if agentPKI, err = CreatePKI(workDir, "agents"); err != nil {
 		return nil, err
 	}
@@ -222,4 +251,8 @@ func (m *ConnectionMetrics) Stop() {
 		}
 	}
 	m.procs = nil
+	if m.lock != nil {
+		_ = m.lock.Close() // releases the flock
+		m.lock = nil
+	}
 }
