@@ -292,3 +292,51 @@ func TestRepairHoldsWhenTooManyNodesAreUnhealthy(t *testing.T) {
 		t.Errorf("metrics lack 3 unhealthy nodes in repair-many")
 	}
 }
+
+// A member of a Heat node group whose server is in ERROR is replaced by the stack: the provider
+// names it in removal_policies with the count unchanged, Heat makes a new member, and the
+// broken node is gone.
+func TestRepairReplacesAHeatMember(t *testing.T) {
+	w := framework.Connect(t)
+	ctx := context.Background()
+	const group = "repair-heat"
+	w.SetNodeGroups(t, fmt.Sprintf("clusterName: %s\nnodeGroups:\n- name: %s\n", w.Cluster, group))
+	createNodeGroupStack(t, w, group, 1, []string{"k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/" + w.Cluster,
+		"k8s.io/cluster-autoscaler/min=1", "k8s.io/cluster-autoscaler/max=2"})
+	framework.Eventually(t, 120*time.Second, time.Second, "the member's node Ready", func() (bool, error) {
+		return len(groupNodes(t, w, group)) == 1, nil
+	})
+	node := groupNodes(t, w, group)[0]
+	serverID := serverOf(t, node)
+	p := startRepairingProvider(t, w, group, fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
+clusterName: %s
+refreshInterval: 2s
+autoDiscovery: {heatStacks: true}
+nodeGroups: []
+repair: {enabled: true, interval: 1s, unhealthyAfter: 3s, grace: 1s, escalateAfter: 60s, drainTimeout: 5s}
+`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster))
+
+	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	ev := waitForEvent(t, w, node.Name, repair.ReasonReplace, 60*time.Second)
+	t.Logf("event: %s %s", ev.Reason, ev.Message)
+	var replacement corev1.Node
+	took := framework.Eventually(t, 240*time.Second, 2*time.Second, "a new member's node Ready and the broken one gone", func() (bool, error) {
+		ready := groupNodes(t, w, group)
+		if len(ready) != 1 || ready[0].Spec.ProviderID == node.Spec.ProviderID {
+			return false, fmt.Errorf("%d ready nodes", len(ready))
+		}
+		replacement = ready[0]
+		_, err := w.Kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+		return err != nil, fmt.Errorf("broken node %s still there", node.Name)
+	})
+	t.Logf("heat member replaced in %s: node %s → %s", took.Round(time.Second), node.Name, replacement.Name)
+	if _, err := servers.Get(ctx, w.Project.Compute, serverID).Extract(); err == nil {
+		t.Errorf("old server %s still exists", serverID)
+	}
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	if size, err := d.TargetSize(ctx, group); err != nil || size != 1 {
+		t.Errorf("target size after the replacement = %d (%v), want 1", size, err)
+	}
+}
