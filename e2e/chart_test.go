@@ -472,17 +472,10 @@ func TestChartInstall(t *testing.T) {
 			t.Fatalf("label node: %s", out)
 		}
 	}
-	for _, n := range []string{ns, ns + "-other"} {
-		if _, err := w.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m")
-		for _, n := range []string{ns, ns + "-other"} {
-			_ = w.Kube.CoreV1().Namespaces().Delete(context.Background(), n, metav1.DeleteOptions{})
-		}
-	})
+	testNamespace(t, w, ns)
+	testNamespace(t, w, ns+"-other")
+	// Runs before the namespaces are deleted (cleanups run last-in first-out).
+	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
 
 	// The full values, with the world's cloud and no ServiceMonitors (no Prometheus Operator CRDs here).
 	cloudsFile := w.Env["OS_CLIENT_CONFIG_FILE"]

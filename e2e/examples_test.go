@@ -16,7 +16,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -27,6 +26,18 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/loadgen"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/sandbox"
 )
+
+// testNamespace creates a namespace for the test (after a previous run's copy has finished
+// terminating) and deletes it when the test ends.
+func testNamespace(t *testing.T, w *framework.World, name string) {
+	t.Helper()
+	ctx := context.Background()
+	framework.Eventually(t, 3*time.Minute, 2*time.Second, "namespace "+name+" created", func() (bool, error) {
+		_, err := w.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		return err == nil, err
+	})
+	t.Cleanup(func() { _ = w.Kube.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+}
 
 // hpaExamples are the HPA manifests applied as written (their targets are created by the test).
 var hpaExamples = []string{"hpa-tcp-connections.yaml", "hpa-service-connections.yaml", "hpa-one-port.yaml", "hpa-cpu-and-connections.yaml"}
@@ -72,10 +83,7 @@ func TestExampleHPAs(t *testing.T) {
 	startConnectionMetrics(t, w, "6s")
 	kwokNode(t, w, "examples-node", "64")
 	const ns = "osa-examples"
-	if _, err := w.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	testNamespace(t, w, ns)
 
 	// Targets: one Deployment per HPA whose pods listen on 8080 and 8443 in real network
 	// namespaces (the world's sandboxes), and a Service for each Object metric.
@@ -154,48 +162,60 @@ func TestExampleHPAs(t *testing.T) {
 	for _, wnt := range wants {
 		t.Logf("hpa/%s: %q current value %s", wnt.hpa, wnt.metric, seen[wnt])
 	}
-	// Load through the Service example: 6 connections spread over frontend's pods; the adapter
-	// serves their sum for the Service, and the HPA's per-pod average follows.
-	var targets []string
-	framework.Eventually(t, time.Minute, time.Second, "frontend's pods running in their sandboxes", func() (bool, error) {
-		pods, err := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=frontend"})
-		if err != nil {
-			return false, err
-		}
-		targets = nil
-		for _, p := range pods.Items {
-			if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && len(framework.PodPIDs(string(p.UID))) > 0 {
-				targets = append(targets, net.JoinHostPort(p.Status.PodIP, "8080"))
+	// podAddrs waits for the app's 2 pods to run in their sandboxes and returns ip:port of each.
+	podAddrs := func(app, port string) []string {
+		var targets []string
+		framework.Eventually(t, time.Minute, time.Second, app+"'s pods running in their sandboxes", func() (bool, error) {
+			pods, err := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+			if err != nil {
+				return false, err
 			}
-		}
-		return len(targets) == 2, fmt.Errorf("%d of 2 pods ready", len(targets))
-	})
+			targets = nil
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && len(framework.PodPIDs(string(p.UID))) > 0 {
+					targets = append(targets, net.JoinHostPort(p.Status.PodIP, port))
+				}
+			}
+			return len(targets) == 2, fmt.Errorf("%d of 2 pods ready", len(targets))
+		})
+		return targets
+	}
 	holder := &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]}
 	t.Cleanup(holder.CloseAll)
-	if err := holder.Spread(ctx, targets, 6); err != nil {
-		t.Fatal(err)
-	}
-	framework.Eventually(t, 90*time.Second, 3*time.Second, "tcp_connections on Service/frontend = 6, and the HPA's average 3", func() (bool, error) {
-		raw := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/"+ns+"/services/frontend/tcp_connections")
-		h, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "frontend", metav1.GetOptions{})
+	hpaValue := func(name, metric string) string {
+		h, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return false, err
+			return err.Error()
 		}
-		avg := ""
 		for _, s := range h.Status.CurrentMetrics {
-			if _, v, ok := currentValue(s); ok {
-				avg = v
+			if m, v, ok := currentValue(s); ok && m == metric {
+				return v
 			}
 		}
-		return strings.Contains(raw, `"value":"6"`) && avg == "3", fmt.Errorf("API: %s; HPA average %q", raw, avg)
-	})
-	t.Logf("6 connections through Service/frontend: the adapter serves 6, the HPA averages 3 per pod")
-
-	// The one-port HPA asked the adapter with its selector, and the adapter answered for that port.
-	out := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/"+ns+"/pods/*/tcp_connections?labelSelector=app%3Dgateway&metricLabelSelector=port%3D8443")
-	if !strings.Contains(out, `"port":"8443"`) {
-		t.Errorf("tcp_connections{port=8443} for gateway's pods: %s", out)
+		return ""
 	}
+
+	// Load through the Service example: 6 connections spread over frontend's pods; the adapter
+	// serves their sum for the Service, and the HPA's per-pod average follows.
+	if err := holder.Spread(ctx, podAddrs("frontend", "8080"), 6); err != nil {
+		t.Fatal(err)
+	}
+	// The one-port example: 4 connections on 8443 and 6 on 8080 to gateway's pods; its HPA
+	// counts the 8443 ones only (2 per pod, not 5).
+	gateway := append(podAddrs("gateway", "8443"), podAddrs("gateway", "8080")...)
+	for i, n := range []int{2, 2, 3, 3} {
+		if err := holder.Set(ctx, gateway[i], n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	framework.Eventually(t, 90*time.Second, 3*time.Second, "the HPAs following the load", func() (bool, error) {
+		raw := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/"+ns+"/services/frontend/tcp_connections")
+		frontend, gw := hpaValue("frontend", "tcp_connections on Service/frontend"), hpaValue("gateway", "tcp_connections")
+		return strings.Contains(raw, `"value":"6"`) && frontend == "3" && gw == "2",
+			fmt.Errorf("Service/frontend from the API: %s; frontend HPA average %q (want 3); gateway HPA tcp_connections{port=8443} %q (want 2)", raw, frontend, gw)
+	})
+	t.Logf("6 connections through Service/frontend: the adapter serves 6, the HPA averages 3 per pod; " +
+		"gateway with 4 connections on 8443 and 6 on 8080: its HPA sees 2 per pod on 8443")
 }
 
 // The node-group configuration examples pass `openstack-provider validate` against the world's
