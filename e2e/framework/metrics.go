@@ -149,7 +149,9 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	// the Deployment's would have: the adapter finds the agent through its Service's slices, and
 	// the aggregator (with --enable-aggregator-routing) dials the adapter's endpoint.
 	kube := w.Kube
-	_, _ = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: MetricsNamespace}}, metav1.CreateOptions{})
+	if err := ensureNamespace(ctx, kube, MetricsNamespace); err != nil {
+		return nil, err
+	}
 	for _, e := range []struct {
 		name, ip    string
 		port, front int
