@@ -5,9 +5,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +32,7 @@ import (
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/rabbitmq"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
 )
 
@@ -692,4 +697,169 @@ func TestChartArgsAreFlags(t *testing.T) {
 		}
 		t.Logf("%s accepts the chart's %d arguments", c.binary, len(c.args))
 	}
+}
+
+// writeMounts writes the data of the rendered Secret or ConfigMap named name into dir, as the
+// pod would see it mounted there, and returns dir.
+func writeMounts(t *testing.T, r rendered, kind, name, dir string, edit func(key string, b []byte) []byte) string {
+	t.Helper()
+	data := map[string][]byte{}
+	if kind == "Secret" {
+		var s corev1.Secret
+		r.get(t, kind, name, &s)
+		data = s.Data
+	} else {
+		var cm corev1.ConfigMap
+		r.get(t, kind, name, &cm)
+		for k, v := range cm.Data {
+			data[k] = []byte(v)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range data {
+		if edit != nil {
+			v = edit(k, v)
+		}
+		if err := os.WriteFile(filepath.Join(dir, k), v, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// rewriteArgs maps the pod's mount paths to local directories and replaces the listen flags.
+func rewriteArgs(args []string, mounts map[string]string, flags map[string]string) []string {
+	var out []string
+	for _, a := range args {
+		for from, to := range mounts {
+			a = strings.ReplaceAll(a, from, to)
+		}
+		name, _, _ := strings.Cut(a, "=")
+		if v, ok := flags[name]; ok {
+			a = name + "=" + v
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// The chart's certificates and arguments work with the real binaries: openstack-provider, run
+// with the chart's arguments, configuration and server certificate, answers a gRPC client
+// holding the chart's cluster-autoscaler client certificate (as externalgrpc dials 127.0.0.1) and
+// refuses one without; connection-metrics-adapter, run with the chart's arguments and serving
+// certificate, passes its probes over HTTPS for the name the aggregator checks, with the
+// APIService's caBundle.
+func TestChartCertificatesWithTheBinaries(t *testing.T) {
+	w := framework.Connect(t)
+	helm := framework.HelmBinary(t)
+	const rel, ns = "osa", "ops"
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte(`nodeAutoscaling:
+  enabled: true
+  provider:
+    clouds: {existingSecret: clouds, cloud: world}
+    config:
+      clusterName: chart-certs
+      nodeGroups:
+      - {name: general, backend: nova, minSize: 0, maxSize: 2, nova: {flavor: m1.small, image: world-node-image}}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := helmTemplate(t, helm, rel, ns, "-f", values)
+	dir := t.TempDir()
+	var dep appsv1.Deployment
+	r.get(t, "Deployment", rel+"-openstack-autoscaler-cluster-autoscaler", &dep)
+	mounts := map[string]string{
+		"/etc/openstack-provider/tls": writeMounts(t, r, "Secret", rel+"-openstack-autoscaler-cluster-autoscaler-provider-server-tls", filepath.Join(dir, "provider-tls"), nil),
+		"/etc/openstack-provider/provider.yaml": filepath.Join(writeMounts(t, r, "ConfigMap", rel+"-openstack-autoscaler-cluster-autoscaler", filepath.Join(dir, "provider"),
+			func(_ string, b []byte) []byte {
+				return []byte(strings.ReplaceAll(string(b), "/etc/openstack/clouds.yaml", w.Env["OS_CLIENT_CONFIG_FILE"]))
+			}), "provider.yaml"),
+	}
+	grpcAddr, httpAddr := framework.FreeAddr(t), framework.FreeAddr(t)
+	args := rewriteArgs(dep.Spec.Template.Spec.InitContainers[0].Args, mounts, map[string]string{"--listen": grpcAddr, "--http-listen": httpAddr})
+	framework.Start(t, "openstack-provider", framework.ProviderBinary(t), args...)
+	framework.Eventually(t, time.Minute, 500*time.Millisecond, "openstack-provider ready", func() (bool, error) {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Errorf("readyz %d", resp.StatusCode)
+	})
+
+	// cluster-autoscaler's side: the client Secret, the cloud-config's address (127.0.0.1).
+	client := writeMounts(t, r, "Secret", rel+"-openstack-autoscaler-cluster-autoscaler-provider-client-tls", filepath.Join(dir, "autoscaler-tls"), nil)
+	call := func(withCert bool) ([]string, error) {
+		roots := x509.NewCertPool()
+		ca, err := os.ReadFile(filepath.Join(client, "ca.crt"))
+		if err != nil || !roots.AppendCertsFromPEM(ca) {
+			t.Fatalf("client ca.crt: %v", err)
+		}
+		conf := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		if withCert {
+			cert, err := tls.LoadX509KeyPair(filepath.Join(client, "tls.crt"), filepath.Join(client, "tls.key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			conf.Certificates = []tls.Certificate{cert}
+		}
+		conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := pb.NewCloudProviderClient(conn).NodeGroups(ctx, &pb.NodeGroupsRequest{})
+		if err != nil {
+			return nil, err
+		}
+		var ids []string
+		for _, g := range resp.NodeGroups {
+			ids = append(ids, g.Id)
+		}
+		return ids, nil
+	}
+	if ids, err := call(true); err != nil || !slices.Contains(ids, "general") {
+		t.Errorf("NodeGroups with the chart's client certificate: %v, %v", ids, err)
+	} else {
+		t.Logf("openstack-provider with the chart's arguments and certificates: NodeGroups %v over mutual TLS", ids)
+	}
+	if _, err := call(false); err == nil {
+		t.Errorf("a client without the chart's client certificate got an answer")
+	}
+
+	// The adapter: the chart's arguments and certificates, out of the cluster (kubeconfig flags
+	// added), probes over HTTPS as the kubelet sends them (anonymous), checked as the aggregator does.
+	var adapter appsv1.Deployment
+	r.get(t, "Deployment", rel+"-openstack-autoscaler-connection-metrics-adapter", &adapter)
+	port := strings.TrimPrefix(framework.FreeAddr(t), "127.0.0.1:")
+	args = rewriteArgs(adapter.Spec.Template.Spec.Containers[0].Args, map[string]string{
+		"/etc/connection-metrics-adapter/serving":      writeMounts(t, r, "Secret", rel+"-openstack-autoscaler-connection-metrics-adapter-serving-tls", filepath.Join(dir, "serving"), nil),
+		"/etc/connection-metrics-adapter/agent-client": writeMounts(t, r, "Secret", rel+"-openstack-autoscaler-connection-metrics-adapter-client-tls", filepath.Join(dir, "agent-client"), nil),
+	}, map[string]string{"--secure-port": port, "--metrics-listen": framework.FreeAddr(t)})
+	kubeconfig := w.Env["KUBECONFIG"]
+	args = append(args, "--bind-address=127.0.0.1", "--lister-kubeconfig="+kubeconfig,
+		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig)
+	framework.Start(t, "connection-metrics-adapter", framework.Binary(t, "connection-metrics-adapter"), args...)
+	var api apiregv1.APIService
+	r.get(t, "APIService", "v1beta2.custom.metrics.k8s.io", &api)
+	bundle := x509.NewCertPool()
+	bundle.AppendCertsFromPEM(api.Spec.CABundle)
+	httpsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: bundle, ServerName: api.Spec.Service.Name + "." + api.Spec.Service.Namespace + ".svc", MinVersion: tls.VersionTLS12}}}
+	for _, probe := range []string{adapter.Spec.Template.Spec.Containers[0].LivenessProbe.HTTPGet.Path, adapter.Spec.Template.Spec.Containers[0].ReadinessProbe.HTTPGet.Path} {
+		framework.Eventually(t, time.Minute, time.Second, "adapter "+probe, func() (bool, error) {
+			resp, err := httpsClient.Get("https://127.0.0.1:" + port + probe)
+			if err != nil {
+				return false, err
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK, fmt.Errorf("%s: %d", probe, resp.StatusCode)
+		})
+	}
+	t.Logf("connection-metrics-adapter with the chart's arguments and serving certificate: probes answer, verified with the APIService caBundle")
 }
