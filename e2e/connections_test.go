@@ -225,6 +225,17 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	if !strings.Contains(port9090, `"value":"0"`) || strings.Contains(port9090, `"value":"10"`) {
 		t.Errorf("tcp_connections{port=9090} = %s, want 0 for every pod", port9090)
 	}
+	// The older v1beta1 API (still used by some clients) serves the same values.
+	var v1beta1 metricValueList
+	_ = json.Unmarshal([]byte(kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/pods/*/tcp_connections?labelSelector=app%3D"+app)), &v1beta1)
+	if len(v1beta1.Items) != 4 {
+		t.Errorf("v1beta1: %d values, want 4", len(v1beta1.Items))
+	}
+	for _, it := range v1beta1.Items {
+		if it.Value.Cmp(resource.MustParse("10")) != 0 {
+			t.Errorf("v1beta1: %s = %s, want 10", it.DescribedObject.Name, it.Value.String())
+		}
+	}
 	// The HPA's status (what describe shows) follows the values at its next sync.
 	var describe string
 	framework.Eventually(t, 30*time.Second, 2*time.Second, "kubectl describe hpa showing the current value", func() (bool, error) {
