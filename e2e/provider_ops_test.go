@@ -13,10 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
+	gopenstack "github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
 )
 
@@ -84,5 +89,36 @@ func TestProviderRequiresClientCertificates(t *testing.T) {
 	}
 	if err := call(strangerCert, strangerKey); err == nil {
 		t.Error("client with a certificate of another CA got an answer")
+	}
+}
+
+// A token Keystone no longer honours (expired, or revoked as here) makes the next call fail with
+// 401; the clients re-authenticate from clouds.yaml and the call succeeds.
+func TestOpenStackClientsReauthenticateAfterTokenRevocation(t *testing.T) {
+	w := framework.Connect(t)
+	ctx := context.Background()
+	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: w.Env["OS_CLIENT_CONFIG_FILE"], Cloud: "world"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := servers.List(clients.Compute, servers.ListOpts{}).AllPages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := clients.Provider.Token()
+	identity, err := gopenstack.NewIdentityV3(w.Admin.Provider, gophercloud.EndpointOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tokens.Revoke(ctx, identity, old).Err; err != nil {
+		t.Fatalf("revoking the clients' token: %v", err)
+	}
+	if ok, _ := tokens.Validate(ctx, identity, old); ok {
+		t.Fatal("the revoked token still validates")
+	}
+	if _, err := servers.List(clients.Compute, servers.ListOpts{}).AllPages(ctx); err != nil {
+		t.Fatalf("listing servers after the token was revoked: %v (re-authentication expected)", err)
+	}
+	if clients.Provider.Token() == old {
+		t.Error("the call succeeded with the revoked token: it was not revoked, or not re-authenticated")
 	}
 }
