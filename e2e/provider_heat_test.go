@@ -25,8 +25,14 @@ import (
 // stack, which Keystone refuses to application credentials); the provider only updates it.
 func createNodeGroupStack(t *testing.T, w *framework.World, name string, count int, tags []string) {
 	t.Helper()
+	createStack(t, w, "../examples/heat-node-group.yaml", name, count, tags)
+}
+
+// createStack creates a node group stack from a template of examples/ (same parameters).
+func createStack(t *testing.T, w *framework.World, template, name string, count int, tags []string) {
+	t.Helper()
 	ctx := context.Background()
-	tmpl, err := os.ReadFile("../examples/heat-node-group.yaml")
+	tmpl, err := os.ReadFile(template)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,5 +225,75 @@ nodeGroups:
 	framework.Eventually(t, 120*time.Second, 2*time.Second, "the failed member removed from the stack", func() (bool, error) {
 		instances, err := d.Instances(ctx, group)
 		return err == nil && len(instances) == 0, fmt.Errorf("instances %v", instances)
+	})
+}
+
+// A stack holding an OS::Heat::AutoScalingGroup is a node group too: it grows by its count, and
+// deleting the newest node removes exactly that member (not the oldest, which an
+// AutoScalingGroup would otherwise pick).
+func TestHeatAutoScalingGroupRemovesExactMembers(t *testing.T) {
+	w := framework.Connect(t)
+	ctx := context.Background()
+	const group = "heat-asg"
+	w.SetNodeGroups(t, fmt.Sprintf("clusterName: %s\nnodeGroups:\n- name: %s\n", w.Cluster, group))
+	createStack(t, w, "../examples/heat-asg-node-group.yaml", group, 2, nil)
+	p := framework.StartProvider(t, fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
+clusterName: %s
+refreshInterval: 2s
+nodeGroups:
+- {name: %s, backend: heat, minSize: 1, maxSize: 4, heat: {stack: %s}}
+`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group, group))
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	framework.Eventually(t, 120*time.Second, 2*time.Second, "2 ready nodes", func() (bool, error) {
+		return len(groupNodes(t, w, group)) == 2, nil
+	})
+	time.Sleep(1100 * time.Millisecond) // Heat orders members by creation time, to the second
+	if err := d.IncreaseSize(ctx, group, 1); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 120*time.Second, 2*time.Second, "3 ready nodes", func() (bool, error) {
+		return len(groupNodes(t, w, group)) == 3, nil
+	})
+	var newest corev1.Node
+	for _, n := range groupNodes(t, w, group) {
+		if newest.Name == "" || n.CreationTimestamp.After(newest.CreationTimestamp.Time) {
+			newest = n
+		}
+	}
+	framework.Eventually(t, 30*time.Second, time.Second, "the provider maps the newest node to the group", func() (bool, error) {
+		loop, err := d.RunLoop(ctx)
+		return err == nil && loop.NodeToGroup[newest.Name] == group, err
+	})
+	if err := d.DeleteNodes(ctx, group, newest); err != nil {
+		t.Fatal(err)
+	}
+	took := framework.Eventually(t, 120*time.Second, 2*time.Second, "exactly the newest node's server gone", func() (bool, error) {
+		left := groupServers(t, w, group)
+		for _, s := range left {
+			if membership.ProviderID(s.ID) == newest.Spec.ProviderID {
+				if len(left) < 3 {
+					t.Fatalf("another member was removed instead of %s", newest.Name)
+				}
+				return false, fmt.Errorf("%s still there", newest.Name)
+			}
+		}
+		return len(left) == 2, fmt.Errorf("%d servers", len(left))
+	})
+	t.Logf("AutoScalingGroup: the newest of 3 members removed exactly in %s", took.Round(time.Second))
+	if size, _ := d.TargetSize(ctx, group); size != 2 {
+		t.Errorf("target size = %d, want 2", size)
+	}
+	framework.Eventually(t, 60*time.Second, 2*time.Second, "the provider sees 2 running members", func() (bool, error) {
+		instances, err := d.Instances(ctx, group)
+		if err != nil {
+			return false, err
+		}
+		running := 0
+		for _, inst := range instances {
+			if inst.GetStatus().GetInstanceState() == pb.InstanceStatus_instanceRunning {
+				running++
+			}
+		}
+		return running == 2 && len(instances) == 2, fmt.Errorf("%d instances, %d running", len(instances), running)
 	})
 }

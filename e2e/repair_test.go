@@ -65,10 +65,11 @@ func repairGroupUnderTest(t *testing.T, group string, size int, repairing bool) 
 	return w, p, groupNodes(t, w, group)
 }
 
-// nodeEvents lists the Events of a node with a reason.
-func nodeEvents(t *testing.T, w *framework.World, node, reason string) []corev1.Event {
+// nodeEvents lists the Events with a reason of this Node object (by UID: an earlier node of the
+// same name has its own).
+func nodeEvents(t *testing.T, w *framework.World, node corev1.Node, reason string) []corev1.Event {
 	t.Helper()
-	sel := fields.AndSelectors(fields.OneTermEqualSelector("involvedObject.name", node), fields.OneTermEqualSelector("reason", reason))
+	sel := fields.AndSelectors(fields.OneTermEqualSelector("involvedObject.uid", string(node.UID)), fields.OneTermEqualSelector("reason", reason))
 	list, err := w.Kube.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: sel.String()})
 	if err != nil {
 		t.Fatal(err)
@@ -76,10 +77,10 @@ func nodeEvents(t *testing.T, w *framework.World, node, reason string) []corev1.
 	return list.Items
 }
 
-func waitForEvent(t *testing.T, w *framework.World, node, reason string, timeout time.Duration) corev1.Event {
+func waitForEvent(t *testing.T, w *framework.World, node corev1.Node, reason string, timeout time.Duration) corev1.Event {
 	t.Helper()
 	var found corev1.Event
-	framework.Eventually(t, timeout, 500*time.Millisecond, "Event "+reason+" on node "+node, func() (bool, error) {
+	framework.Eventually(t, timeout, 500*time.Millisecond, "Event "+reason+" on node "+node.Name, func() (bool, error) {
 		evs := nodeEvents(t, w, node, reason)
 		if len(evs) > 0 {
 			found = evs[0]
@@ -108,7 +109,7 @@ func TestRepairStartsAStoppedServer(t *testing.T) {
 	if err := servers.Stop(ctx, w.Project.Compute, serverID).ExtractErr(); err != nil {
 		t.Fatal(err)
 	}
-	ev := waitForEvent(t, w, node.Name, repair.ReasonStart, 60*time.Second)
+	ev := waitForEvent(t, w, node, repair.ReasonStart, 60*time.Second)
 	t.Logf("event: %s %s", ev.Reason, ev.Message)
 	took := framework.Eventually(t, 90*time.Second, time.Second, "node Ready again on the same server", func() (bool, error) {
 		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
@@ -120,7 +121,7 @@ func TestRepairStartsAStoppedServer(t *testing.T) {
 			fmt.Errorf("server %s, %d ready nodes", s.Status, len(ready))
 	})
 	t.Logf("stopped server started again, node Ready in %s", took.Round(time.Second))
-	waitForEvent(t, w, node.Name, repair.ReasonRepaired, 30*time.Second)
+	waitForEvent(t, w, node, repair.ReasonRepaired, 30*time.Second)
 	framework.Eventually(t, 15*time.Second, time.Second, "repair annotations cleared", func() (bool, error) {
 		n, err := w.Kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
 		if err != nil {
@@ -154,7 +155,7 @@ func TestRepairReplacesAServerInError(t *testing.T) {
 	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
 		t.Fatal(err)
 	}
-	ev := waitForEvent(t, w, node.Name, repair.ReasonReplace, 60*time.Second)
+	ev := waitForEvent(t, w, node, repair.ReasonReplace, 60*time.Second)
 	t.Logf("event: %s %s", ev.Reason, ev.Message)
 	var replacement corev1.Node
 	took := framework.Eventually(t, 180*time.Second, time.Second, "node Ready on a new server", func() (bool, error) {
@@ -210,10 +211,10 @@ func TestRepairDrainHonoursPodDisruptionBudgetUntilTimeout(t *testing.T) {
 	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
 		t.Fatal(err)
 	}
-	waitForEvent(t, w, node.Name, repair.ReasonReplace, 60*time.Second)
+	waitForEvent(t, w, node, repair.ReasonReplace, 60*time.Second)
 	// Until the drain times out, the server stays: watch it while waiting for the timeout Event.
 	framework.Eventually(t, 60*time.Second, 500*time.Millisecond, "Event "+repair.ReasonDrainTimeout, func() (bool, error) {
-		if len(nodeEvents(t, w, node.Name, repair.ReasonDrainTimeout)) > 0 {
+		if len(nodeEvents(t, w, node, repair.ReasonDrainTimeout)) > 0 {
 			return true, nil
 		}
 		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
@@ -222,7 +223,7 @@ func TestRepairDrainHonoursPodDisruptionBudgetUntilTimeout(t *testing.T) {
 		}
 		return false, nil
 	})
-	ev := nodeEvents(t, w, node.Name, repair.ReasonDrainTimeout)[0]
+	ev := nodeEvents(t, w, node, repair.ReasonDrainTimeout)[0]
 	t.Logf("event: %s %s", ev.Reason, ev.Message)
 	if !strings.Contains(ev.Message, "default/") {
 		t.Errorf("drain timeout event does not name the held pod: %s", ev.Message)
@@ -262,7 +263,7 @@ func TestRepairHoldsWhenTooManyNodesAreUnhealthy(t *testing.T) {
 	first.Stop()
 	p := startRepairingProvider(t, w, group, repairConfig(w, group, 6))
 	for _, n := range broken {
-		ev := waitForEvent(t, w, n.Name, repair.ReasonHeld, 60*time.Second)
+		ev := waitForEvent(t, w, n, repair.ReasonHeld, 60*time.Second)
 		if !strings.Contains(ev.Message, "3 of 5 nodes") {
 			t.Errorf("node %s: held event says %q, want it to say 3 of 5 nodes are unhealthy", n.Name, ev.Message)
 		}
@@ -277,7 +278,7 @@ func TestRepairHoldsWhenTooManyNodesAreUnhealthy(t *testing.T) {
 		if s.Status != "SHUTOFF" {
 			t.Errorf("server of %s is %s: it was repaired although 3 of 5 nodes are unhealthy", n.Name, s.Status)
 		}
-		if evs := nodeEvents(t, w, n.Name, repair.ReasonStart); len(evs) > 0 {
+		if evs := nodeEvents(t, w, n, repair.ReasonStart); len(evs) > 0 {
 			t.Errorf("node %s got %s: %s", n.Name, repair.ReasonStart, evs[0].Message)
 		}
 	}
@@ -319,7 +320,7 @@ repair: {enabled: true, interval: 1s, unhealthyAfter: 3s, grace: 1s, escalateAft
 	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
 		t.Fatal(err)
 	}
-	ev := waitForEvent(t, w, node.Name, repair.ReasonReplace, 60*time.Second)
+	ev := waitForEvent(t, w, node, repair.ReasonReplace, 60*time.Second)
 	t.Logf("event: %s %s", ev.Reason, ev.Message)
 	var replacement corev1.Node
 	took := framework.Eventually(t, 240*time.Second, 2*time.Second, "a new member's node Ready and the broken one gone", func() (bool, error) {

@@ -37,6 +37,7 @@ type Group struct {
 	stackName   string
 	stackID     string
 	flavor      string
+	kind        string // resourceGroupType or autoScalingGroupType
 	initialized bool
 	desired     int      // the target
 	applied     int      // the count the stack was last updated to (or read with)
@@ -51,7 +52,8 @@ type Group struct {
 }
 
 type member struct {
-	name     string // the ResourceGroup index, "0", "1", …
+	stack    [2]string // name and id of the nested stack holding the member
+	name     string    // the ResourceGroup index ("0", "1", …) or the AutoScalingGroup member name
 	serverID string
 	status   string // Heat resource status
 	reason   string
