@@ -81,7 +81,8 @@ type Backend string
 const (
 	// BackendNova creates and deletes servers directly.
 	BackendNova Backend = "nova"
-	// BackendHeat resizes a Heat stack holding an OS::Heat::ResourceGroup of servers.
+	// BackendHeat resizes a Heat stack holding an OS::Heat::ResourceGroup (or
+	// OS::Heat::AutoScalingGroup) of servers.
 	BackendHeat Backend = "heat"
 )
 
@@ -144,7 +145,8 @@ type Heat struct {
 	// RemovalParameter is the stack parameter the ResourceGroup's removal_policies resource_list
 	// takes (default "removal"); exactly the named members are removed when the group shrinks.
 	RemovalParameter string `json:"removalParameter,omitempty"`
-	// ResourceGroup is the name of the ResourceGroup resource in the stack (default: the only one).
+	// ResourceGroup is the name of the group resource (ResourceGroup or AutoScalingGroup) in the
+	// stack (default: the only one). The removal parameter is used by ResourceGroups only.
 	ResourceGroup string `json:"resourceGroup,omitempty"`
 	// Flavor of the members, for the scale-up template (default: the stack parameter "flavor").
 	Flavor string `json:"flavor,omitempty"`

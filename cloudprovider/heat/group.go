@@ -1,8 +1,9 @@
 // Package heat is the node-group backend that resizes a Heat stack holding an
-// OS::Heat::ResourceGroup of servers. Growing sets the stack's count parameter; shrinking lowers
-// it and names exactly the members to remove in the removal parameter, which the ResourceGroup's
-// removal_policies take. Heat runs one update of a stack at a time, so requests that arrive while
-// one runs are merged into the next update instead of failing.
+// OS::Heat::ResourceGroup or OS::Heat::AutoScalingGroup of servers. Growing sets the stack's
+// count parameter; shrinking lowers it and removes exactly the members asked: a ResourceGroup is
+// told them in the removal parameter its removal_policies take, an AutoScalingGroup has them
+// marked unhealthy first (it removes failed members first). Heat runs one update of a stack at a
+// time, so requests that arrive while one runs are merged into the next update instead of failing.
 package heat
 
 import (
