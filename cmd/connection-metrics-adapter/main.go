@@ -42,6 +42,7 @@ func main() {
 		agents                         []string
 		agentService, agentPort        string
 		clientCert, clientKey, agentCA string
+		agentServerName                string
 		interval, timeout, window, ttl time.Duration
 		metricsListen, rabbitmqConfig  string
 	)
@@ -52,6 +53,7 @@ func main() {
 	fs.StringVar(&clientCert, "agent-client-cert", "", "client certificate (PEM) the agents accept")
 	fs.StringVar(&clientKey, "agent-client-key", "", "its key (PEM)")
 	fs.StringVar(&agentCA, "agent-ca", "", "CA (PEM) of the agents' serving certificates")
+	fs.StringVar(&agentServerName, "agent-server-name", "", "name the agents' serving certificates are checked against (e.g. connection-agent.<namespace>.svc); empty: the address pulled (pod IP)")
 	fs.DurationVar(&interval, "pull-interval", 5*time.Second, "how often every agent is pulled")
 	fs.DurationVar(&timeout, "pull-timeout", 3*time.Second, "timeout of one pull")
 	fs.DurationVar(&window, "window", 30*time.Second, "sliding window tcp_connections is averaged over")
@@ -72,13 +74,13 @@ func main() {
 	if len(brokers) > 0 {
 		cmd.WithExternalMetrics(&externalapi.Provider{Brokers: brokers})
 	}
-	if err := run(cmd, agents, agentService, agentPort, clientCert, clientKey, agentCA, interval, timeout, window, ttl, metricsListen, brokers); err != nil {
+	if err := run(cmd, agents, agentService, agentPort, clientCert, clientKey, agentCA, agentServerName, interval, timeout, window, ttl, metricsListen, brokers); err != nil {
 		klog.ErrorS(err, "connection-metrics-adapter stopped")
 		os.Exit(1)
 	}
 }
 
-func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, clientCert, clientKey, agentCA string,
+func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, clientCert, clientKey, agentCA, agentServerName string,
 	interval, timeout, window, ttl time.Duration, metricsListen string, brokers []*rabbitmq.Broker) error {
 	if len(agents) == 0 && agentService == "" {
 		return fmt.Errorf("no agents: set --agent-service namespace/name (or --agent URLs)")
@@ -86,7 +88,7 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 	if clientCert == "" || clientKey == "" || agentCA == "" {
 		return fmt.Errorf("--agent-client-cert, --agent-client-key and --agent-ca are required: agents serve only clients with a certificate")
 	}
-	httpClient, err := agentClient(clientCert, clientKey, agentCA)
+	httpClient, err := agentClient(clientCert, clientKey, agentCA, agentServerName)
 	if err != nil {
 		return err
 	}
@@ -160,7 +162,7 @@ func queueBrokers(path string) ([]*rabbitmq.Broker, error) {
 	return out, nil
 }
 
-func agentClient(certFile, keyFile, caFile string) (*http.Client, error) {
+func agentClient(certFile, keyFile, caFile, serverName string) (*http.Client, error) {
 	cert, err := certs.KeyPair("--agent-client-cert/--agent-client-key", certFile, keyFile)
 	if err != nil {
 		return nil, err
@@ -170,6 +172,8 @@ func agentClient(certFile, keyFile, caFile string) (*http.Client, error) {
 		return nil, err
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}
+	// Agents are pulled at their pod IPs; a certificate made before the pods exist (the Helm
+	// chart's) names the Service instead, which ServerName checks it against.
+	transport.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: serverName}
 	return &http.Client{Transport: transport}, nil
 }

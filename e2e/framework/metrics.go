@@ -29,6 +29,8 @@ const (
 	AdapterService   = "connection-metrics-adapter"
 	AgentService     = "connection-agent"
 	AdapterPort      = 6444
+	// AgentServerName is the name the agents' serving certificate carries.
+	AgentServerName = AgentService + "." + MetricsNamespace + ".svc"
 )
 
 // ConnectionMetrics is a running connection-agent (for every pod of this host: all the world's
@@ -113,7 +115,9 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	if servingPKI, err = CreatePKI(workDir, "adapter-serving"); err != nil {
 		return nil, err
 	}
-	agentCert, agentKey, err := agentPKI.IssueFiles("connection-agent", x509.ExtKeyUsageServerAuth, []string{nodeIP})
+	// As the Helm chart does: the agents' certificate names their Service, not an address (pod
+	// IPs are not known when it is made), and the adapter checks it with --agent-server-name.
+	agentCert, agentKey, err := agentPKI.IssueFiles("connection-agent", x509.ExtKeyUsageServerAuth, nil, AgentServerName)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +144,7 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	adapterArgs := append([]string{"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
 		"--bind-address", hostIP, "--secure-port", strconv.Itoa(AdapterPort), "--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
 		"--agent-service", MetricsNamespace + "/" + AgentService, "--agent-client-cert", clientCert, "--agent-client-key", clientKey,
-		"--agent-ca", agentPKI.CAFile, "--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", "127.0.0.1:0"}, extra...)
+		"--agent-ca", agentPKI.CAFile, "--agent-server-name", AgentServerName, "--pull-interval", "2s", "--window", window, "--ttl", "15s", "--metrics-listen", "127.0.0.1:0"}, extra...)
 	if err := m.start(filepath.Join(workDir, "connection-metrics-adapter.log"), filepath.Join(binDir, "connection-metrics-adapter"), adapterArgs...); err != nil {
 		return nil, err
 	}
