@@ -266,7 +266,8 @@ func TestChartTemplates(t *testing.T) {
 			t.Errorf("provider image %s: want the name `make images` builds", provider.Image)
 		}
 		requireArgs(t, "openstack-provider", provider, "--listen=127.0.0.1:8086", "--tls-cert=/etc/openstack-provider/tls/tls.crt",
-			"--tls-client-ca=/etc/openstack-provider/tls/ca.crt", "--config=/etc/openstack-provider/provider.yaml")
+			"--tls-client-ca=/etc/openstack-provider/tls/ca.crt", "--config=/etc/openstack-provider/provider.yaml",
+			"--leader-elect-namespace=ops", "--leader-elect-lease=osa-openstack-autoscaler-cluster-autoscaler-node-repair")
 
 		var cm corev1.ConfigMap
 		r.get(t, "ConfigMap", "osa-openstack-autoscaler-cluster-autoscaler", &cm)
@@ -283,7 +284,7 @@ func TestChartTemplates(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the rendered provider.yaml is refused by the provider's parser: %v\n%s", err, cm.Data["provider.yaml"])
 		}
-		if cfg.ClusterName != "prod" || len(cfg.NodeGroups) != 2 || cfg.Cloud.Name != "prod" || !cfg.AutoDiscovery.HeatStacks {
+		if cfg.ClusterName != "prod" || len(cfg.NodeGroups) != 2 || cfg.Cloud.Name != "prod" || !cfg.AutoDiscovery.HeatStacks || !cfg.Repair.Enabled {
 			t.Errorf("provider.yaml: %+v", cfg)
 		}
 		// gRPC mTLS: the autoscaler checks the provider's certificate for 127.0.0.1 and the
@@ -624,8 +625,10 @@ func TestChartInstall(t *testing.T) {
 		{ns, name("cluster-autoscaler"), access{"update", "", "configmaps", "", ns, name("cluster-autoscaler")}, false},
 		{ns, name("cluster-autoscaler"), access{"list", "", "secrets", "", all, ""}, false},
 		{ns, name("cluster-autoscaler"), access{"delete", "", "pods", "", "default", ""}, false},
-		{ns, name("cluster-autoscaler"), access{"delete", "", "nodes", "", all, ""}, false},
-		// openstack-provider shares the pod's ServiceAccount: Nodes, Events, the node-repair Lease.
+		// openstack-provider shares the pod's ServiceAccount: Nodes, Events, the node-repair Lease,
+		// and, as node repair is on in the full values, deleting a replaced server's Node.
+		{ns, name("cluster-autoscaler"), access{"delete", "", "nodes", "", all, ""}, true},
+		{ns, name("cluster-autoscaler"), access{"list", "", "pods", "", all, ""}, true},
 		{ns, name("cluster-autoscaler"), access{"watch", "", "nodes", "", all, ""}, true},
 		{ns, name("cluster-autoscaler"), access{"update", "coordination.k8s.io", "leases", "", ns, name("cluster-autoscaler") + "-node-repair"}, true},
 		// The HPA controller reads custom and external metrics; nobody else gets them from the chart.
