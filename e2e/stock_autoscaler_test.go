@@ -1,0 +1,82 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
+)
+
+// With CLUSTER_AUTOSCALER_BIN naming a stock cluster-autoscaler binary, the real autoscaler
+// drives the provider over mutual TLS: pending pods become servers and nodes, and when the pods
+// go, the empty nodes are drained and exactly their servers deleted. Getting the binary is the
+// operator's business; without it the test is skipped (e2e/autoscaler's driver covers the calls).
+func TestStockClusterAutoscalerScalesANovaGroup(t *testing.T) {
+	bin := os.Getenv("CLUSTER_AUTOSCALER_BIN")
+	if bin == "" {
+		t.Skip("CLUSTER_AUTOSCALER_BIN is not set: no stock cluster-autoscaler binary to run")
+	}
+	const group = "ca-stock"
+	w := framework.Connect(t)
+	cfg := novaConfig(w, group, 0, 4)
+	w.SetNodeGroups(t, cfg)
+	cleanupGroupServers(t, w, group)
+	serverPKI, clientPKI := framework.NewPKI(t, "provider-ca"), framework.NewPKI(t, "autoscaler-ca")
+	serverCert, serverKey := serverPKI.Issue(t, "openstack-provider", x509.ExtKeyUsageServerAuth, nil)
+	clientCert, clientKey := clientPKI.Issue(t, "cluster-autoscaler", x509.ExtKeyUsageClientAuth, nil)
+	p := framework.StartProvider(t, cfg, "--tls-cert", serverCert, "--tls-key", serverKey, "--tls-client-ca", clientPKI.CAFile)
+
+	cloudConfig := filepath.Join(t.TempDir(), "cloud-config.yaml")
+	text := fmt.Sprintf("address: %s\ncert: %s\nkey: %s\ncacert: %s\ngrpc_timeout: 5s\n", p.Addr, clientCert, clientKey, serverPKI.CAFile)
+	if err := os.WriteFile(cloudConfig, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	framework.Start(t, "cluster-autoscaler", bin, "--cloud-provider=externalgrpc", "--cloud-config="+cloudConfig,
+		"--kubeconfig="+w.Env["KUBECONFIG"], "--leader-elect=false", "--scan-interval=5s", "--expander=least-waste",
+		"--scale-down-unneeded-time=20s", "--scale-down-delay-after-add=20s", "--scale-down-delay-after-delete=5s",
+		"--max-node-provision-time=5m", "--skip-nodes-with-local-storage=false", "--skip-nodes-with-system-pods=false", "--v=2")
+
+	ctx := context.Background()
+	dep := cpuDeployment("ca-stock-app", group, 4)
+	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
+	})
+	took := framework.Eventually(t, 5*time.Minute, 2*time.Second, "4 pending pods running on new nodes", func() (bool, error) {
+		running := 0
+		for _, pod := range podsOf(t, w, dep.Name) {
+			if pod.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == 4, fmt.Errorf("%d running, %d nodes", running, len(groupNodes(t, w, group)))
+	})
+	nodes := groupNodes(t, w, group)
+	t.Logf("cluster-autoscaler: 4 pending pods → %d nodes, all running, in %s", len(nodes), took.Round(time.Second))
+	if len(nodes) != 2 {
+		t.Errorf("%d nodes for 4 one-core pods on 2-core m1.small, want 2", len(nodes))
+	}
+
+	// The pods go: the autoscaler removes the empty nodes, and exactly their servers go.
+	if _, err := w.Kube.AppsV1().Deployments("default").Patch(ctx, dep.Name, types.MergePatchType, []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	took = framework.Eventually(t, 5*time.Minute, 2*time.Second, "the group's servers deleted", func() (bool, error) {
+		left := groupServers(t, w, group)
+		return len(left) == 0, fmt.Errorf("%d servers left", len(left))
+	})
+	t.Logf("cluster-autoscaler: empty nodes removed, servers deleted in %s", took.Round(time.Second))
+}
