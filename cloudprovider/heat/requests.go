@@ -186,21 +186,13 @@ func (g *Group) updateLoop() {
 			if g.kind == autoScalingGroupType && len(removal) > 0 {
 				shrunk, err := g.markForRemoval(name, id, removal, count)
 				if err != nil {
-					g.mu.Lock()
-					g.lastErr = err.Error()
-					g.mu.Unlock()
-					klog.ErrorS(err, "preparing the removal of members; trying again", "group", g.cfg.Name, "stack", name)
-					time.Sleep(5 * g.PollInterval)
+					g.backOff(err, "preparing the removal of members; trying again")
 					continue
 				}
 				count = shrunk
 			}
 			if err := g.update(name, id, count, removal); err != nil {
-				g.mu.Lock()
-				g.lastErr = err.Error()
-				g.mu.Unlock()
-				klog.ErrorS(err, "stack update failed; trying again", "group", g.cfg.Name, "stack", name)
-				time.Sleep(5 * g.PollInterval)
+				g.backOff(err, "stack update failed; trying again")
 				continue
 			}
 			g.mu.Lock()
@@ -210,6 +202,16 @@ func (g *Group) updateLoop() {
 			klog.InfoS("stack update started", "group", g.cfg.Name, "stack", name, "count", count, "removing", removal)
 		}
 	}
+}
+
+// backOff records a failed attempt (surfaced as the group's error) and waits before the next.
+func (g *Group) backOff(err error, msg string) {
+	g.mu.Lock()
+	g.lastErr = err.Error()
+	name := g.stackName
+	g.mu.Unlock()
+	klog.ErrorS(err, msg, "group", g.cfg.Name, "stack", name)
+	time.Sleep(5 * g.PollInterval)
 }
 
 // waitIdle waits until no update of the stack runs (Heat refuses a second one with 409).
