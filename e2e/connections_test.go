@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -29,29 +28,6 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/loadgen"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/sandbox"
 )
-
-// startConnectionMetrics runs the agent and the adapter for the test (see
-// framework.StartConnectionMetrics) and shows their logs if it fails.
-func startConnectionMetrics(t *testing.T, w *framework.World, window string) {
-	t.Helper()
-	bin := filepath.Dir(framework.Binary(t, "connection-agent"))
-	framework.Binary(t, "connection-metrics-adapter")
-	dir := t.TempDir()
-	m, err := framework.StartConnectionMetrics(w, bin, dir, window)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		m.Stop()
-		if t.Failed() {
-			for _, name := range []string{"connection-agent", "connection-metrics-adapter"} {
-				if b, err := os.ReadFile(filepath.Join(dir, name+".log")); err == nil {
-					t.Logf("%s log (tail):\n%s", name, framework.Tail(string(b), 3000))
-				}
-			}
-		}
-	})
-}
 
 // kubectl runs the world's kubectl.
 func kubectl(t *testing.T, w *framework.World, args ...string) string {
@@ -128,7 +104,7 @@ type metricValueList struct {
 func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	w := framework.Connect(t)
 	ctx := context.Background()
-	startConnectionMetrics(t, w, "6s")
+	framework.RunConnectionMetrics(t, w, "6s")
 	kwokNode(t, w, "conn-node", "32")
 
 	const app = "conn-web"

@@ -80,7 +80,7 @@ func TestExampleHPAs(t *testing.T) {
 	w := framework.Connect(t)
 	ctx := context.Background()
 	waitMetricsAPIsFree(t, w)
-	startConnectionMetrics(t, w, "6s")
+	framework.RunConnectionMetrics(t, w, "6s")
 	kwokNode(t, w, "examples-node", "64")
 	const ns = "osa-examples"
 	testNamespace(t, w, ns)
