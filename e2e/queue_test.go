@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
@@ -120,19 +121,17 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 	if _, err := w.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	hpa := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
-			MinReplicas:    ptr.To(int32(1)), MaxReplicas: 5,
-			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.ExternalMetricSourceType, External: &autoscalingv2.ExternalMetricSource{
-				Metric: autoscalingv2.MetricIdentifier{Name: "rabbitmq_queue_messages_ready",
-					Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"queue": queue}}},
-				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse(fmt.Sprint(target)))}}}},
-			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
-				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(10))}},
-		},
+	// The HPA of examples/hpa-queue-depth.yaml, as shipped, pointed at the test's Deployment and
+	// queue, with a short scale-down window and a smaller maximum.
+	hpa := exampleQueueHPA(t, "jobs-consumer")
+	hpa.Name, hpa.Namespace, hpa.Spec.ScaleTargetRef.Name, hpa.Spec.MaxReplicas = app, ns, app, 5
+	ext := hpa.Spec.Metrics[0].External
+	if ext == nil || ext.Metric.Name != "rabbitmq_queue_messages_ready" || ext.Target.Type != autoscalingv2.AverageValueMetricType {
+		t.Fatalf("examples/hpa-queue-depth.yaml: jobs-consumer should scale on rabbitmq_queue_messages_ready per replica: %+v", hpa.Spec.Metrics)
 	}
+	ext.Metric.Selector.MatchLabels = map[string]string{"queue": queue, "vhost": rmq.Vhost}
+	ext.Target.AverageValue = ptr.To(resource.MustParse(fmt.Sprint(target)))
+	hpa.Spec.Behavior.ScaleDown.StabilizationWindowSeconds = ptr.To(int32(10))
 	if _, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -261,4 +260,24 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 		describe = kubectl(t, w, "describe", "hpa", "-n", ns, app)
 		return strings.Contains(describe, "FailedGetExternalMetric"), fmt.Errorf("describe:\n%s", describe)
 	})
+}
+
+// exampleQueueHPA reads one HorizontalPodAutoscaler of examples/hpa-queue-depth.yaml.
+func exampleQueueHPA(t *testing.T, name string) *autoscalingv2.HorizontalPodAutoscaler {
+	t.Helper()
+	raw, err := os.ReadFile("../examples/hpa-queue-depth.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("examples/hpa-queue-depth.yaml: %v", err)
+		}
+		if hpa, ok := obj.(*autoscalingv2.HorizontalPodAutoscaler); ok && hpa.Name == name {
+			return hpa
+		}
+	}
+	t.Fatalf("examples/hpa-queue-depth.yaml has no HorizontalPodAutoscaler %s", name)
+	return nil
 }
