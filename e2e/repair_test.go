@@ -341,3 +341,58 @@ repair: {enabled: true, interval: 1s, unhealthyAfter: 3s, grace: 1s, escalateAft
 		t.Errorf("target size after the replacement = %d (%v), want 1", size, err)
 	}
 }
+
+// A paused server leaves its node NotReady with the server ACTIVE in Nova's eyes: the repair
+// escalates. Nova refuses a soft reboot of a paused server (reported on the node), so the next
+// step, a hard reboot, brings it back.
+func TestRepairEscalatesFromSoftToHardReboot(t *testing.T) {
+	const group = "repair-reboot"
+	w := framework.Connect(t)
+	w.SetNodeGroups(t, novaConfig(w, group, 0, 2))
+	cleanupGroupServers(t, w, group)
+	cfg := strings.Replace(repairConfig(w, group, 2), "escalateAfter: 30s", "escalateAfter: 8s", 1)
+	p := startRepairingProvider(t, w, group, cfg)
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	ctx := context.Background()
+	if err := d.IncreaseSize(ctx, group, 1); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 120*time.Second, time.Second, "a ready node", func() (bool, error) {
+		return len(groupNodes(t, w, group)) == 1, nil
+	})
+	node := groupNodes(t, w, group)[0]
+	serverID := serverOf(t, node)
+
+	if err := servers.Pause(ctx, w.Project.Compute, serverID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	soft := waitForEvent(t, w, node, repair.ReasonSoftReboot, 60*time.Second)
+	failed := waitForEvent(t, w, node, repair.ReasonFailed, 30*time.Second)
+	t.Logf("events: %s %s; %s %s", soft.Reason, soft.Message, failed.Reason, failed.Message)
+	hard := waitForEvent(t, w, node, repair.ReasonHardReboot, 60*time.Second)
+	t.Logf("event: %s %s", hard.Reason, hard.Message)
+	took := framework.Eventually(t, 90*time.Second, time.Second, "the node Ready again on the same server", func() (bool, error) {
+		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
+		if err != nil {
+			return false, err
+		}
+		ready := groupNodes(t, w, group)
+		return s.Status == "ACTIVE" && len(ready) == 1 && ready[0].Spec.ProviderID == node.Spec.ProviderID,
+			fmt.Errorf("server %s, %d ready", s.Status, len(ready))
+	})
+	t.Logf("paused server hard-rebooted, node Ready again %s after the hard reboot was asked", took.Round(time.Second))
+	waitForEvent(t, w, node, repair.ReasonRepaired, 30*time.Second)
+	metrics, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`openstack_autoscaler_repair_actions_total{action="soft-reboot",group="repair-reboot",outcome="failed"} 1`,
+		`openstack_autoscaler_repair_actions_total{action="hard-reboot",group="repair-reboot",outcome="ok"} 1`,
+		`openstack_autoscaler_repair_repaired_total{action="hard-reboot",group="repair-reboot"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

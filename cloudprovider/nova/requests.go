@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -17,6 +16,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 )
 
 // callTimeout bounds one OpenStack call made in the background.
@@ -189,7 +189,10 @@ func (g *Group) replace(id, name string) {
 
 // Start powers on a stopped server.
 func Start(ctx context.Context, compute *gophercloud.ServiceClient, id string) error {
-	return servers.Start(ctx, compute, id).ExtractErr()
+	if err := servers.Start(ctx, compute, id).ExtractErr(); err != nil {
+		return fmt.Errorf("starting server %s: %s", id, openstack.Brief(err))
+	}
+	return nil
 }
 
 // Reboot reboots a server: soft (through its OS) or hard (power cycle).
@@ -198,17 +201,16 @@ func Reboot(ctx context.Context, compute *gophercloud.ServiceClient, id string, 
 	if hard {
 		method = servers.HardReboot
 	}
-	return servers.Reboot(ctx, compute, id, servers.RebootOpts{Type: method}).ExtractErr()
+	if err := servers.Reboot(ctx, compute, id, servers.RebootOpts{Type: method}).ExtractErr(); err != nil {
+		return fmt.Errorf("rebooting server %s (%s): %s", id, method, openstack.Brief(err))
+	}
+	return nil
 }
 
 // CreateError classifies a failed server POST for the autoscaler: quota errors are "out of
 // resources" (it then tries another group), anything else "other".
 func CreateError(err error) nodegroup.ErrorInfo {
-	msg := err.Error()
-	var unexpected gophercloud.ErrUnexpectedResponseCode
-	if errors.As(err, &unexpected) {
-		msg = fmt.Sprintf("HTTP %d: %s", unexpected.Actual, strings.TrimSpace(string(unexpected.Body)))
-	}
+	msg := openstack.Brief(err)
 	if len(msg) > 500 {
 		msg = msg[:500]
 	}

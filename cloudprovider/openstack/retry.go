@@ -3,8 +3,10 @@ package openstack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -61,4 +63,14 @@ func (b Backoff) Retry(ctx context.Context, op string, call func(context.Context
 		}
 		wait = min(2*wait, b.Max)
 	}
+}
+
+// Brief says what OpenStack answered in one line ("HTTP 409: {...}"), for Events and error infos;
+// gophercloud's own message also carries the method, the URL and the expected codes.
+func Brief(err error) string {
+	var unexpected gophercloud.ErrUnexpectedResponseCode
+	if errors.As(err, &unexpected) {
+		return fmt.Sprintf("HTTP %d: %s", unexpected.Actual, strings.TrimSpace(string(unexpected.Body)))
+	}
+	return err.Error()
 }
