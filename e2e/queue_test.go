@@ -75,7 +75,7 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
   pollInterval: 2s
   timeout: 2s
   queues:
-  - {vhost: %s, name: %s}
+  - {vhost: %s, name: %s, namespaces: [%s]}   # only this namespace's HPAs see it
 - name: gone   # nothing listens there: its queue is unavailable, the other broker's are not
   url: http://127.0.0.1:9
   usernameFile: %[2]s
@@ -84,7 +84,7 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
   timeout: 2s
   queues:
   - {vhost: %[4]s, name: elsewhere}
-`, framework.RabbitMQManagementURL, user, pass, rmq.Vhost, queue)), 0o600); err != nil {
+`, framework.RabbitMQManagementURL, user, pass, rmq.Vhost, queue, ns)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	framework.RunConnectionMetrics(t, w, "6s", framework.WithRabbitMQConfig(config))
@@ -102,6 +102,10 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 	list, _ := raw("rabbitmq_queue_messages_ready")
 	if l := list.Items[0].MetricLabels; l["broker"] != "world" || l["vhost"] != rmq.Vhost || l["queue"] != queue {
 		t.Errorf("labels %v", l)
+	}
+	other := kubectl(t, w, "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/rabbitmq_queue_messages_ready?labelSelector=queue%3D"+queue)
+	if !strings.Contains(other, "NotFound") {
+		t.Errorf("the queue, asked from namespace default (not in its namespaces): %s; want NotFound", other)
 	}
 	gone := kubectl(t, w, "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1/namespaces/"+ns+"/rabbitmq_queue_messages_ready?labelSelector=broker%3Dgone")
 	if !strings.Contains(gone, "ServiceUnavailable") || !strings.Contains(gone, "broker gone unreachable") || !strings.Contains(gone, "connection refused") {

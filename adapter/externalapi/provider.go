@@ -45,8 +45,8 @@ func MetricNames() []string {
 	return out
 }
 
-// Provider answers from the brokers' caches. The namespace of a request is not used: every
-// namespace's HPAs see the configured queues (expose only queues that may be seen).
+// Provider answers from the brokers' caches. A request sees the queues configured for its
+// namespace (queues[].namespaces), or every queue configured without namespaces.
 type Provider struct {
 	Brokers []*rabbitmq.Broker
 }
@@ -70,7 +70,7 @@ func statusError(code int32, reason metav1.StatusReason, format string, a ...any
 // GetExternalMetric returns one value per configured queue the selector matches. If any of
 // them has no fresh reading the whole answer is an error naming the queue and the reason (an
 // HPA summing over queues must not see a partial sum).
-func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector labels.Selector, info provider.ExternalMetricInfo) (*external_metrics.ExternalMetricValueList, error) {
+func (p *Provider) GetExternalMetric(_ context.Context, namespace string, selector labels.Selector, info provider.ExternalMetricInfo) (*external_metrics.ExternalMetricValueList, error) {
 	value, ok := Metrics[info.Metric]
 	if !ok {
 		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
@@ -83,6 +83,9 @@ func (p *Provider) GetExternalMetric(_ context.Context, _ string, selector label
 	var known []string
 	for _, b := range p.Brokers {
 		for _, q := range b.Config.Queues {
+			if !q.VisibleIn(namespace) {
+				continue // not named, not even in the list of what exists
+			}
 			set := labels.Set{BrokerLabel: b.Config.Name, VhostLabel: q.VhostLabel(), QueueLabel: q.Name}
 			known = append(known, set.String())
 			if !selector.Matches(set) {

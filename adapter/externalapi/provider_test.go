@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/metrics/pkg/apis/external_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/rabbitmq"
@@ -138,5 +139,28 @@ func TestSelectorsAndNames(t *testing.T) {
 	}
 	if n := len(p.ListAllExternalMetrics()); n != 4 {
 		t.Errorf("%d metrics listed", n)
+	}
+}
+
+// A queue configured for some namespaces is served to their HPAs only, and not even named to
+// others.
+func TestQueueRestrictedToNamespaces(t *testing.T) {
+	p, _ := fixture(t)
+	p.Brokers[0].Config.Queues[0].Namespaces = []string{"shop", "billing"} // "jobs"
+	p.Brokers[0].Poll()
+	read := func(namespace string) (*external_metrics.ExternalMetricValueList, error) {
+		return p.GetExternalMetric(context.Background(), namespace, selector(t, ""), provider.ExternalMetricInfo{Metric: "rabbitmq_queue_messages_ready"})
+	}
+	list, err := read("billing")
+	if err != nil || len(list.Items) != 2 {
+		t.Fatalf("billing: %v %v, want jobs and fresh", list, err)
+	}
+	list, err = read("web")
+	if err != nil || len(list.Items) != 1 || list.Items[0].MetricLabels["queue"] != "fresh" {
+		t.Fatalf("web: %v %v, want fresh only", list, err)
+	}
+	_, err = p.GetExternalMetric(context.Background(), "web", selector(t, "queue=jobs"), provider.ExternalMetricInfo{Metric: "rabbitmq_queue_messages_ready"})
+	if !apierrors.IsNotFound(err) || strings.Contains(err.Error(), "jobs,") || strings.Contains(err.Error(), "queue=jobs,") {
+		t.Errorf("web asking for jobs: %v, want NotFound that does not list jobs", err)
 	}
 }

@@ -46,7 +46,7 @@ type Broker struct {
 
 	client *rabbithole.Client
 	mu     sync.RWMutex
-	queues map[QueueRef]*state
+	queues map[string]*state // by QueueRef.String()
 }
 
 // NewBroker builds a broker's client (TLS with the configured CA) from a validated configuration.
@@ -68,9 +68,9 @@ func NewBroker(c BrokerConfig) (*Broker, error) {
 		return nil, fmt.Errorf("broker %s: url: %w", c.Name, err)
 	}
 	client.SetTimeout(c.Timeout.Duration)
-	b := &Broker{Config: c, Now: time.Now, client: client, queues: map[QueueRef]*state{}}
+	b := &Broker{Config: c, Now: time.Now, client: client, queues: map[string]*state{}}
 	for _, q := range c.Queues {
-		b.queues[q] = &state{err: errors.New("not read yet")}
+		b.queues[q.String()] = &state{err: errors.New("not read yet")}
 	}
 	return b, nil
 }
@@ -179,7 +179,7 @@ func (b *Broker) credentials() (string, string, error) {
 func (b *Broker) set(q QueueRef, r Reading, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := b.queues[q]
+	s := b.queues[q.String()]
 	if err != nil {
 		if s.err == nil || s.err.Error() != err.Error() {
 			klog.InfoS("rabbitmq queue unavailable", "broker", b.Config.Name, "vhost", q.Vhost, "queue", q.Name, "reason", err)
@@ -195,7 +195,7 @@ func (b *Broker) set(q QueueRef, r Reading, err error) {
 func (b *Broker) Get(q QueueRef) (Reading, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	s, ok := b.queues[q]
+	s, ok := b.queues[q.String()]
 	if !ok {
 		return Reading{}, fmt.Errorf("queue %s is not configured for broker %s", q, b.Config.Name)
 	}

@@ -45,10 +45,26 @@ type BrokerConfig struct {
 	Queues       []QueueRef      `json:"queues"`
 }
 
-// QueueRef names a queue.
+// QueueRef names a queue, and which namespaces' HPAs may read it.
 type QueueRef struct {
 	Vhost string `json:"vhost"`
 	Name  string `json:"name"`
+	// Namespaces, when set, are the only namespaces whose requests see the queue (in a cluster
+	// shared by teams, each team's HPAs see their own queues); empty means every namespace.
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// VisibleIn says whether requests from the namespace see the queue.
+func (q QueueRef) VisibleIn(namespace string) bool {
+	if len(q.Namespaces) == 0 {
+		return true
+	}
+	for _, n := range q.Namespaces {
+		if n == namespace {
+			return true
+		}
+	}
+	return false
 }
 
 // VhostLabel is the value of the vhost label: the vhost's name, or "default" for "/".
@@ -155,6 +171,11 @@ func (b *BrokerConfig) validate() error {
 		}
 		if errs := validation.IsValidLabelValue(q.Name); len(errs) > 0 {
 			return fmt.Errorf("queues[%d].name %q: cannot be a metric label value (%s); only label-safe queue names can be exposed", j, q.Name, strings.Join(errs, "; "))
+		}
+		for k, n := range q.Namespaces {
+			if errs := validation.IsDNS1123Label(n); len(errs) > 0 {
+				return fmt.Errorf("queues[%d].namespaces[%d] %q: not a namespace name (%s)", j, k, n, strings.Join(errs, "; "))
+			}
 		}
 		key := q.VhostLabel() + "\x00" + q.Name
 		if k, dup := seen[key]; dup {

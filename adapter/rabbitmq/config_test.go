@@ -18,7 +18,7 @@ brokers:
   caFile: /etc/openstack-autoscaler/rabbitmq-ca/ca.crt
   queues:
   - {vhost: /, name: jobs}
-  - {vhost: orders, name: orders.created}
+  - {vhost: orders, name: orders.created, namespaces: [shop, billing]}
 - name: edge
   url: http://127.0.0.1:15672
   usernameFile: /u
@@ -40,6 +40,9 @@ brokers:
 	if got := main.Queues[0].VhostLabel(); got != "default" {
 		t.Errorf("vhost label of /: %q", got)
 	}
+	if q := main.Queues[1]; !q.VisibleIn("shop") || q.VisibleIn("web") || !main.Queues[0].VisibleIn("web") {
+		t.Errorf("namespaces: %+v", main.Queues)
+	}
 }
 
 func TestParseErrorsNameTheField(t *testing.T) {
@@ -58,6 +61,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"brokers:\n- name: main\n  url: http://r:15672\n" + ok + "  queues: [{name: jobs}]", "queues[0]: vhost and name are both required"},
 		{"brokers:\n- name: main\n  url: http://r:15672\n" + ok + "  queues: [{vhost: /, name: 'orders:created'}]", `queues[0].name "orders:created": cannot be a metric label value`},
 		{"brokers:\n- name: main\n  url: http://r:15672\n" + ok + "  queues: [{vhost: a/b, name: jobs}]", `queues[0].vhost "a/b"`},
+		{"brokers:\n- name: main\n  url: http://r:15672\n" + ok + "  queues: [{vhost: /, name: jobs, namespaces: [Shop]}]", `queues[0].namespaces[0] "Shop": not a namespace name`},
 		{"brokers:\n- name: main\n  url: http://r:15672\n" + ok + "  queues: [{vhost: /, name: jobs}, {vhost: default, name: jobs}]", "queues[1] (default/jobs): same labels"},
 		{"brokers:\n- name: main\n  url: http://r:15672\n" + ok + "  queues: [{vhost: /, name: jobs}]\n- name: main\n  url: http://s:15672\n" + ok + "  queues: [{vhost: /, name: jobs}]", `brokers[1].name "main": used twice`},
 	} {
