@@ -100,6 +100,7 @@ func (l *Loop) Pass(ctx context.Context) {
 		klog.ErrorS(err, "listing nodes for repair")
 		return
 	}
+	l.forgetGone(nodes)
 	groups := map[string]nodegroup.Repairable{}
 	byGroup := map[string][]candidate{}
 	for _, n := range nodes {
@@ -146,6 +147,26 @@ func (l *Loop) Pass(ctx context.Context) {
 			case action != None:
 				l.begin(ctx, group, c, action, reason)
 			}
+		}
+	}
+}
+
+// forgetGone drops what is remembered of nodes that no longer exist (replaced, scaled down).
+func (l *Loop) forgetGone(nodes []*corev1.Node) {
+	names, uids := make(map[string]bool, len(nodes)), make(map[types.UID]bool, len(nodes))
+	for _, n := range nodes {
+		names[n.Name], uids[n.UID] = true, true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for uid := range l.taken {
+		if !uids[uid] {
+			delete(l.taken, uid)
+		}
+	}
+	for name := range l.told {
+		if !names[name] {
+			delete(l.told, name)
 		}
 	}
 }
