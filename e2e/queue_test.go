@@ -66,12 +66,19 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The world's broker is read over TLS, checked against the world's CA.
+	if ca := w.Env["OSA_WORLD_RABBITMQ_CA"]; ca == "" {
+		t.Fatal("world.env has no OSA_WORLD_RABBITMQ_CA: the world was started by an older world.sh; run e2e/world/world.sh down, then up")
+	} else if _, err := os.Stat(ca); err != nil {
+		t.Fatalf("the world's RabbitMQ CA: %v (run e2e/world/world.sh down, then up)", err)
+	}
 	config := filepath.Join(dir, "rabbitmq.yaml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`brokers:
 - name: world
   url: %s
   usernameFile: %s
   passwordFile: %s
+  caFile: %s
   pollInterval: 2s
   timeout: 2s
   queues:
@@ -83,8 +90,8 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
   pollInterval: 2s
   timeout: 2s
   queues:
-  - {vhost: %[4]s, name: elsewhere}
-`, framework.RabbitMQManagementURL, user, pass, rmq.Vhost, queue, ns)), 0o600); err != nil {
+  - {vhost: %[5]s, name: elsewhere}
+`, framework.RabbitMQManagementTLSURL, user, pass, w.Env["OSA_WORLD_RABBITMQ_CA"], rmq.Vhost, queue, ns)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	framework.RunConnectionMetrics(t, w, "6s", framework.WithRabbitMQConfig(config))

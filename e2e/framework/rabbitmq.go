@@ -15,6 +15,9 @@ import (
 // The world's RabbitMQ (e2e/world/openstack.sh): AMQP and the management HTTP API, on loopback.
 const (
 	RabbitMQManagementURL = "http://127.0.0.1:15672"
+	// RabbitMQManagementTLSURL is the same API over TLS; its certificate is signed by the CA in
+	// world.env's OSA_WORLD_RABBITMQ_CA.
+	RabbitMQManagementTLSURL = "https://127.0.0.1:15671"
 	RabbitMQAMQPAddr      = "127.0.0.1:5672"
 )
 

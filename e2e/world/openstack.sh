@@ -22,7 +22,7 @@ PW=${OSA_OPENSTACK_PASSWORD:-world-secret}
 DB="mysql+pymysql://os:$PW@127.0.0.1"
 
 PKGS=(python3-keystone python3-nova python3-placement python3-glance python3-heat python3-neutron
-  python3-pymysql uwsgi-core uwsgi-plugin-python3 mariadb-server rabbitmq-server curl jq)
+  python3-pymysql uwsgi-core uwsgi-plugin-python3 mariadb-server rabbitmq-server curl jq openssl)
 SERVICES=(mariadb rabbitmq keystone placement nova-api nova-conductor nova-scheduler nova-compute
   glance-api heat-api heat-engine neutron-server)
 
@@ -124,10 +124,29 @@ start_mariadb() {
   die "mariadb: could not create the databases"
 }
 
+# rabbitmq_tls: a CA of the world's own and a certificate for 127.0.0.1, for the management
+# API's TLS listener (the queue metrics are tested over https, as a production broker serves them).
+rabbitmq_tls() {
+  local tls=$ST/rabbitmq/tls
+  [ -s "$tls/server.crt" ] && return 0
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.crt" -days 3650 \
+    -subj "/CN=world-rabbitmq-ca" 2>/dev/null || die "rabbitmq: making its CA failed"
+  openssl req -newkey rsa:2048 -nodes -keyout "$tls/server.key" -out "$tls/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -out "$tls/server.crt" -days 3650 -extfile "$tls/server.ext" 2>/dev/null || die "rabbitmq: making its certificate failed"
+}
+
 start_rabbitmq() {
-  # The management plugin (its HTTP API feeds the queue metrics), listening on loopback only.
+  # The management plugin (its HTTP API feeds the queue metrics), listening on loopback only:
+  # plain HTTP on 15672, TLS on 15671.
+  rabbitmq_tls
   echo '[rabbitmq_management].' >"$ST/rabbitmq/enabled_plugins"
-  printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = 15672\n' >"$ST/rabbitmq/rabbitmq.conf"
+  printf '%s\n' 'management.tcp.ip = 127.0.0.1' 'management.tcp.port = 15672' \
+    'management.ssl.ip = 127.0.0.1' 'management.ssl.port = 15671' \
+    "management.ssl.cacertfile = $ST/rabbitmq/tls/ca.crt" "management.ssl.certfile = $ST/rabbitmq/tls/server.crt" \
+    "management.ssl.keyfile = $ST/rabbitmq/tls/server.key" >"$ST/rabbitmq/rabbitmq.conf"
   # Its own HOME (Erlang cookie) and mnesia; epmd and distribution bound to loopback.
   start_bg "$RUN" "$LOGS" rabbitmq env HOME="$ST/rabbitmq" RABBITMQ_NODENAME=rabbit@localhost \
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5672 RABBITMQ_DIST_PORT=25672 \

@@ -60,6 +60,7 @@ export OS_CLOUD=world
 export OSA_WORLD_CLUSTER=$CLUSTER
 export OSA_WORLD_NODE_GROUPS=$W/node-groups.yaml
 export OSA_WORLD_SEED=$OSA_STATE/openstack/seed.json
+export OSA_WORLD_RABBITMQ_CA=$OSA_STATE/openstack/rabbitmq/tls/ca.crt
 export OSA_WORLD_HOST_IP=$HOST_IP
 export OSA_WORLD_BIN=$BIN
 export OSA_WORLD_K8S_BIN=$OSA_CACHE/kubernetes-$K8S_VERSION/bin
