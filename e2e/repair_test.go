@@ -90,6 +90,22 @@ func waitForEvent(t *testing.T, w *framework.World, node corev1.Node, reason str
 	return found
 }
 
+// waitReadyOnSameServer waits until the group's only node is Ready again on node's server, and
+// that server ACTIVE.
+func waitReadyOnSameServer(t *testing.T, w *framework.World, group string, node corev1.Node) time.Duration {
+	t.Helper()
+	serverID := serverOf(t, node)
+	return framework.Eventually(t, 90*time.Second, time.Second, "node Ready again on the same server", func() (bool, error) {
+		s, err := servers.Get(context.Background(), w.Project.Compute, serverID).Extract()
+		if err != nil {
+			return false, err
+		}
+		ready := groupNodes(t, w, group)
+		return s.Status == "ACTIVE" && len(ready) == 1 && ready[0].Spec.ProviderID == node.Spec.ProviderID,
+			fmt.Errorf("server %s, %d ready nodes", s.Status, len(ready))
+	})
+}
+
 func serverOf(t *testing.T, n corev1.Node) string {
 	t.Helper()
 	id, ok := membership.ServerID(n.Spec.ProviderID)
@@ -111,15 +127,7 @@ func TestRepairStartsAStoppedServer(t *testing.T) {
 	}
 	ev := waitForEvent(t, w, node, repair.ReasonStart, 60*time.Second)
 	t.Logf("event: %s %s", ev.Reason, ev.Message)
-	took := framework.Eventually(t, 90*time.Second, time.Second, "node Ready again on the same server", func() (bool, error) {
-		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
-		if err != nil {
-			return false, err
-		}
-		ready := groupNodes(t, w, group)
-		return s.Status == "ACTIVE" && len(ready) == 1 && ready[0].Spec.ProviderID == node.Spec.ProviderID,
-			fmt.Errorf("server %s, %d ready nodes", s.Status, len(ready))
-	})
+	took := waitReadyOnSameServer(t, w, group, node)
 	t.Logf("stopped server started again, node Ready in %s", took.Round(time.Second))
 	waitForEvent(t, w, node, repair.ReasonRepaired, 30*time.Second)
 	framework.Eventually(t, 15*time.Second, time.Second, "repair annotations cleared", func() (bool, error) {
@@ -371,15 +379,7 @@ func TestRepairEscalatesFromSoftToHardReboot(t *testing.T) {
 	t.Logf("events: %s %s; %s %s", soft.Reason, soft.Message, failed.Reason, failed.Message)
 	hard := waitForEvent(t, w, node, repair.ReasonHardReboot, 60*time.Second)
 	t.Logf("event: %s %s", hard.Reason, hard.Message)
-	took := framework.Eventually(t, 90*time.Second, time.Second, "the node Ready again on the same server", func() (bool, error) {
-		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
-		if err != nil {
-			return false, err
-		}
-		ready := groupNodes(t, w, group)
-		return s.Status == "ACTIVE" && len(ready) == 1 && ready[0].Spec.ProviderID == node.Spec.ProviderID,
-			fmt.Errorf("server %s, %d ready", s.Status, len(ready))
-	})
+	took := waitReadyOnSameServer(t, w, group, node)
 	t.Logf("paused server hard-rebooted, node Ready again %s after the hard reboot was asked", took.Round(time.Second))
 	waitForEvent(t, w, node, repair.ReasonRepaired, 30*time.Second)
 	metrics, err := p.Metrics(ctx)
