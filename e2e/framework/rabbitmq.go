@@ -18,7 +18,7 @@ const (
 	// RabbitMQManagementTLSURL is the same API over TLS; its certificate is signed by the CA in
 	// world.env's OSA_WORLD_RABBITMQ_CA.
 	RabbitMQManagementTLSURL = "https://127.0.0.1:15671"
-	RabbitMQAMQPAddr      = "127.0.0.1:5672"
+	RabbitMQAMQPAddr         = "127.0.0.1:5672"
 )
 
 // RabbitMQ is a vhost and a user of a test's own on the world's broker.
