@@ -19,13 +19,14 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/autoscaler"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
 )
 
 // examples/spare-capacity.yaml in the world: on a node of a Nova node group, its placeholder pods
 // fill the room; a real pod of default priority preempts one at once (the real kube-scheduler);
-// the recreated placeholder stays Pending (what makes the cluster-autoscaler add a node) without
-// preempting anything; when the real pod goes, the placeholder takes the room back.
+// the recreated placeholder stays Pending without preempting anything, and that makes the
+// autoscaler grow the group through openstack-provider: the headroom is back on a new node.
 func TestSpareCapacityPlaceholdersArePreempted(t *testing.T) {
 	w := framework.Connect(t)
 	ctx := context.Background()
@@ -189,12 +190,37 @@ func TestSpareCapacityPlaceholdersArePreempted(t *testing.T) {
 		t.Errorf("the real pod was pushed out by a placeholder")
 	}
 
-	// The real work ends: the placeholder takes the room back.
-	if err := w.Kube.CoreV1().Pods(ns).Delete(ctx, work.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
-		t.Fatal(err)
-	}
-	framework.Eventually(t, 60*time.Second, time.Second, "the placeholders back to full headroom", func() (bool, error) {
-		running, pending := podsByState(selector)
-		return len(running) == int(placeholders) && len(pending) == 0, fmt.Errorf("%d running, %d pending", len(running), len(pending))
+	// The autoscaler sees the Pending placeholder and grows the group through openstack-provider
+	// (the server made above is a member: it carries the group's metadata). e2e/autoscaler's
+	// stand-in makes the autoscaler's calls; the new node takes the placeholder, and the headroom
+	// is back before any real pod had to wait.
+	cfg := novaConfig(w, group, 0, 2)
+	w.SetNodeGroups(t, cfg)
+	t.Cleanup(func() { removeGroupServers(t, w, group) }) // the server made above included
+	provider := framework.StartProvider(t, cfg)
+	scaler := &autoscaler.Scaler{Driver: &autoscaler.Driver{Client: provider.Client, Kube: w.Kube}, Group: group, UnneededTime: time.Hour}
+	grown := framework.Eventually(t, 120*time.Second, time.Second, "the Pending placeholder running on a new node of the group", func() (bool, error) {
+		did, err := scaler.Step(ctx)
+		if did != "" {
+			t.Logf("autoscaler: %s", did)
+		}
+		if err != nil {
+			return false, err
+		}
+		list, err := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return false, err
+		}
+		elsewhere := 0
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "" && p.Spec.NodeName != name {
+				elsewhere++
+			}
+		}
+		return elsewhere == 1, fmt.Errorf("%d placeholders running on another node", elsewhere)
 	})
+	t.Logf("Pending placeholder → group grown, placeholder running on the new node in %s", grown.Round(time.Second))
+	if nodes := groupNodes(t, w, group); len(nodes) != 2 {
+		t.Errorf("%d nodes in the group, want 2 (one added for the placeholder)", len(nodes))
+	}
 }

@@ -69,17 +69,19 @@ func groupServers(t *testing.T, w *framework.World, group string) []servers.Serv
 // cleanupGroupServers deletes the group's servers now (a run that was killed may have left some)
 // and again when the test ends, and waits for them to go.
 func cleanupGroupServers(t *testing.T, w *framework.World, group string) {
-	removeAll := func() {
-		for _, s := range groupServers(t, w, group) {
-			_ = servers.Delete(context.Background(), w.Project.Compute, s.ID).ExtractErr()
-		}
-		framework.Eventually(t, 90*time.Second, time.Second, "servers of "+group+" gone", func() (bool, error) {
-			left := groupServers(t, w, group)
-			return len(left) == 0, fmt.Errorf("%d left", len(left))
-		})
+	removeGroupServers(t, w, group)
+	t.Cleanup(func() { removeGroupServers(t, w, group) })
+}
+
+// removeGroupServers deletes the group's servers and waits for them to go.
+func removeGroupServers(t *testing.T, w *framework.World, group string) {
+	for _, s := range groupServers(t, w, group) {
+		_ = servers.Delete(context.Background(), w.Project.Compute, s.ID).ExtractErr()
 	}
-	removeAll()
-	t.Cleanup(removeAll)
+	framework.Eventually(t, 90*time.Second, time.Second, "servers of "+group+" gone", func() (bool, error) {
+		left := groupServers(t, w, group)
+		return len(left) == 0, fmt.Errorf("%d left", len(left))
+	})
 }
 
 func groupNodes(t *testing.T, w *framework.World, group string) []corev1.Node {
