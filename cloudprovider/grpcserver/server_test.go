@@ -144,8 +144,17 @@ func TestScaleUpAnswersAtOnceAndRespectsMax(t *testing.T) {
 	if status.Code(err) != codes.OutOfRange || !strings.Contains(err.Error(), "maxSize 4") {
 		t.Errorf("+2 more (to 5 > max 4): err = %v, want OutOfRange naming maxSize", err)
 	}
-	h.waitFor(t, "two servers created", func() bool { return len(h.cloud.Servers()) == 3 })
-	nodes, _ := h.client.NodeGroupNodes(ctx, &pb.NodeGroupNodesRequest{Id: "g0"})
+	// Created: in the cloud, and known to the group (the POST's answer has been taken in).
+	var nodes *pb.NodeGroupNodesResponse
+	h.waitFor(t, "two servers created", func() bool {
+		nodes, _ = h.client.NodeGroupNodes(ctx, &pb.NodeGroupNodesRequest{Id: "g0"})
+		for _, inst := range nodes.GetInstances() {
+			if !strings.HasPrefix(inst.Id, membership.ProviderIDPrefix) {
+				return false
+			}
+		}
+		return len(h.cloud.Servers()) == 3 && len(nodes.GetInstances()) == 3
+	})
 	states := map[pb.InstanceStatus_InstanceState]int{}
 	for _, inst := range nodes.Instances {
 		states[inst.Status.InstanceState]++
