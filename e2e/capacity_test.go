@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
@@ -71,12 +70,7 @@ func TestSpareCapacityPlaceholdersArePreempted(t *testing.T) {
 	// A node of the group: a Nova server with the group's metadata, registered by the world
 	// (m1.small: 2 CPUs, which the example's 2 x 1 CPU fill).
 	name := fmt.Sprintf("spare-e2e-%d", time.Now().UnixNano()%100000)
-	server, err := servers.Create(ctx, w.Project.Compute, servers.CreateOpts{Name: name, ImageRef: w.Seed.ImageID,
-		FlavorRef: w.Seed.Flavors["m1.small"], Networks: "none", Metadata: membership.Metadata(w.Cluster, group)}, nil).Extract()
-	if err != nil {
-		t.Fatalf("creating server: %v", err)
-	}
-	t.Cleanup(func() { _ = servers.Delete(context.Background(), w.Project.Compute, server.ID).ExtractErr() })
+	bootMemberServer(t, w, name, group)
 	framework.Eventually(t, 90*time.Second, time.Second, "a Ready node for server "+name, func() (bool, error) {
 		node, err := w.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {

@@ -78,6 +78,27 @@ func createStack(t *testing.T, w *framework.World, template, name string, count 
 	})
 }
 
+// heatConfig is a provider config with one heat group: the stack of the same name.
+func heatConfig(w *framework.World, group string, minSize, maxSize int) string {
+	return fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
+clusterName: %s
+refreshInterval: 2s
+nodeGroups:
+- {name: %s, backend: heat, minSize: %d, maxSize: %d, heat: {stack: %s}}
+`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group, minSize, maxSize, group)
+}
+
+// discoveryConfig is a provider config with no groups of its own: they are the stacks tagged for
+// the world's cluster.
+func discoveryConfig(w *framework.World) string {
+	return fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
+clusterName: %s
+refreshInterval: 2s
+autoDiscovery: {heatStacks: true}
+nodeGroups: []
+`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster)
+}
+
 // A Heat stack tagged for the cluster is discovered as a node group; it grows 0 → 3 with two
 // requests merged into the stack's updates, and shrinks by removing exactly two named members.
 func TestHeatGroupDiscoveredGrowsAndRemovesExactMembers(t *testing.T) {
@@ -87,12 +108,7 @@ func TestHeatGroupDiscoveredGrowsAndRemovesExactMembers(t *testing.T) {
 	w.SetNodeGroups(t, fmt.Sprintf("clusterName: %s\nnodeGroups:\n- name: %s\n  labels: {e2e-group: %s}\n", w.Cluster, group, group))
 	createNodeGroupStack(t, w, group, 0, []string{"k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/" + w.Cluster,
 		"k8s.io/cluster-autoscaler/min=0", "k8s.io/cluster-autoscaler/max=4"})
-	p := framework.StartProvider(t, fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
-clusterName: %s
-refreshInterval: 2s
-autoDiscovery: {heatStacks: true}
-nodeGroups: []
-`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster))
+	p := framework.StartProvider(t, discoveryConfig(w))
 	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
 
 	var loop *autoscaler.Loop
@@ -199,12 +215,7 @@ func TestHeatFailedMemberIsOutOfResources(t *testing.T) {
 		"k8s.io/cluster-autoscaler/min=0", "k8s.io/cluster-autoscaler/max=2"})
 	restore := useUpInstanceQuota(t, w)
 	defer restore()
-	p := framework.StartProvider(t, fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
-clusterName: %s
-refreshInterval: 2s
-nodeGroups:
-- {name: %s, backend: heat, minSize: 0, maxSize: 2, heat: {stack: %s}}
-`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group, group))
+	p := framework.StartProvider(t, heatConfig(w, group, 0, 2))
 	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
 	if err := d.IncreaseSize(ctx, group, 1); err != nil {
 		t.Fatal(err)
@@ -237,12 +248,7 @@ func TestHeatAutoScalingGroupRemovesExactMembers(t *testing.T) {
 	const group = "heat-asg"
 	w.SetNodeGroups(t, fmt.Sprintf("clusterName: %s\nnodeGroups:\n- name: %s\n", w.Cluster, group))
 	createStack(t, w, "../examples/heat-asg-node-group.yaml", group, 2, nil)
-	p := framework.StartProvider(t, fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
-clusterName: %s
-refreshInterval: 2s
-nodeGroups:
-- {name: %s, backend: heat, minSize: 1, maxSize: 4, heat: {stack: %s}}
-`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group, group))
+	p := framework.StartProvider(t, heatConfig(w, group, 1, 4))
 	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
 	framework.Eventually(t, 120*time.Second, 2*time.Second, "2 ready nodes", func() (bool, error) {
 		return len(groupNodes(t, w, group)) == 2, nil

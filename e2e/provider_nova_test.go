@@ -73,6 +73,21 @@ func cleanupGroupServers(t *testing.T, w *framework.World, group string) {
 	t.Cleanup(func() { removeGroupServers(t, w, group) })
 }
 
+// bootMemberServer creates an m1.small server carrying the group's membership metadata (the
+// world's registrar makes it a Node named after it) and deletes it when the test ends.
+func bootMemberServer(t *testing.T, w *framework.World, name, group string) *servers.Server {
+	t.Helper()
+	server, err := servers.Create(context.Background(), w.Project.Compute, servers.CreateOpts{
+		Name: name, ImageRef: w.Seed.ImageID, FlavorRef: w.Seed.Flavors["m1.small"],
+		Networks: "none", Metadata: membership.Metadata(w.Cluster, group),
+	}, nil).Extract()
+	if err != nil {
+		t.Fatalf("creating server %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = servers.Delete(context.Background(), w.Project.Compute, server.ID).ExtractErr() })
+	return server
+}
+
 // removeGroupServers deletes the group's servers and waits for them to go.
 func removeGroupServers(t *testing.T, w *framework.World, group string) {
 	for _, s := range groupServers(t, w, group) {

@@ -317,13 +317,8 @@ func TestRepairReplacesAHeatMember(t *testing.T) {
 	})
 	node := groupNodes(t, w, group)[0]
 	serverID := serverOf(t, node)
-	p := startRepairingProvider(t, w, group, fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
-clusterName: %s
-refreshInterval: 2s
-autoDiscovery: {heatStacks: true}
-nodeGroups: []
-repair: {enabled: true, interval: 1s, unhealthyAfter: 3s, grace: 1s, escalateAfter: 60s, drainTimeout: 5s}
-`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster))
+	p := startRepairingProvider(t, w, group, discoveryConfig(w)+
+		"repair: {enabled: true, interval: 1s, unhealthyAfter: 3s, grace: 1s, escalateAfter: 60s, drainTimeout: 5s}\n")
 
 	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
 		t.Fatal(err)

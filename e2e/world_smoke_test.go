@@ -41,22 +41,11 @@ nodeGroups:
 `, w.Cluster))
 
 	name := fmt.Sprintf("world-smoke-%d", time.Now().UnixNano()%100000)
-	server, err := servers.Create(ctx, w.Project.Compute, servers.CreateOpts{
-		Name: name, ImageRef: w.Seed.ImageID, FlavorRef: w.Seed.Flavors["m1.small"],
-		Networks: "none", Metadata: membership.Metadata(w.Cluster, "smoke"),
-	}, nil).Extract()
-	if err != nil {
-		t.Fatalf("creating server: %v", err)
-	}
-	deleted := false
-	t.Cleanup(func() {
-		if !deleted {
-			_ = servers.Delete(context.Background(), w.Project.Compute, server.ID).ExtractErr()
-		}
-	})
+	server := bootMemberServer(t, w, name, "smoke")
 
 	var node *corev1.Node
 	took := framework.Eventually(t, 60*time.Second, 250*time.Millisecond, "a Ready node for server "+server.ID, func() (bool, error) {
+		var err error
 		node, err = w.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -132,7 +121,6 @@ nodeGroups:
 	if err := servers.Delete(ctx, w.Project.Compute, server.ID).ExtractErr(); err != nil {
 		t.Fatalf("deleting server: %v", err)
 	}
-	deleted = true
 	took = framework.Eventually(t, 60*time.Second, 250*time.Millisecond, "node "+name+" to be deleted", func() (bool, error) {
 		_, err := w.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), err
