@@ -23,4 +23,15 @@ else
 fi
 cd "$REPO"
 # The end-to-end tests live in package e2e (the helpers beside it have unit tests of their own).
-go test -tags e2e -count=1 -timeout 60m "${@:--v}" ./e2e/
+# The output is kept in _output/e2e.log, and a summary of the top-level tests follows it.
+mkdir -p _output
+set +e
+go test -tags e2e -count=1 -timeout 60m "${@:--v}" ./e2e/ 2>&1 | tee _output/e2e.log
+rc=${PIPESTATUS[0]}
+set -e
+if grep -q '^--- ' _output/e2e.log; then
+  n() { grep -c "^--- $1: " _output/e2e.log || true; }
+  echo "e2e summary: $(n PASS) passed, $(n FAIL) failed, $(n SKIP) skipped (go test exit $rc; log _output/e2e.log)"
+  grep -E '^--- (FAIL|SKIP): ' _output/e2e.log | sed 's/^---/ /' || true
+fi
+exit "$rc"

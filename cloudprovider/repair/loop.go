@@ -73,6 +73,8 @@ type Loop struct {
 	taken  map[types.UID]taken // the last step per node, also before the informer shows the annotation
 	told   map[string]string   // node → the last hold (or dry-run step) reported, to report each once
 	steps  sync.WaitGroup
+	// gauged: the groups whose unhealthy-node gauge the last pass set (Pass runs on one goroutine).
+	gauged map[string]bool
 }
 
 // Run passes over the nodes every Interval until ctx ends, then waits for steps under way.
@@ -118,6 +120,17 @@ func (l *Loop) Pass(ctx context.Context) {
 		byGroup[g.ID()] = append(byGroup[g.ID()], candidate{node: n, server: s, state: state})
 	}
 	now := l.now()
+	gauged := map[string]bool{}
+	defer func() {
+		// A group that lost its last node, or whose repair was turned off, reports nothing
+		// rather than its last count.
+		for id := range l.gauged {
+			if !gauged[id] {
+				l.Metrics.unhealthy.DeleteLabelValues(id)
+			}
+		}
+		l.gauged = gauged
+	}()
 	for id, cands := range byGroup {
 		group := groups[id]
 		policy, on := l.PolicyFor(group)
@@ -134,6 +147,7 @@ func (l *Loop) Pass(ctx context.Context) {
 			}
 		}
 		l.Metrics.unhealthy.WithLabelValues(id).Set(float64(gs.Unhealthy))
+		gauged[id] = true
 		for _, c := range cands {
 			if l.isActive(c.node.Name) {
 				continue

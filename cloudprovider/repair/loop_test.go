@@ -9,9 +9,11 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -274,5 +276,30 @@ func TestReplaceDrainsWithinTheTimeoutThenReplacesAndDeletesTheNode(t *testing.T
 	}
 	if !cordoned {
 		t.Error("node was not cordoned before the drain")
+	}
+}
+
+func TestUnhealthyGaugeIsWithdrawnWhenTheGroupHasNoNodesLeft(t *testing.T) {
+	cloud := &fakeCloud{servers: map[string]servers.Server{"s1": {ID: "s1", Status: "SHUTOFF"}, "s2": {ID: "s2", Status: "SHUTOFF"}}}
+	h := newHarness(t, cloud, node("n1", "s1", corev1.ConditionFalse), node("n2", "s2", corev1.ConditionFalse))
+	h.pass(t)
+	if got := testutil.ToFloat64(h.loop.Metrics.unhealthy.WithLabelValues("g")); got != 2 {
+		t.Fatalf("unhealthy nodes of g = %v, want 2", got)
+	}
+	for _, n := range []string{"n1", "n2"} {
+		if err := h.kube.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		list, err := h.loop.Nodes.List(labels.Everything())
+		return err == nil && len(list) == 0, nil
+	})
+	if err != nil {
+		t.Fatal("node informer still shows nodes")
+	}
+	h.pass(t)
+	if n := testutil.CollectAndCount(h.loop.Metrics.unhealthy); n != 0 {
+		t.Errorf("%d unhealthy-node series after the group's last node went, want none (not a stale count)", n)
 	}
 }
