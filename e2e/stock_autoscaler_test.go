@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func TestStockClusterAutoscalerScalesANovaGroup(t *testing.T) {
 	if err := os.WriteFile(cloudConfig, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	framework.Start(t, "cluster-autoscaler", bin, "--cloud-provider=externalgrpc", "--cloud-config="+cloudConfig,
+	_, caLog := framework.StartLogged(t, "cluster-autoscaler", bin, "--cloud-provider=externalgrpc", "--cloud-config="+cloudConfig,
 		"--kubeconfig="+w.Env["KUBECONFIG"], "--leader-elect=false", "--scan-interval=5s", "--expander=least-waste",
 		"--scale-down-unneeded-time=20s", "--scale-down-delay-after-add=20s", "--scale-down-delay-after-delete=5s",
 		"--max-node-provision-time=5m", "--skip-nodes-with-local-storage=false", "--skip-nodes-with-system-pods=false", "--v=2")
@@ -79,4 +80,24 @@ func TestStockClusterAutoscalerScalesANovaGroup(t *testing.T) {
 		return len(left) == 0, fmt.Errorf("%d servers left", len(left))
 	})
 	t.Logf("cluster-autoscaler: empty nodes removed, servers deleted in %s", took.Round(time.Second))
+
+	// What the autoscaler itself says: one scale-up of the group by 2, both empty nodes removed,
+	// and every instance it saw before its node registered attributed to the group (it asks
+	// NodeGroupForNode with the instance id as providerID; without an answer it neither counts
+	// them nor removes those that never register).
+	b, err := os.ReadFile(caLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	said := string(b)
+	for _, want := range []string{"Scale-up: setting group " + group + " size to 2", `Scale-down: removing empty node "`} {
+		if !strings.Contains(said, want) {
+			t.Errorf("cluster-autoscaler's log does not say %q", want)
+		}
+	}
+	for _, bad := range []string{"No node group for node", "Nodegroup is nil for", "Failed to get node group", "rpc error"} {
+		if i := strings.Index(said, bad); i >= 0 {
+			t.Errorf("cluster-autoscaler's log says %q: %s", bad, strings.SplitN(said[i:], "\n", 2)[0])
+		}
+	}
 }

@@ -202,13 +202,36 @@ func TestFailedCreationsCarryErrorInfo(t *testing.T) {
 	if !codesSeen["QUOTA_EXCEEDED"] || !codesSeen["NO_VALID_HOST"] {
 		t.Errorf("error codes = %v, want QUOTA_EXCEEDED (403 on POST) and NO_VALID_HOST (server fault)", codesSeen)
 	}
-	// The autoscaler deletes both: the placeholder is dropped, the ERROR server deleted.
+	// The autoscaler sees instances without a Node as unregistered nodes, whose providerID is
+	// the instance id, and asks for their group (to count them, and to delete them after
+	// --max-node-provision-time). A placeholder has no server and must still be found.
 	var nodes []*pb.ExternalGrpcNode
+	placeholders := 0
 	for _, inst := range failed {
 		nodes = append(nodes, &pb.ExternalGrpcNode{ProviderID: inst.Id})
+		if !strings.HasPrefix(inst.Id, membership.ProviderIDPrefix) {
+			placeholders++
+		}
+		resp, err := h.client.NodeGroupForNode(ctx, &pb.NodeGroupForNodeRequest{Node: &pb.ExternalGrpcNode{ProviderID: inst.Id}})
+		if err != nil || resp.NodeGroup.GetId() != "g0" {
+			t.Errorf("NodeGroupForNode(unregistered %q) = %v, %v; want g0", inst.Id, resp, err)
+		}
 	}
+	if placeholders != 1 {
+		t.Errorf("%d failed instances without a server, want 1 (the quota refusal)", placeholders)
+	}
+	// The autoscaler deletes both: the placeholder is dropped, the ERROR server deleted.
 	if _, err := h.client.NodeGroupDeleteNodes(ctx, &pb.NodeGroupDeleteNodesRequest{Id: "g0", Nodes: nodes}); err != nil {
 		t.Fatal(err)
+	}
+	for _, inst := range failed {
+		if strings.HasPrefix(inst.Id, membership.ProviderIDPrefix) {
+			continue
+		}
+		resp, err := h.client.NodeGroupForNode(ctx, &pb.NodeGroupForNodeRequest{Node: &pb.ExternalGrpcNode{ProviderID: inst.Id}})
+		if err != nil || resp.NodeGroup.GetId() != "" {
+			t.Errorf("NodeGroupForNode(%q) after its deletion = %v, %v; want no group", inst.Id, resp, err)
+		}
 	}
 	size, _ := h.client.NodeGroupTargetSize(ctx, &pb.NodeGroupTargetSizeRequest{Id: "g0"})
 	if size.GetTargetSize() != 1 {

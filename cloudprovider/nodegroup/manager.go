@@ -196,7 +196,7 @@ func (m *Manager) Group(id string) (Group, error) {
 func (m *Manager) GroupForProviderID(providerID string) Group {
 	serverID, ok := membership.ServerID(providerID)
 	if !ok {
-		return nil
+		return m.groupListing(providerID)
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -208,6 +208,32 @@ func (m *Manager) GroupForProviderID(providerID string) Group {
 	for _, g := range m.discovered {
 		if g.HasServer(serverID) {
 			return g
+		}
+	}
+	return nil
+}
+
+// groupListing finds the group whose instance list holds id: a placeholder for a server being
+// created or a failed creation. The autoscaler asks about these as "unregistered nodes" (to
+// count them per group, and to delete those that never register within its provision time).
+func (m *Manager) groupListing(id string) Group {
+	if id == "" {
+		return nil
+	}
+	m.mu.RLock()
+	groups := make([]Group, 0, len(m.configured)+len(m.discovered))
+	for _, g := range m.configured {
+		groups = append(groups, g)
+	}
+	for _, g := range m.discovered {
+		groups = append(groups, g)
+	}
+	m.mu.RUnlock()
+	for _, g := range groups {
+		for _, inst := range g.Instances() {
+			if inst.ID == id {
+				return g
+			}
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -56,10 +57,24 @@ func ChildAttrs() *syscall.SysProcAttr {
 func ProviderBinary(t testing.TB) string { return Binary(t, "openstack-provider") }
 
 // Start runs a command until the test ends (SIGTERM, then SIGKILL), logging to the test's temp
-// dir; the log is shown when the test fails.
+// dir, or to $OSA_E2E_LOG_DIR when that is set (kept after the run); the log is shown when the
+// test fails.
 func Start(t testing.TB, name string, bin string, args ...string) *exec.Cmd {
 	t.Helper()
+	cmd, _ := StartLogged(t, name, bin, args...)
+	return cmd
+}
+
+// StartLogged is Start, also returning the path of the command's log.
+func StartLogged(t testing.TB, name string, bin string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
+	if dir := os.Getenv("OSA_E2E_LOG_DIR"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		logPath = filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+"-"+name+".log")
+	}
 	log, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +102,7 @@ func Start(t testing.TB, name string, bin string, args ...string) *exec.Cmd {
 			}
 		}
 	})
-	return cmd
+	return cmd, logPath
 }
 
 // Provider is a running openstack-provider process started by a test.
