@@ -247,7 +247,7 @@ func TestChartTemplates(t *testing.T) {
 		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &dep)
 		pod := dep.Spec.Template.Spec
 		ca := pod.Containers[0]
-		if ca.Image != "registry.k8s.io/autoscaling/cluster-autoscaler:v1.36.0" {
+		if ca.Image != "registry.k8s.io/autoscaling/cluster-autoscaler:v1.36.1" {
 			t.Errorf("cluster-autoscaler image %s", ca.Image)
 		}
 		requireArgs(t, "cluster-autoscaler", ca, "--cloud-provider=externalgrpc", "--cloud-config=/etc/cluster-autoscaler/cloud-config.yaml",
