@@ -23,6 +23,11 @@ import (
 type Config struct {
 	Cloud       Cloud  `json:"cloud"`
 	ClusterName string `json:"clusterName"`
+	// ProviderIDRegion must be set when the cluster's cloud-controller-manager writes nodes'
+	// spec.providerID with a region (openstack://<region>/<server id>, as cloud-provider-openstack
+	// does when told to put the region in provider IDs): the autoscaler matches instances to
+	// nodes by comparing providerIDs as strings. Empty (the default) means openstack:///<server id>.
+	ProviderIDRegion string `json:"providerIDRegion,omitempty"`
 	// RefreshInterval is the longest the provider's view of OpenStack may be old; one listing
 	// per service is made per interval, whatever the number of nodes. Default 10s.
 	RefreshInterval Duration     `json:"refreshInterval,omitempty"`
@@ -303,6 +308,9 @@ func (c *Config) Validate() error {
 		bad("clusterName is empty: set a name unique among the clusters of this OpenStack project (servers are tagged with it)")
 	} else if !groupName.MatchString(c.ClusterName) {
 		bad("clusterName %q: use lower-case letters, digits and '-', at most 63 characters", c.ClusterName)
+	}
+	if strings.ContainsAny(c.ProviderIDRegion, "/ \t\n") {
+		bad("providerIDRegion %q: a region name without '/' or spaces, as in the nodes' spec.providerID (openstack://<region>/<server id>), or empty for openstack:///<server id>", c.ProviderIDRegion)
 	}
 	if c.RefreshInterval.Duration < time.Second {
 		bad("refreshInterval %s: use at least 1s (OpenStack is listed once per interval)", c.RefreshInterval.Duration)

@@ -63,6 +63,7 @@ func TestParseErrorsNameFieldAndFix(t *testing.T) {
 		{"bad template", "{{ .ServerName }}", "{{ .ServerName ", "nova.userData"},
 		{"bad duration", "clusterName: prod", "clusterName: prod\nrefreshInterval: soon", "is not a duration"},
 		{"duplicate", "name: stacked", "name: small", "is used by another group"},
+		{"region with slash", "clusterName: prod", "clusterName: prod\nproviderIDRegion: RegionOne/", `providerIDRegion "RegionOne/": a region name without '/'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(valid, tc.edit, tc.from, 1)

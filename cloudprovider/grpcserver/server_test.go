@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,11 +55,16 @@ type harness struct {
 // newHarness serves the provider over an in-memory gRPC connection, against recorded Nova.
 func newHarness(t testing.TB, groups, maxSize int, seed func(*openstacktest.Cloud)) *harness {
 	t.Helper()
+	return newHarnessYAML(t, groupsYAML(groups, maxSize), seed)
+}
+
+func newHarnessYAML(t testing.TB, configYAML string, seed func(*openstacktest.Cloud)) *harness {
+	t.Helper()
 	cloud := openstacktest.NewCloud(t)
 	if seed != nil {
 		seed(cloud)
 	}
-	cfg, err := config.Parse([]byte(groupsYAML(groups, maxSize)))
+	cfg, err := config.Parse([]byte(configYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,4 +387,39 @@ func TestRefreshCallsAreIndependentOfNodeCount(t *testing.T) {
 	if large["GET /servers/detail"] != 1 {
 		t.Errorf("server listings per refresh = %d, want 1", large["GET /servers/detail"])
 	}
+}
+
+// Where the cloud-controller-manager writes providerIDs with the region, instances are listed the
+// same way (the autoscaler compares them with nodes' providerIDs as strings: an instance listed
+// as openstack:///<id> beside a node openstack://RegionOne/<id> would look unregistered, and be
+// deleted after --max-node-provision-time).
+func TestRegionalProviderIDs(t *testing.T) {
+	var ids []string
+	text := strings.Replace(groupsYAML(1, 5), "clusterName: world\n", "clusterName: world\nproviderIDRegion: RegionOne\n", 1)
+	h := newHarnessYAML(t, text, func(c *openstacktest.Cloud) { ids = members(c, "g0", 3) })
+	ctx := context.Background()
+	nodes, err := h.client.NodeGroupNodes(ctx, &pb.NodeGroupNodesRequest{Id: "g0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, inst := range nodes.GetInstances() {
+		listed[inst.Id] = true
+	}
+	for _, id := range ids {
+		if !listed["openstack://RegionOne/"+id] {
+			t.Errorf("instances %v: want openstack://RegionOne/%s", listed, id)
+		}
+	}
+	regional := &pb.ExternalGrpcNode{ProviderID: "openstack://RegionOne/" + ids[0]}
+	if resp, err := h.client.NodeGroupForNode(ctx, &pb.NodeGroupForNodeRequest{Node: regional}); err != nil || resp.NodeGroup.GetId() != "g0" {
+		t.Errorf("NodeGroupForNode(%s) = %v, %v; want g0", regional.ProviderID, resp, err)
+	}
+	if _, err := h.client.NodeGroupDeleteNodes(ctx, &pb.NodeGroupDeleteNodesRequest{Id: "g0", Nodes: []*pb.ExternalGrpcNode{regional}}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(t, "exactly the named server deleted", func() bool {
+		left := h.cloud.Servers()
+		return len(left) == 2 && !slices.Contains(left, ids[0])
+	})
 }

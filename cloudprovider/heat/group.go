@@ -50,6 +50,8 @@ type Group struct {
 	lastErr     string
 	kick        chan struct{}
 	once        sync.Once
+	// IDs writes the providerIDs of members (set before the group is used).
+	IDs membership.IDs
 }
 
 type member struct {
@@ -164,7 +166,7 @@ func (g *Group) Instances() []nodegroup.Instance {
 	for _, m := range g.members {
 		inst := nodegroup.Instance{ID: g.placeholder(m.name), State: nodegroup.Running}
 		if m.serverID != "" {
-			inst.ID = membership.ProviderID(m.serverID)
+			inst.ID = g.IDs.ProviderID(m.serverID)
 		}
 		switch {
 		case g.removing[m.name] || strings.HasPrefix(m.status, "DELETE"):
@@ -239,7 +241,7 @@ func (g *Group) Busy() bool {
 func (g *Group) Replace(serverID string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	name, ok := g.memberNameLocked(membership.ProviderID(serverID))
+	name, ok := g.memberNameLocked(g.IDs.ProviderID(serverID))
 	if !ok {
 		return fmt.Errorf("node group %q: server %s is not a member of stack %s: %w", g.cfg.Name, serverID, g.stackName, nodegroup.ErrNotMember)
 	}

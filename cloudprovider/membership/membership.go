@@ -10,9 +10,12 @@ const (
 	NodeGroupKey = "openstack-autoscaler:node-group"
 )
 
-// ProviderIDPrefix is how cloud-provider-openstack writes node.spec.providerID:
-// openstack:///<nova-server-uuid>.
+// ProviderIDPrefix is how cloud-provider-openstack writes node.spec.providerID by default:
+// openstack:///<nova-server-uuid>. Told to put the region in provider IDs, it writes
+// openstack://<region>/<nova-server-uuid> instead (see IDs).
 const ProviderIDPrefix = "openstack:///"
+
+const scheme = "openstack://"
 
 // Of returns the node group a server's metadata places it in for the given cluster.
 func Of(metadata map[string]string, cluster string) (group string, ok bool) {
@@ -28,16 +31,40 @@ func Metadata(cluster, group string) map[string]string {
 	return map[string]string{ClusterKey: cluster, NodeGroupKey: group}
 }
 
-// ProviderID is the Kubernetes providerID of a Nova server.
+// ProviderID is the Kubernetes providerID of a Nova server, without a region.
 func ProviderID(serverID string) string { return ProviderIDPrefix + serverID }
 
-// ServerID extracts the Nova server UUID from a providerID; ok is false for providerIDs of
-// other clouds or malformed ones.
+// IDs writes providerIDs as the cluster's cloud-controller-manager does: Region "" gives
+// openstack:///<id>, a region openstack://<region>/<id>. The autoscaler matches instances to
+// nodes by comparing these strings, so they must be written the same way.
+type IDs struct{ Region string }
+
+// ProviderID is the providerID of the Nova server.
+func (f IDs) ProviderID(serverID string) string { return scheme + f.Region + "/" + serverID }
+
+// ServerID extracts the Nova server UUID from a providerID, with or without a region
+// (openstack:///<id>, openstack://<region>/<id>); ok is false for providerIDs of other clouds or
+// malformed ones.
 func ServerID(providerID string) (id string, ok bool) {
-	if len(providerID) <= len(ProviderIDPrefix) || providerID[:len(ProviderIDPrefix)] != ProviderIDPrefix {
+	if len(providerID) <= len(scheme) || providerID[:len(scheme)] != scheme {
 		return "", false
 	}
-	return providerID[len(ProviderIDPrefix):], true
+	rest := providerID[len(scheme):]
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '/' {
+			id = rest[i+1:]
+			break
+		}
+	}
+	if id == "" {
+		return "", false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] == '/' {
+			return "", false
+		}
+	}
+	return id, true
 }
 
 // NodeGroupLabel is the Kubernetes label every node of a group carries (set through the

@@ -26,6 +26,12 @@ func TestProviderID(t *testing.T) {
 	if got := ProviderID(id); got != "openstack:///"+id {
 		t.Errorf("ProviderID = %q", got)
 	}
+	if got := (IDs{}).ProviderID(id); got != "openstack:///"+id {
+		t.Errorf("IDs{}.ProviderID = %q", got)
+	}
+	if got := (IDs{Region: "RegionOne"}).ProviderID(id); got != "openstack://RegionOne/"+id {
+		t.Errorf("IDs{RegionOne}.ProviderID = %q", got)
+	}
 	for _, tc := range []struct {
 		in     string
 		want   string
@@ -33,6 +39,11 @@ func TestProviderID(t *testing.T) {
 	}{
 		{"openstack:///" + id, id, true},
 		{"openstack:///", "", false},
+		{"openstack://RegionOne/" + id, id, true},
+		{"openstack://RegionOne/", "", false},
+		{"openstack://" + id, "", false},
+		{"openstack://RegionOne/a/" + id, "", false},
+		{"openstack-autoscaler:///g0/world-g0-abcde", "", false},
 		{"aws:///us-east-1a/i-0abc", "", false},
 		{"", "", false},
 	} {

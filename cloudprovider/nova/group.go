@@ -40,6 +40,8 @@ type Group struct {
 	flavorID string
 	backoff  openstack.Backoff
 	events   Events
+	// IDs writes the providerIDs of members (set before the group is used).
+	IDs membership.IDs
 
 	mu       sync.Mutex
 	members  map[string]*member   // by server ID
@@ -162,7 +164,7 @@ func (g *Group) Instances() []nodegroup.Instance {
 	defer g.mu.Unlock()
 	out := make([]nodegroup.Instance, 0, len(g.members)+len(g.creating)+len(g.failed))
 	for id, m := range g.members {
-		inst := nodegroup.Instance{ID: membership.ProviderID(id), State: nodegroup.Running}
+		inst := nodegroup.Instance{ID: g.IDs.ProviderID(id), State: nodegroup.Running}
 		switch {
 		case g.isDeletingLocked(id, m):
 			inst.State = nodegroup.Deleting

@@ -9,6 +9,7 @@ import (
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 )
 
@@ -68,7 +69,9 @@ func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, k
 			continue
 		}
 		klog.InfoS("discovered node group", "stack", s.Name, "min", cfg.MinSize, "max", cfg.MaxSize)
-		out = append(out, heat.New(cfg, p.Config.ClusterName, p.Clients.Orchestration))
+		g := heat.New(cfg, p.Config.ClusterName, p.Clients.Orchestration)
+		g.IDs = membership.IDs{Region: p.Config.ProviderIDRegion}
+		out = append(out, g)
 	}
 	return out
 }

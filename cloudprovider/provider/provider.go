@@ -52,12 +52,16 @@ func New(ctx context.Context, cfg *config.Config, clients *openstack.Clients, me
 			if err != nil {
 				return nil, fmt.Errorf("node group %q: %w", g.Name, err)
 			}
-			groups = append(groups, nova.New(g, cfg.ClusterName, clients.Compute, imageID, flavor.ID, metrics))
+			ng := nova.New(g, cfg.ClusterName, clients.Compute, imageID, flavor.ID, metrics)
+			ng.IDs = membership.IDs{Region: cfg.ProviderIDRegion}
+			groups = append(groups, ng)
 		case config.BackendHeat:
 			if clients.Orchestration == nil {
 				return nil, fmt.Errorf("node group %q: backend heat, but the cloud's catalog has no orchestration (Heat) endpoint", g.Name)
 			}
-			groups = append(groups, heat.New(g, cfg.ClusterName, clients.Orchestration))
+			hg := heat.New(g, cfg.ClusterName, clients.Orchestration)
+			hg.IDs = membership.IDs{Region: cfg.ProviderIDRegion}
+			groups = append(groups, hg)
 		}
 	}
 	p.Manager = nodegroup.NewManager(p, cfg.RefreshInterval.Duration, groups)
