@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -762,7 +763,8 @@ func rewriteArgs(args []string, mounts map[string]string, flags map[string]strin
 // holding the chart's cluster-autoscaler client certificate (as externalgrpc dials 127.0.0.1) and
 // refuses one without; connection-metrics-adapter, run with the chart's arguments and serving
 // certificate, passes its probes over HTTPS for the name the aggregator checks, with the
-// APIService's caBundle.
+// APIService's caBundle. With CLUSTER_AUTOSCALER_BIN, the stock autoscaler runs with the chart's
+// arguments too.
 func TestChartCertificatesWithTheBinaries(t *testing.T) {
 	w := framework.Connect(t)
 	helm := framework.HelmBinary(t)
@@ -775,7 +777,14 @@ func TestChartCertificatesWithTheBinaries(t *testing.T) {
     config:
       clusterName: chart-certs
       nodeGroups:
-      - {name: general, backend: nova, minSize: 0, maxSize: 2, nova: {flavor: m1.small, image: world-node-image}}
+      - name: general
+        backend: nova
+        minSize: 0
+        maxSize: 2
+        nova: {flavor: m1.small, image: world-node-image}
+        # No pod tolerates this: a cluster-autoscaler run with these values (below) never grows
+        # the group.
+        taints: [{key: e2e-chart-certs, value: only, effect: NoSchedule}]
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -843,6 +852,9 @@ func TestChartCertificatesWithTheBinaries(t *testing.T) {
 	if _, err := call(false); err == nil {
 		t.Errorf("a client without the chart's client certificate got an answer")
 	}
+	if bin := os.Getenv("CLUSTER_AUTOSCALER_BIN"); bin != "" {
+		chartAutoscalerRuns(t, w, r, bin, dep, client, grpcAddr, filepath.Join(dir, "autoscaler"))
+	}
 
 	// The adapter: the chart's arguments and certificates, out of the cluster (kubeconfig flags
 	// added), probes over HTTPS as the kubelet sends them (anonymous), checked as the aggregator does.
@@ -874,4 +886,47 @@ func TestChartCertificatesWithTheBinaries(t *testing.T) {
 		})
 	}
 	t.Logf("connection-metrics-adapter with the chart's arguments and serving certificate: probes answer, verified with the APIService caBundle")
+}
+
+// chartAutoscalerRuns runs a stock cluster-autoscaler with the chart's container arguments and
+// cloud-config (mount paths mapped to local files, out of the cluster: kubeconfig added, the
+// namespace the world's default): it takes the leader Lease and writes its status ConfigMap
+// naming the group it got from openstack-provider over the chart's mutual TLS.
+func chartAutoscalerRuns(t *testing.T, w *framework.World, r rendered, bin string, dep appsv1.Deployment, clientTLS, grpcAddr, dir string) {
+	ctx := context.Background()
+	container := dep.Spec.Template.Spec.Containers[0]
+	configDir := writeMounts(t, r, "ConfigMap", dep.Name, dir, func(_ string, b []byte) []byte {
+		text := strings.ReplaceAll(string(b), "/etc/cluster-autoscaler/tls", clientTLS)
+		return []byte(regexp.MustCompile(`(?m)^address: \S+$`).ReplaceAllString(text, "address: "+grpcAddr))
+	})
+	args := rewriteArgs(container.Args, map[string]string{"/etc/cluster-autoscaler/cloud-config.yaml": filepath.Join(configDir, "cloud-config.yaml")},
+		map[string]string{"--address": framework.FreeAddr(t), "--namespace": "default", "--leader-elect-resource-namespace": "default"})
+	args = append(args, "--kubeconfig="+w.Env["KUBECONFIG"])
+	flag := func(name string) string {
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, name+"="); ok {
+				return v
+			}
+		}
+		t.Fatalf("the chart's cluster-autoscaler has no %s", name)
+		return ""
+	}
+	statusName, leaseName := flag("--status-config-map-name"), flag("--leader-elect-resource-name")
+	t.Cleanup(func() {
+		_ = w.Kube.CoreV1().ConfigMaps("default").Delete(context.Background(), statusName, metav1.DeleteOptions{})
+		_ = w.Kube.CoordinationV1().Leases("default").Delete(context.Background(), leaseName, metav1.DeleteOptions{})
+	})
+	framework.Start(t, "cluster-autoscaler", bin, args...)
+	framework.Eventually(t, 90*time.Second, time.Second, "cluster-autoscaler's status naming group general", func() (bool, error) {
+		cm, err := w.Kube.CoreV1().ConfigMaps("default").Get(ctx, statusName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return strings.Contains(cm.Data["status"], "name: general"), fmt.Errorf("status: %.300s", cm.Data["status"])
+	})
+	lease, err := w.Kube.CoordinationV1().Leases("default").Get(ctx, leaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+		t.Errorf("leader Lease %s: %v, %v", leaseName, lease, err)
+	}
+	t.Logf("stock cluster-autoscaler with the chart's arguments and cloud-config: leader on Lease %s, status names the provider's group", leaseName)
 }
