@@ -3,6 +3,8 @@
 // visible to operators (`openstack server show`).
 package membership
 
+import "strings"
+
 // Metadata keys set on every server the provider creates (and by Heat templates of node groups).
 // Nova allows letters, digits and "-_:. " in metadata keys, so the keys use ":" as separator.
 const (
@@ -32,7 +34,7 @@ func Metadata(cluster, group string) map[string]string {
 }
 
 // ProviderID is the Kubernetes providerID of a Nova server, without a region.
-func ProviderID(serverID string) string { return ProviderIDPrefix + serverID }
+func ProviderID(serverID string) string { return IDs{}.ProviderID(serverID) }
 
 // IDs writes providerIDs as the cluster's cloud-controller-manager does: Region "" gives
 // openstack:///<id>, a region openstack://<region>/<id>. The autoscaler matches instances to
@@ -46,23 +48,13 @@ func (f IDs) ProviderID(serverID string) string { return scheme + f.Region + "/"
 // (openstack:///<id>, openstack://<region>/<id>); ok is false for providerIDs of other clouds or
 // malformed ones.
 func ServerID(providerID string) (id string, ok bool) {
-	if len(providerID) <= len(scheme) || providerID[:len(scheme)] != scheme {
+	rest, ok := strings.CutPrefix(providerID, scheme)
+	if !ok {
 		return "", false
 	}
-	rest := providerID[len(scheme):]
-	for i := 0; i < len(rest); i++ {
-		if rest[i] == '/' {
-			id = rest[i+1:]
-			break
-		}
-	}
-	if id == "" {
+	_, id, ok = strings.Cut(rest, "/")
+	if !ok || id == "" || strings.Contains(id, "/") {
 		return "", false
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] == '/' {
-			return "", false
-		}
 	}
 	return id, true
 }

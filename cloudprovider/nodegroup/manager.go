@@ -220,16 +220,7 @@ func (m *Manager) groupListing(id string) Group {
 	if id == "" {
 		return nil
 	}
-	m.mu.RLock()
-	groups := make([]Group, 0, len(m.configured)+len(m.discovered))
-	for _, g := range m.configured {
-		groups = append(groups, g)
-	}
-	for _, g := range m.discovered {
-		groups = append(groups, g)
-	}
-	m.mu.RUnlock()
-	for _, g := range groups {
+	for _, g := range m.all() {
 		for _, inst := range g.Instances() {
 			if inst.ID == id {
 				return g

@@ -9,7 +9,6 @@ import (
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
-	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 )
 
@@ -70,7 +69,7 @@ func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, k
 		}
 		klog.InfoS("discovered node group", "stack", s.Name, "min", cfg.MinSize, "max", cfg.MaxSize)
 		g := heat.New(cfg, p.Config.ClusterName, p.Clients.Orchestration)
-		g.IDs = membership.IDs{Region: p.Config.ProviderIDRegion}
+		g.IDs = p.providerIDs()
 		out = append(out, g)
 	}
 	return out

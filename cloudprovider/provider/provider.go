@@ -53,14 +53,14 @@ func New(ctx context.Context, cfg *config.Config, clients *openstack.Clients, me
 				return nil, fmt.Errorf("node group %q: %w", g.Name, err)
 			}
 			ng := nova.New(g, cfg.ClusterName, clients.Compute, imageID, flavor.ID, metrics)
-			ng.IDs = membership.IDs{Region: cfg.ProviderIDRegion}
+			ng.IDs = p.providerIDs()
 			groups = append(groups, ng)
 		case config.BackendHeat:
 			if clients.Orchestration == nil {
 				return nil, fmt.Errorf("node group %q: backend heat, but the cloud's catalog has no orchestration (Heat) endpoint", g.Name)
 			}
 			hg := heat.New(g, cfg.ClusterName, clients.Orchestration)
-			hg.IDs = membership.IDs{Region: cfg.ProviderIDRegion}
+			hg.IDs = p.providerIDs()
 			groups = append(groups, hg)
 		}
 	}
@@ -228,4 +228,9 @@ func (p *Provider) PodPrice(pod *corev1.Pod, hours float64) (float64, error) {
 	}
 	pricing := p.Config.PodPricing
 	return (cpu*pricing.PerCoreHour + mem/(1<<30)*pricing.PerGiBHour) * hours, nil
+}
+
+// providerIDs writes members' providerIDs as the cluster's nodes carry them.
+func (p *Provider) providerIDs() membership.IDs {
+	return membership.IDs{Region: p.Config.ProviderIDRegion}
 }
