@@ -852,7 +852,7 @@ func TestChartCertificatesWithTheBinaries(t *testing.T) {
 	if _, err := call(false); err == nil {
 		t.Errorf("a client without the chart's client certificate got an answer")
 	}
-	if bin := os.Getenv("CLUSTER_AUTOSCALER_BIN"); bin != "" {
+	if bin := stockAutoscalerBin(); bin != "" {
 		chartAutoscalerRuns(t, w, r, bin, dep, client, grpcAddr, filepath.Join(dir, "autoscaler"))
 	}
 

@@ -295,20 +295,12 @@ func TestNovaGroupGrowsForPendingPodsAndRemovesNamedNodes(t *testing.T) {
 		}
 		return running == 2 && len(groupNodes(t, w, group)) == 1, fmt.Errorf("%d running on %s", running, keep.Name)
 	})
-	metrics, err := p.Metrics(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
+	wantMetrics(t, p,
 		`openstack_autoscaler_server_operations_total{group="nova-e2e",operation="create",result="ok"} 3`,
 		`openstack_autoscaler_server_operations_total{group="nova-e2e",operation="delete",result="ok"} 2`,
 		`openstack_autoscaler_group_target_size{group="nova-e2e"} 1`,
 		`openstack_autoscaler_openstack_requests_total{operation="POST /servers",result="2xx",service="compute"} 3`,
-	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
-		}
-	}
+	)
 }
 
 // With the project's instance quota used up, a scale-up ends in an instance with an
@@ -466,4 +458,18 @@ func waitForFailedInstance(t *testing.T, d *autoscaler.Driver, group string, tim
 		return false, fmt.Errorf("instances %v", instances)
 	})
 	return failed
+}
+
+// wantMetrics reads the provider's /metrics and fails the test for each line it lacks.
+func wantMetrics(t *testing.T, p *framework.Provider, lines ...string) {
+	t.Helper()
+	metrics, err := p.Metrics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range lines {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }

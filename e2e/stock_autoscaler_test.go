@@ -44,8 +44,12 @@ func TestStockClusterAutoscalerScalesAHeatGroup(t *testing.T) {
 	runStockAutoscaler(t, w, bin, group, heatConfig(w, group, 0, 4))
 }
 
+// stockAutoscalerBin is the stock cluster-autoscaler binary named by CLUSTER_AUTOSCALER_BIN, or "".
+func stockAutoscalerBin() string { return os.Getenv("CLUSTER_AUTOSCALER_BIN") }
+
+// stockAutoscaler skips the test when there is no stock cluster-autoscaler binary.
 func stockAutoscaler(t *testing.T) string {
-	bin := os.Getenv("CLUSTER_AUTOSCALER_BIN")
+	bin := stockAutoscalerBin()
 	if bin == "" {
 		t.Skip("CLUSTER_AUTOSCALER_BIN is not set: no stock cluster-autoscaler binary to run")
 	}
