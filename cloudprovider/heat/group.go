@@ -8,6 +8,7 @@ package heat
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,11 @@ import (
 const PlaceholderPrefix = "heat:///"
 
 // Group is a heat-backed node group.
+//
+// The stack is the truth: its count and removal parameters are read at every refresh and again
+// right before every update, and what the autoscaler asked is kept as changes to them (a size
+// change, members to name), never as an absolute count. A replica that took over, or an operator
+// who resized the stack by hand, cannot make this group write a count it read long ago.
 type Group struct {
 	cfg     config.NodeGroup
 	cluster string
@@ -33,6 +39,14 @@ type Group struct {
 	backoff openstack.Backoff
 	// PollInterval is how often a running stack update is checked.
 	PollInterval time.Duration
+	// Compute, when set, records accepted removals on the members' servers (see
+	// membership.MarkDeletion) so that they survive a restart of the provider.
+	Compute *gophercloud.ServiceClient
+	// IDs writes the providerIDs of members (set before the group is used).
+	IDs membership.IDs
+
+	// deleteMu makes DeleteInstances one at a time (it records removals on servers unlocked).
+	deleteMu sync.Mutex
 
 	mu          sync.Mutex
 	stackName   string
@@ -40,18 +54,34 @@ type Group struct {
 	flavor      string
 	kind        string // resourceGroupType or autoScalingGroupType
 	initialized bool
-	desired     int      // the target
-	applied     int      // the count the stack was last updated to (or read with)
-	removal     []string // members to name in the next update
-	removing    map[string]bool
-	members     []member
-	servers     map[string]servers.Server // by server ID, from the Nova listing
-	updating    bool
-	lastErr     string
-	kick        chan struct{}
-	once        sync.Once
-	// IDs writes the providerIDs of members (set before the group is used).
-	IDs membership.IDs
+	stack       stackState // the stack as last read (or written)
+	// pendingDelta is the size change asked (increases, cancellations, replacements) and not
+	// written to the stack yet.
+	pendingDelta int
+	// removal lists members to name in the next update; the count is not lowered for them yet.
+	removal  []string
+	lastSent *sentUpdate
+	members  []member
+	servers  map[string]servers.Server // by server ID, from the Nova listing
+	lastErr  string
+	kick     chan struct{}
+	once     sync.Once
+}
+
+// stackState is what the provider reads of its stack.
+type stackState struct {
+	count   int
+	removal []string // the removal parameter: members an update was told to remove
+	status  string
+	reason  string
+}
+
+// sentUpdate is an update whose answer was not received: it may have been applied.
+type sentUpdate struct {
+	count   int
+	removal string
+	delta   int
+	named   []string // the group's removal list when it was sent
 }
 
 type member struct {
@@ -66,7 +96,7 @@ type member struct {
 func New(cfg config.NodeGroup, cluster string, client *gophercloud.ServiceClient) *Group {
 	cfg.Heat.SetDefaults()
 	return &Group{cfg: cfg, cluster: cluster, client: client, backoff: openstack.DefaultBackoff,
-		PollInterval: 2 * time.Second, removing: map[string]bool{}, servers: map[string]servers.Server{},
+		PollInterval: 2 * time.Second, servers: map[string]servers.Server{},
 		kick: make(chan struct{}, 1)}
 }
 
@@ -101,15 +131,20 @@ func (g *Group) FlavorName() string {
 func (g *Group) Debug() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return fmt.Sprintf("heat group %s (cluster %s): stack %s, count parameter %s, min %d, max %d, applied %d, updating %v %s",
-		g.cfg.Name, g.cluster, g.cfg.Heat.Stack, g.cfg.Heat.CountParameter, g.cfg.MinSize, g.cfg.MaxSize, g.applied, g.updating, g.lastErr)
+	return fmt.Sprintf("heat group %s (cluster %s): stack %s, count parameter %s, min %d, max %d, stack count %d (%s) %s",
+		g.cfg.Name, g.cluster, g.cfg.Heat.Stack, g.cfg.Heat.CountParameter, g.cfg.MinSize, g.cfg.MaxSize, g.stack.count, g.stack.status, g.lastErr)
 }
 
-// TargetSize is the count the group is heading to.
+// TargetSize is the count the group is heading to: the stack's count with the changes not
+// written yet.
 func (g *Group) TargetSize() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.desired
+	return g.targetLocked()
+}
+
+func (g *Group) targetLocked() int {
+	return g.stack.count + g.pendingDelta - len(g.removal)
 }
 
 // HasServer says whether the server is a member of the stack's group.
@@ -134,13 +169,13 @@ func (g *Group) IncreaseSize(delta int) error {
 	if !g.initialized {
 		return fmt.Errorf("node group %q: stack %q not read yet", g.cfg.Name, g.cfg.Heat.Stack)
 	}
-	if g.desired+delta > g.cfg.MaxSize {
+	if target := g.targetLocked(); target+delta > g.cfg.MaxSize {
 		return fmt.Errorf("node group %q: increasing by %d to %d would exceed maxSize %d: %w",
-			g.cfg.Name, delta, g.desired+delta, g.cfg.MaxSize, nodegroup.ErrOutOfRange)
+			g.cfg.Name, delta, target+delta, g.cfg.MaxSize, nodegroup.ErrOutOfRange)
 	}
-	g.desired += delta
+	g.pendingDelta += delta
 	g.poke()
-	klog.InfoS("scaling up", "group", g.cfg.Name, "stack", g.stackName, "delta", delta, "target", g.desired)
+	klog.InfoS("scaling up", "group", g.cfg.Name, "stack", g.stackName, "delta", delta, "target", g.targetLocked())
 	return nil
 }
 
@@ -148,14 +183,44 @@ func (g *Group) placeholder(name string) string {
 	return PlaceholderPrefix + g.stackID + "/" + name
 }
 
+// removingLocked says whether a member is on its way out: named for the next update, named in
+// the stack's removal parameter, or being deleted by Heat.
+func (g *Group) removingLocked(m member) bool {
+	return slices.Contains(g.removal, m.name) || slices.Contains(g.stack.removal, m.name) || strings.HasPrefix(m.status, "DELETE")
+}
+
 func (g *Group) liveLocked() int {
 	n := 0
 	for _, m := range g.members {
-		if !g.removing[m.name] && !strings.HasPrefix(m.status, "DELETE") {
+		if !g.removingLocked(m) {
 			n++
 		}
 	}
 	return n
+}
+
+// pendingLocked lists the placeholders of members the target has and the stack does not yet.
+func (g *Group) pendingLocked() []string {
+	var out []string
+	for i := g.liveLocked(); i < g.targetLocked(); i++ {
+		out = append(out, g.placeholder(fmt.Sprintf("pending-%d", i)))
+	}
+	return out
+}
+
+// failedCreation says whether a member never came up: its creation failed, or its server went
+// to ERROR without ever running. A member that ran and failed later (UPDATE_FAILED after a
+// stack update, CHECK_FAILED after a check) is a node like any other: repair's business, not
+// a creation for the autoscaler to undo.
+func (g *Group) failedCreation(m member) (*nodegroup.ErrorInfo, bool) {
+	if m.status == "CREATE_FAILED" {
+		return memberError(m), true
+	}
+	if s, ok := g.servers[m.serverID]; ok && nodegroup.FailedCreation(s) {
+		return &nodegroup.ErrorInfo{Code: "SERVER_ERROR", Message: "server " + m.serverID + " is in ERROR: " + s.Fault.Message,
+			Class: nodegroup.FailureClass(s.Fault.Message)}, true
+	}
+	return nil, false
 }
 
 // Instances lists the stack's members, and placeholders for count not applied yet.
@@ -168,22 +233,20 @@ func (g *Group) Instances() []nodegroup.Instance {
 		if m.serverID != "" {
 			inst.ID = g.IDs.ProviderID(m.serverID)
 		}
-		switch {
-		case g.removing[m.name] || strings.HasPrefix(m.status, "DELETE"):
-			inst.State = nodegroup.Deleting
-		case strings.HasSuffix(m.status, "_FAILED"):
-			inst.State = nodegroup.Creating
-			inst.Error = memberError(m)
-		case nodegroup.FailedCreation(g.servers[m.serverID]):
-			inst.State = nodegroup.Creating
-			inst.Error = &nodegroup.ErrorInfo{Code: "SERVER_ERROR", Message: "server " + m.serverID + " is in ERROR", Class: nodegroup.OtherError}
-		case m.status == "INIT_COMPLETE" || strings.HasSuffix(m.status, "_IN_PROGRESS") || g.servers[m.serverID].Status == "BUILD":
-			inst.State = nodegroup.Creating
+		if info, failed := g.failedCreation(m); failed && !g.removingLocked(m) {
+			inst.State, inst.Error = nodegroup.Creating, info
+		} else {
+			switch {
+			case g.removingLocked(m):
+				inst.State = nodegroup.Deleting
+			case m.status == "INIT_COMPLETE" || m.status == "CREATE_IN_PROGRESS" || g.servers[m.serverID].Status == "BUILD":
+				inst.State = nodegroup.Creating
+			}
 		}
 		out = append(out, inst)
 	}
-	for i := g.liveLocked(); i < g.desired; i++ {
-		out = append(out, nodegroup.Instance{ID: g.placeholder(fmt.Sprintf("pending-%d", i)), State: nodegroup.Creating})
+	for _, id := range g.pendingLocked() {
+		out = append(out, nodegroup.Instance{ID: id, State: nodegroup.Creating})
 	}
 	return out
 }
@@ -196,36 +259,53 @@ func memberError(m member) *nodegroup.ErrorInfo {
 	return &nodegroup.ErrorInfo{Code: m.status, Message: reason, Class: nodegroup.FailureClass(reason)}
 }
 
-// DeleteInstances removes exactly these members in the next stack update.
+// DeleteInstances removes exactly these members in the next stack update. Before it answers,
+// the removal is recorded on the members' servers, so a provider that restarts (or the replica
+// that takes over) still removes them.
 func (g *Group) DeleteInstances(ids []string) error {
+	g.deleteMu.Lock()
+	defer g.deleteMu.Unlock()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	var names []string
+	var names, serverIDs []string
+	pending := g.pendingLocked()
 	cancelPending := 0
 	for _, id := range ids {
 		name, ok := g.memberNameLocked(id)
 		switch {
 		case ok:
-			if !g.removing[name] {
+			if m := g.memberLocked(name); !g.removingLocked(m) && !slices.Contains(names, name) {
 				names = append(names, name)
+				if m.serverID != "" {
+					serverIDs = append(serverIDs, m.serverID)
+				}
 			}
-		case strings.HasPrefix(id, g.placeholder("pending-")):
+		case slices.Contains(pending, id):
+			pending = slices.DeleteFunc(pending, func(p string) bool { return p == id })
 			cancelPending++
+		case strings.HasPrefix(id, g.placeholder("pending-")):
+			g.mu.Unlock()
+			return fmt.Errorf("node group %q: %q is not a pending member of stack %s (pending now: %d): %w",
+				g.cfg.Name, id, g.stackName, len(g.pendingLocked()), nodegroup.ErrNotMember)
 		default:
+			g.mu.Unlock()
 			return fmt.Errorf("node group %q: %q is not a member of stack %s: %w", g.cfg.Name, id, g.stackName, nodegroup.ErrNotMember)
 		}
 	}
-	if len(names) > 0 && g.desired-len(names)-cancelPending < g.cfg.MinSize {
+	if target := g.targetLocked(); len(names) > 0 && target-len(names)-cancelPending < g.cfg.MinSize {
+		g.mu.Unlock()
 		return fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
-			g.cfg.Name, len(names), g.desired, g.cfg.MinSize, nodegroup.ErrOutOfRange)
+			g.cfg.Name, len(names), target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
 	}
-	for _, name := range names {
-		g.removing[name] = true
-		g.removal = append(g.removal, name)
+	g.mu.Unlock()
+	if g.Compute != nil {
+		membership.MarkDeletion(g.Compute, g.backoff, serverIDs)
 	}
-	g.desired -= len(names) + cancelPending
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.removal = append(g.removal, names...)
+	g.pendingDelta -= cancelPending
 	g.poke()
-	klog.InfoS("scaling down", "group", g.cfg.Name, "stack", g.stackName, "members", names, "target", g.desired)
+	klog.InfoS("scaling down", "group", g.cfg.Name, "stack", g.stackName, "members", names, "cancelled", cancelPending, "target", g.targetLocked())
 	return nil
 }
 
@@ -233,7 +313,7 @@ func (g *Group) DeleteInstances(ids []string) error {
 func (g *Group) Busy() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.updating || g.desired != g.applied || len(g.removal) > 0
+	return strings.HasSuffix(g.stack.status, "_IN_PROGRESS") || g.pendingDelta != 0 || len(g.removal) > 0
 }
 
 // Replace names the member in the next update's removal_policies with the count unchanged: Heat
@@ -245,14 +325,23 @@ func (g *Group) Replace(serverID string) error {
 	if !ok {
 		return fmt.Errorf("node group %q: server %s is not a member of stack %s: %w", g.cfg.Name, serverID, g.stackName, nodegroup.ErrNotMember)
 	}
-	if g.removing[name] {
+	if g.removingLocked(g.memberLocked(name)) {
 		return fmt.Errorf("node group %q: member %s is already being removed", g.cfg.Name, name)
 	}
-	g.removing[name] = true
 	g.removal = append(g.removal, name)
+	g.pendingDelta++ // the member's place stays: Heat creates its successor in the same update
 	g.poke()
 	klog.InfoS("replacing member", "group", g.cfg.Name, "stack", g.stackName, "member", name, "server", serverID)
 	return nil
+}
+
+func (g *Group) memberLocked(name string) member {
+	for _, m := range g.members {
+		if m.name == name {
+			return m
+		}
+	}
+	return member{name: name}
 }
 
 func (g *Group) memberNameLocked(id string) (string, bool) {
@@ -272,12 +361,12 @@ func (g *Group) DecreaseTargetSize(delta int) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	unfulfilled := g.desired - g.liveLocked()
+	unfulfilled := g.targetLocked() - g.liveLocked()
 	if -delta > unfulfilled {
-		return fmt.Errorf("node group %q: cannot lower the target by %d: only %d requested member(s) do not exist yet: %w",
-			g.cfg.Name, -delta, max(unfulfilled, 0), nodegroup.ErrOutOfRange)
+		return fmt.Errorf("node group %q: cannot lower the target by %d: only %d requested member(s) do not exist yet, the others are members of stack %s (the autoscaler removes those that never register by deleting their nodes): %w",
+			g.cfg.Name, -delta, max(unfulfilled, 0), g.stackName, nodegroup.ErrOutOfRange)
 	}
-	g.desired += delta
+	g.pendingDelta += delta
 	g.poke()
 	return nil
 }

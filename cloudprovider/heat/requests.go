@@ -3,6 +3,7 @@ package heat
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +14,9 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
 	"k8s.io/klog/v2"
 
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 )
 
 // The two kinds of Heat group a node group's stack may hold.
@@ -22,8 +25,9 @@ const (
 	autoScalingGroupType = "OS::Heat::AutoScalingGroup"
 )
 
-// Observe reads the stack's members (one call: its resources two levels deep) and, the first
-// time, its parameters.
+// Observe reads the stack's parameters and status (one call) and its members (one call: its
+// resources two levels deep). Servers whose removal was accepted before a restart (marked by
+// membership.MarkDeletion) are named for removal again.
 func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	var found *stacks.ListedStack
 	for i, s := range snap.Stacks {
@@ -34,75 +38,130 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	if found == nil {
 		return fmt.Errorf("stack %q not found in the project: create it (see examples/heat-node-group.yaml) or fix heat.stack", g.cfg.Heat.Stack)
 	}
-	g.mu.Lock()
-	initialized := g.initialized
-	g.stackName, g.stackID = found.Name, found.ID
-	g.mu.Unlock()
-	members, kind, err := g.readMembers(ctx, found.Name, found.ID)
+	tagged := map[string]bool{}
+	byID := map[string]servers.Server{}
+	for _, s := range snap.Servers {
+		byID[s.ID] = s
+		if group, ok := membership.Of(s.Metadata, g.cluster); ok && group == g.cfg.Name {
+			tagged[s.ID] = true
+		}
+	}
+	members, kind, err := g.readMembers(ctx, found.Name, found.ID, tagged)
 	if err != nil {
 		return err
 	}
-	if !initialized {
-		if err := g.readParameters(ctx, found.Name, found.ID, kind); err != nil {
-			return err
-		}
+	state, flavor, err := g.readStack(ctx, found.Name, found.ID, kind)
+	if err != nil {
+		return err
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.members = members
+	g.stackName, g.stackID, g.kind, g.flavor = found.Name, found.ID, kind, flavor
+	g.stack, g.members, g.servers, g.initialized = state, members, byID, true
 	present := map[string]bool{}
 	for _, m := range members {
 		present[m.name] = true
-	}
-	for name := range g.removing {
-		if !present[name] {
-			delete(g.removing, name)
+		if _, marked := byID[m.serverID].Metadata[membership.DeletionKey]; marked && !g.removingLocked(m) {
+			klog.InfoS("resuming an accepted removal recorded on the member's server", "group", g.cfg.Name, "member", m.name, "server", m.serverID)
+			g.removal = append(g.removal, m.name)
 		}
 	}
-	g.servers = map[string]servers.Server{}
-	for _, s := range snap.Servers {
-		g.servers[s.ID] = s
+	// A member named for removal that went away by other hands is not counted off again.
+	g.removal = slices.DeleteFunc(g.removal, func(name string) bool { return !present[name] })
+	if state.status == "UPDATE_FAILED" {
+		g.lastErr = "stack update failed: " + state.reason
 	}
 	g.once.Do(func() { go g.updateLoop() })
-	if g.desired != g.applied || len(g.removal) > 0 {
+	if g.needsUpdateLocked() {
 		g.poke()
 	}
 	return nil
 }
 
-func (g *Group) readParameters(ctx context.Context, name, id, kind string) error {
-	stack, err := stacks.Get(ctx, g.client, name, id).Extract()
+// needsUpdateLocked says whether the stack must be updated: a change is asked, or an update
+// that was to remove members failed and they are still there.
+func (g *Group) needsUpdateLocked() bool {
+	if !g.initialized {
+		return false
+	}
+	if g.pendingDelta != 0 || len(g.removal) > 0 {
+		return true
+	}
+	return g.stack.status == "UPDATE_FAILED" && len(g.unfinishedRemovalsLocked()) > 0
+}
+
+// unfinishedRemovalsLocked lists the members the stack's removal parameter names that are
+// still there.
+func (g *Group) unfinishedRemovalsLocked() []string {
+	var out []string
+	for _, m := range g.members {
+		if slices.Contains(g.stack.removal, m.name) && !strings.HasPrefix(m.status, "DELETE") {
+			out = append(out, m.name)
+		}
+	}
+	return out
+}
+
+// readStack reads the stack's count and removal parameters, its status and flavor.
+func (g *Group) readStack(ctx context.Context, name, id, kind string) (stackState, string, error) {
+	var stack *stacks.RetrievedStack
+	err := g.backoff.Retry(ctx, "get stack", func(ctx context.Context) error {
+		var err error
+		stack, err = stacks.Get(ctx, g.client, name, id).Extract()
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("reading stack %s: %w", name, err)
+		return stackState{}, "", fmt.Errorf("reading stack %s: %w", name, err)
 	}
 	raw, ok := stack.Parameters[g.cfg.Heat.CountParameter]
 	if !ok {
-		return fmt.Errorf("stack %s has no parameter %q: set heat.countParameter to the parameter holding the ResourceGroup's count", name, g.cfg.Heat.CountParameter)
+		return stackState{}, "", fmt.Errorf("stack %s has no parameter %q: set heat.countParameter to the parameter holding the ResourceGroup's count", name, g.cfg.Heat.CountParameter)
 	}
 	count, err := strconv.Atoi(raw)
 	if err != nil {
-		return fmt.Errorf("stack %s: parameter %s = %q is not a number", name, g.cfg.Heat.CountParameter, raw)
+		return stackState{}, "", fmt.Errorf("stack %s: parameter %s = %q is not a number", name, g.cfg.Heat.CountParameter, raw)
 	}
-	if _, ok := stack.Parameters[g.cfg.Heat.RemovalParameter]; !ok && kind == resourceGroupType {
-		return fmt.Errorf("stack %s has no parameter %q: bind the ResourceGroup's removal_policies resource_list to a comma_delimited_list parameter and name it in heat.removalParameter", name, g.cfg.Heat.RemovalParameter)
+	state := stackState{count: count, status: stack.Status, reason: stack.StatusReason}
+	if kind == resourceGroupType {
+		removal, ok := stack.Parameters[g.cfg.Heat.RemovalParameter]
+		if !ok {
+			return stackState{}, "", fmt.Errorf("stack %s has no parameter %q: bind the ResourceGroup's removal_policies resource_list to a comma_delimited_list parameter and name it in heat.removalParameter", name, g.cfg.Heat.RemovalParameter)
+		}
+		state.removal = ParseList(removal)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.applied, g.desired, g.flavor, g.kind, g.initialized = count, count, stack.Parameters["flavor"], kind, true
-	g.updating = strings.HasSuffix(stack.Status, "_IN_PROGRESS")
-	return nil
+	return state, stack.Parameters["flavor"], nil
+}
+
+// ParseList reads a comma_delimited_list parameter as Heat shows it: "3,4" (or, from some
+// releases, "['3', '4']").
+func ParseList(raw string) []string {
+	raw = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(raw), "["), "]")
+	var out []string
+	for _, item := range strings.Split(raw, ",") {
+		if item = strings.Trim(strings.TrimSpace(item), `'"`); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // readMembers lists the group's members with their servers: a member is either a server itself
 // or a nested stack holding one. It also says which kind of group the stack holds.
-func (g *Group) readMembers(ctx context.Context, name, id string) ([]member, string, error) {
-	pages, err := stackresources.List(g.client, name, id, stackresources.ListOpts{Depth: 2}).AllPages(ctx)
+//
+// A member that is a nested stack may hold several servers: the node is the one tagged with
+// the group's membership metadata (tagged), or the only one.
+func (g *Group) readMembers(ctx context.Context, name, id string, tagged map[string]bool) ([]member, string, error) {
+	var all []stackresources.Resource
+	err := g.backoff.Retry(ctx, "list stack resources", func(ctx context.Context) error {
+		pages, err := stackresources.List(g.client, name, id, stackresources.ListOpts{Depth: 2}).AllPages(ctx)
+		if err != nil {
+			return err
+		}
+		all, err = stackresources.ExtractResources(pages)
+		return err
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("listing resources of stack %s: %w", name, err)
-	}
-	all, err := stackresources.ExtractResources(pages)
-	if err != nil {
-		return nil, "", err
 	}
 	groupName, kind := g.cfg.Heat.ResourceGroup, ""
 	for _, r := range all {
@@ -129,26 +188,57 @@ func (g *Group) readMembers(ctx context.Context, name, id string) ([]member, str
 			}
 		}
 	}
-	var members []member
-	nestedServer := map[string]string{} // member name -> server inside it
+	// Servers inside members' nested stacks, by the nested stack's ID (member names repeat
+	// across groups: every ResourceGroup has a member "0").
+	nested := map[string][]string{}
+	var groupStack string
 	for _, r := range all {
-		if r.Type == "OS::Nova::Server" && r.ParentResource != groupName && r.ParentResource != "" {
-			nestedServer[r.ParentResource] = r.PhysicalID
+		if r.Type == "OS::Nova::Server" && r.PhysicalID != "" {
+			if s := stackOf(r.Links)[1]; s != "" && s != id {
+				nested[s] = append(nested[s], r.PhysicalID)
+			}
+		}
+		if r.Name == groupName && r.ParentResource == "" {
+			groupStack = r.PhysicalID
 		}
 	}
+	var members []member
 	for _, r := range all {
-		if r.ParentResource != groupName {
+		// The group's members are the resources of the group's own nested stack.
+		if r.ParentResource != groupName || (groupStack != "" && stackOf(r.Links)[1] != groupStack) {
 			continue
 		}
 		m := member{name: r.Name, status: r.Status, reason: r.StatusReason, stack: stackOf(r.Links)}
 		if r.Type == "OS::Nova::Server" {
 			m.serverID = r.PhysicalID
 		} else {
-			m.serverID = nestedServer[r.Name]
+			serverID, err := nodeServer(nested[r.PhysicalID], tagged)
+			if err != nil {
+				return nil, "", fmt.Errorf("stack %s, member %s: %w", name, r.Name, err)
+			}
+			m.serverID = serverID
 		}
 		members = append(members, m)
 	}
 	return members, kind, nil
+}
+
+// nodeServer picks the node among a member's servers.
+func nodeServer(ids []string, tagged map[string]bool) (string, error) {
+	if len(ids) <= 1 {
+		return strings.Join(ids, ""), nil
+	}
+	var node []string
+	for _, id := range ids {
+		if tagged[id] {
+			node = append(node, id)
+		}
+	}
+	if len(node) != 1 {
+		return "", fmt.Errorf("it holds %d servers and %d carry the group's metadata (%s, %s): set that metadata on the node's server only",
+			len(ids), len(node), membership.ClusterKey, membership.NodeGroupKey)
+	}
+	return node[0], nil
 }
 
 // stackOf reads the "stack" link of a resource: the (nested) stack holding it, as name/id.
@@ -165,43 +255,112 @@ func stackOf(links []gophercloud.Link) [2]string {
 	return [2]string{}
 }
 
-// updateLoop applies the target and the removals to the stack, one update at a time: what
-// arrives while an update runs goes into the next one.
+// updateLoop applies the asked changes to the stack, one update at a time: what arrives while
+// an update runs goes into the next one.
 func (g *Group) updateLoop() {
 	for range g.kick {
 		for {
 			g.mu.Lock()
-			pending := g.initialized && (g.desired != g.applied || len(g.removal) > 0)
-			count, removal := g.desired, append([]string(nil), g.removal...)
-			name, id := g.stackName, g.stackID
+			pending := g.needsUpdateLocked()
 			g.mu.Unlock()
 			if !pending {
 				break
 			}
-			if err := g.waitIdle(name, id); err != nil {
-				klog.ErrorS(err, "waiting for the stack to be idle", "group", g.cfg.Name)
-				time.Sleep(g.PollInterval)
-				continue
-			}
-			if g.kind == autoScalingGroupType && len(removal) > 0 {
-				shrunk, err := g.markForRemoval(name, id, removal, count)
-				if err != nil {
-					g.backOff(err, "preparing the removal of members; trying again")
-					continue
-				}
-				count = shrunk
-			}
-			if err := g.update(name, id, count, removal); err != nil {
+			if err := g.applyOnce(); err != nil {
 				g.backOff(err, "stack update failed; trying again")
-				continue
 			}
-			g.mu.Lock()
-			g.applied, g.lastErr = count, ""
-			g.removal = g.removal[len(removal):]
-			g.mu.Unlock()
-			klog.InfoS("stack update started", "group", g.cfg.Name, "stack", name, "count", count, "removing", removal)
 		}
 	}
+}
+
+// applyOnce waits until the stack is idle, reads its count, removal parameter and members
+// afresh, and sends one update: the count read, changed by what was asked since, and the
+// members to remove (the ones named before and not gone yet, which Heat is told again).
+func (g *Group) applyOnce() error {
+	g.mu.Lock()
+	name, id, kind := g.stackName, g.stackID, g.kind
+	tagged := map[string]bool{}
+	for sid, s := range g.servers {
+		if group, ok := membership.Of(s.Metadata, g.cluster); ok && group == g.cfg.Name {
+			tagged[sid] = true
+		}
+	}
+	g.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	state, err := g.waitIdle(ctx, name, id, kind)
+	if err != nil {
+		return err
+	}
+	members, _, err := g.readMembers(ctx, name, id, tagged)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.stack, g.members = state, members
+	if sent := g.lastSent; sent != nil {
+		// The last update's answer was lost: if the stack holds what it sent, it was applied.
+		g.lastSent = nil
+		if state.count == sent.count && strings.Join(state.removal, ",") == sent.removal {
+			g.commitLocked(sent, state.status)
+			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", name, "count", sent.count)
+		}
+	}
+	if !g.needsUpdateLocked() {
+		g.mu.Unlock()
+		return nil
+	}
+	live := map[string]bool{}
+	for _, m := range members {
+		if !strings.HasPrefix(m.status, "DELETE") {
+			live[m.name] = true
+		}
+	}
+	again := g.unfinishedRemovalsLocked() // already counted off by the update that named them
+	var named []string                    // named since: the count goes down by their number
+	for _, n := range g.removal {
+		if live[n] && !slices.Contains(again, n) && !slices.Contains(named, n) {
+			named = append(named, n)
+		}
+	}
+	delta := g.pendingDelta
+	count := state.count + delta
+	if delta > 0 && count > g.cfg.MaxSize {
+		count = max(state.count, g.cfg.MaxSize) // the stack was grown by other hands meanwhile
+	}
+	count = max(count-len(named), 0)
+	removal := append(again, named...)
+	asked := slices.Clone(g.removal)
+	g.mu.Unlock()
+
+	if kind == autoScalingGroupType && len(named) > 0 {
+		if count, err = g.markForRemoval(ctx, members, named, count); err != nil {
+			return fmt.Errorf("preparing the removal of members: %w", err)
+		}
+		removal = nil
+	}
+	sent := &sentUpdate{count: count, removal: strings.Join(removal, ","), delta: delta, named: asked}
+	if err := g.update(ctx, name, id, count, removal); err != nil {
+		if openstack.Retryable(err) {
+			g.mu.Lock()
+			g.lastSent = sent
+			g.mu.Unlock()
+		}
+		return err
+	}
+	g.mu.Lock()
+	g.commitLocked(sent, "UPDATE_IN_PROGRESS")
+	g.mu.Unlock()
+	klog.InfoS("stack update started", "group", g.cfg.Name, "stack", name, "count", count, "removing", removal)
+	return nil
+}
+
+// commitLocked records an update the stack took: its changes are no longer pending.
+func (g *Group) commitLocked(sent *sentUpdate, status string) {
+	g.pendingDelta -= sent.delta
+	g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return slices.Contains(sent.named, n) })
+	g.stack.count, g.stack.removal, g.stack.status = sent.count, ParseList(sent.removal), status
+	g.lastErr = ""
 }
 
 // backOff records a failed attempt (surfaced as the group's error) and waits before the next.
@@ -214,38 +373,38 @@ func (g *Group) backOff(err error, msg string) {
 	time.Sleep(5 * g.PollInterval)
 }
 
-// waitIdle waits until no update of the stack runs (Heat refuses a second one with 409).
-func (g *Group) waitIdle(name, id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-	defer cancel()
+// waitIdle waits until no update of the stack runs (Heat refuses a second one with 409) and
+// returns the stack as it then is.
+func (g *Group) waitIdle(ctx context.Context, name, id, kind string) (stackState, error) {
 	for {
-		stack, err := stacks.Get(ctx, g.client, name, id).Extract()
+		state, _, err := g.readStack(ctx, name, id, kind)
 		if err != nil {
-			return err
+			return stackState{}, err
 		}
-		busy := strings.HasSuffix(stack.Status, "_IN_PROGRESS")
 		g.mu.Lock()
-		g.updating = busy
+		g.stack.status = state.status
 		g.mu.Unlock()
-		if !busy {
-			return nil
+		if !strings.HasSuffix(state.status, "_IN_PROGRESS") {
+			return state, nil
 		}
-		time.Sleep(g.PollInterval)
+		select {
+		case <-ctx.Done():
+			return stackState{}, ctx.Err()
+		case <-time.After(g.PollInterval):
+		}
 	}
 }
 
-func (g *Group) update(name, id string, count int, removal []string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+// update sends one stack update. It is not retried here: a retry must start from a fresh read
+// of the stack (someone else may have updated it, or this update may have been applied).
+func (g *Group) update(ctx context.Context, name, id string, count int, removal []string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	params := map[string]any{g.cfg.Heat.CountParameter: count}
 	if g.kind == resourceGroupType {
 		params[g.cfg.Heat.RemovalParameter] = strings.Join(removal, ",")
 	}
-	opts := stacks.UpdateOpts{Parameters: params}
-	// A 409 (an update by someone else runs) is retried with the rest.
-	return g.backoff.Retry(ctx, "update stack", func(ctx context.Context) error {
-		return stacks.UpdatePatch(ctx, g.client, name, id, opts).ExtractErr()
-	})
+	return stacks.UpdatePatch(ctx, g.client, name, id, stacks.UpdateOpts{Parameters: params}).ExtractErr()
 }
 
 // markForRemoval prepares an AutoScalingGroup to lose exactly the named members. Such a group
@@ -253,13 +412,9 @@ func (g *Group) update(name, id string, count int, removal []string) error {
 // marked unhealthy, and the count to apply is the group's present size less their number (a
 // replacement grows back in the next update). The size is read afresh: the last refresh may
 // predate the previous update.
-func (g *Group) markForRemoval(name, id string, removal []string, count int) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+func (g *Group) markForRemoval(ctx context.Context, members []member, removal []string, count int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	members, _, err := g.readMembers(ctx, name, id)
-	if err != nil {
-		return 0, err
-	}
 	remove := map[string]bool{}
 	for _, n := range removal {
 		remove[n] = true

@@ -69,7 +69,7 @@ func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, k
 		}
 		klog.InfoS("discovered node group", "stack", s.Name, "min", cfg.MinSize, "max", cfg.MaxSize)
 		g := heat.New(cfg, p.Config.ClusterName, p.Clients.Orchestration)
-		g.IDs = p.providerIDs()
+		g.IDs, g.Compute = p.providerIDs(), p.Clients.Compute
 		out = append(out, g)
 	}
 	return out

@@ -60,7 +60,7 @@ func New(ctx context.Context, cfg *config.Config, clients *openstack.Clients, me
 				return nil, fmt.Errorf("node group %q: backend heat, but the cloud's catalog has no orchestration (Heat) endpoint", g.Name)
 			}
 			hg := heat.New(g, cfg.ClusterName, clients.Orchestration)
-			hg.IDs = p.providerIDs()
+			hg.IDs, hg.Compute = p.providerIDs(), clients.Compute
 			groups = append(groups, hg)
 		}
 	}

@@ -41,8 +41,18 @@ type Cloud struct {
 	order   []string
 	calls   map[string]int
 	nextID  int
+	stacks  []*Stack
 	// OnCreate, when set, edits each created server (for instance to put it in ERROR).
 	OnCreate func(server map[string]any)
+	// Fault, when set, is asked before each Nova request: a status code answers the request
+	// with that error instead; 0 serves it.
+	Fault func(r *http.Request) int
+	// LoseAnswer, when set, is asked after a request was applied (called with the cloud's lock
+	// held): true drops the connection instead of answering (the request took effect, its
+	// caller never learns it).
+	LoseAnswer func(r *http.Request) bool
+	// HeatFault is Fault for Heat requests (asked with the cloud's lock held).
+	HeatFault func(r *http.Request) int
 }
 
 // NewCloud starts the server; it stops when the test ends.
@@ -60,7 +70,8 @@ func (c *Cloud) Clients() *openstack.Clients {
 	compute := &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: c.Server.URL + "/v2.1/", Type: "compute",
 		Microversion: openstack.ComputeMicroversion}
 	image := &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: c.Server.URL + "/", ResourceBase: c.Server.URL + "/v2/", Type: "image"}
-	return &openstack.Clients{Provider: provider, Compute: compute, Image: image, Region: "RegionOne"}
+	orchestration := &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: c.Server.URL + "/heat/v1/project/", Type: "orchestration"}
+	return &openstack.Clients{Provider: provider, Compute: compute, Image: image, Orchestration: orchestration, Region: "RegionOne"}
 }
 
 // AddServer adds a server like the recorded one, with the given name and metadata and status.
@@ -128,12 +139,50 @@ func (c *Cloud) Calls() map[string]int {
 	return out
 }
 
+// ServerBody returns a server's current representation (nil once deleted).
+func (c *Cloud) ServerBody(id string) map[string]any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.servers[id]
+}
+
+// DeleteServer removes a server as an operator's `openstack server delete` does.
+func (c *Cloud) DeleteServer(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removeServerLocked(id)
+}
+
+func (c *Cloud) removeServerLocked(id string) {
+	delete(c.servers, id)
+	for i, o := range c.order {
+		if o == id {
+			c.order = append(c.order[:i], c.order[i+1:]...)
+			break
+		}
+	}
+}
+
 func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 	_, op := openstack.Operation(r)
 	c.mu.Lock()
 	c.calls[op]++
 	c.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
+	if c.LoseAnswer != nil {
+		w = &answerLoser{ResponseWriter: w, lose: func() bool { return c.LoseAnswer(r) }}
+	}
+	if strings.HasPrefix(r.URL.Path, "/heat/") {
+		c.serveHeat(w, r)
+		return
+	}
+	if c.Fault != nil {
+		if code := c.Fault(r); code != 0 {
+			w.WriteHeader(code)
+			_, _ = fmt.Fprintf(w, `{"computeFault": {"code": %d, "message": "injected fault"}}`, code)
+			return
+		}
+	}
 	path := strings.TrimPrefix(r.URL.Path, "/v2.1")
 	switch {
 	case r.Method == http.MethodGet && path == "/flavors/detail":
@@ -175,20 +224,41 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 		body, _ := json.Marshal(created)
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = w.Write(body)
+	case strings.HasPrefix(path, "/servers/") && strings.HasSuffix(path, "/metadata") && r.Method == http.MethodPost:
+		id := strings.TrimSuffix(strings.TrimPrefix(path, "/servers/"), "/metadata")
+		var req struct {
+			Metadata map[string]string `json:"metadata"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		c.mu.Lock()
+		s, ok := c.servers[id]
+		var all map[string]any
+		if ok {
+			all, _ = s["metadata"].(map[string]any)
+			if all == nil {
+				all = map[string]any{}
+				s["metadata"] = all
+			}
+			for k, v := range req.Metadata {
+				all[k] = v
+			}
+		}
+		body, _ := json.Marshal(map[string]any{"metadata": all})
+		c.mu.Unlock()
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Instance ` + id + ` could not be found."}}`))
+			return
+		}
+		_, _ = w.Write(body)
 	case strings.HasPrefix(path, "/servers/"):
 		id := strings.TrimPrefix(path, "/servers/")
 		c.mu.Lock()
 		s, ok := c.servers[id]
-		if ok && r.Method == http.MethodDelete {
-			delete(c.servers, id)
-			for i, o := range c.order {
-				if o == id {
-					c.order = append(c.order[:i], c.order[i+1:]...)
-					break
-				}
-			}
-		}
 		body, _ := json.Marshal(map[string]any{"server": s})
+		if ok && r.Method == http.MethodDelete {
+			c.removeServerLocked(id)
+		}
 		c.mu.Unlock()
 		switch {
 		case !ok:
@@ -203,4 +273,27 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "no fixture for ` + r.Method + " " + r.URL.Path + `"}}`))
 	}
+}
+
+// answerLoser drops the connection instead of sending the answer when lose says so.
+type answerLoser struct {
+	http.ResponseWriter
+	lose        func() bool
+	wroteHeader bool
+}
+
+func (a *answerLoser) WriteHeader(code int) {
+	if a.wroteHeader {
+		return
+	}
+	a.wroteHeader = true
+	if a.lose() {
+		panic(http.ErrAbortHandler) // net/http closes the connection without answering
+	}
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *answerLoser) Write(b []byte) (int, error) {
+	a.WriteHeader(http.StatusOK)
+	return a.ResponseWriter.Write(b)
 }

@@ -1,0 +1,359 @@
+package heat_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack/openstacktest"
+)
+
+const cluster = "prod"
+
+// workers is a stack like examples/heat-node-group.yaml: one ResourceGroup "nodes" of servers.
+func workers(cloud *openstacktest.Cloud, count int) (*openstacktest.Stack, *openstacktest.StackGroup) {
+	group := &openstacktest.StackGroup{Resource: "nodes", CountParam: "count", RemovalParam: "removal",
+		Metadata: membership.Metadata(cluster, "workers")}
+	stack := cloud.AddStack("workers", map[string]string{"count": fmt.Sprint(count), "removal": "", "flavor": "m1.small"}, group)
+	return stack, group
+}
+
+func newGroup(cloud *openstacktest.Cloud, name string, heatCfg config.Heat, minSize, maxSize int) *heat.Group {
+	cfg := config.NodeGroup{Name: name, Backend: config.BackendHeat, MinSize: minSize, MaxSize: maxSize, Heat: &heatCfg}
+	g := heat.New(cfg, cluster, cloud.Clients().Orchestration)
+	g.PollInterval = 5 * time.Millisecond
+	return g
+}
+
+// observe gives the group one refresh, as the provider's manager does.
+func observe(t *testing.T, cloud *openstacktest.Cloud, g *heat.Group) error {
+	t.Helper()
+	clients := cloud.Clients()
+	ctx := context.Background()
+	snap := &nodegroup.Snapshot{Started: time.Now()}
+	pages, err := servers.List(clients.Compute, servers.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Servers, err = servers.ExtractServers(pages); err != nil {
+		t.Fatal(err)
+	}
+	stackPages, err := stacks.List(clients.Orchestration, stacks.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Stacks, err = stacks.ExtractStacks(stackPages); err != nil {
+		t.Fatal(err)
+	}
+	return g.Observe(ctx, snap)
+}
+
+func mustObserve(t *testing.T, cloud *openstacktest.Cloud, g *heat.Group) {
+	t.Helper()
+	if err := observe(t, cloud, g); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func providerID(cloud *openstacktest.Cloud, g *openstacktest.StackGroup, member string) string {
+	return membership.ProviderID(cloud.MemberServers(g, member)[0])
+}
+
+// A standby replica that read the stack when it held 2 members, after the other replica grew it
+// to 5, is asked to remove one named node: exactly that member goes, four stay.
+func TestStaleReplicaRemovesExactlyTheNamedMember(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 2)
+	replicaB := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, replicaB)
+
+	cloud.SetStack(stack, map[string]string{"count": "5"}) // replica A's scale-up
+	mustObserve(t, cloud, replicaB)
+	if got := replicaB.TargetSize(); got != 5 {
+		t.Errorf("after the stack grew to 5, replica B reports target %d", got)
+	}
+	named := cloud.MemberServers(nodes, "3")[0]
+	if err := replicaB.DeleteInstances([]string{membership.ProviderID(named)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	updates, _ := cloud.StackUpdates(stack)
+	if updates[0]["count"] != "4" || updates[0]["removal"] != "3" {
+		t.Errorf("update sent %v, want count 4 and removal 3", updates[0])
+	}
+	if got, want := cloud.StackMembers(nodes), []string{"0", "1", "2", "4"}; !slices.Equal(got, want) {
+		t.Errorf("members after the removal: %v, want %v", got, want)
+	}
+	if cloud.ServerBody(named) != nil {
+		t.Errorf("server %s of the named member still exists", named)
+	}
+	if got := len(cloud.Servers()); got != 4 {
+		t.Errorf("%d servers left, want 4", got)
+	}
+}
+
+// An operator resized the stack by hand; the provider's next scale-up adds to that size instead
+// of writing the count it read before (which would delete running members).
+func TestScaleUpAddsToTheStackAsItIsNow(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 2)
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	cloud.SetStack(stack, map[string]string{"count": "4"}) // by hand, no refresh since
+	if err := g.IncreaseSize(1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	if got := cloud.StackParam(stack, "count"); got != "5" {
+		t.Errorf("count after the scale-up: %s, want 5", got)
+	}
+	if got := len(cloud.StackMembers(nodes)); got != 5 {
+		t.Errorf("%d members, want 5", got)
+	}
+}
+
+// An update that was to remove a member ends in UPDATE_FAILED: the member is named again in the
+// next update, with the count it already has (not lowered a second time), and the group
+// reports the failure meanwhile.
+func TestFailedRemovalIsSentAgainWithoutLoweringTheCountTwice(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 3)
+	stack.FailUpdates = 1
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	if err := g.DeleteInstances([]string{providerID(cloud, nodes, "1")}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first update fails", func() bool { _, status := cloud.StackUpdates(stack); return status == "UPDATE_FAILED" })
+	mustObserve(t, cloud, g)
+	if !strings.Contains(g.Debug(), "UPDATE_FAILED") && !strings.Contains(g.Debug(), "update failed") {
+		t.Errorf("the group does not report the failed update: %s", g.Debug())
+	}
+	eventually(t, "the removal is sent again", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 2 })
+	updates, status := cloud.StackUpdates(stack)
+	if updates[1]["count"] != "2" || updates[1]["removal"] != "1" {
+		t.Errorf("second update %v, want count 2 and removal 1", updates[1])
+	}
+	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) || status != "UPDATE_COMPLETE" {
+		t.Errorf("members %v (%s), want %v", got, status, want)
+	}
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d, want 2", got)
+	}
+}
+
+// A member that ran and failed later (a stack update or check left it *_FAILED) is a node to
+// repair, not a failed creation the autoscaler would delete undrained; a member whose creation
+// failed is one.
+func TestMemberThatRanAndFailedLaterIsRunning(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	_, nodes := workers(cloud, 3)
+	cloud.SetMemberStatus(nodes, "0", "UPDATE_FAILED", "Resource UPDATE failed: timeout")
+	cloud.SetMemberStatus(nodes, "1", "CHECK_FAILED", "Resource CHECK failed: server is SHUTOFF")
+	cloud.SetMemberStatus(nodes, "2", "CREATE_FAILED", "Resource CREATE failed: No valid host was found.")
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	got := map[string]nodegroup.Instance{}
+	for _, inst := range g.Instances() {
+		got[inst.ID] = inst
+	}
+	for _, member := range []string{"0", "1"} {
+		inst := got[providerID(cloud, nodes, member)]
+		if inst.State != nodegroup.Running || inst.Error != nil {
+			t.Errorf("member %s: state %d, error %v; want running with no error", member, inst.State, inst.Error)
+		}
+	}
+	failed := got[providerID(cloud, nodes, "2")]
+	if failed.State != nodegroup.Creating || failed.Error == nil || failed.Error.Class != nodegroup.OutOfResources {
+		t.Errorf("member 2 (CREATE_FAILED): %+v, want a failed creation, out of resources", failed)
+	}
+}
+
+// Two node groups in one stack (members "0", "1" in each) and members holding two servers:
+// every group lists its own nodes' servers, never the other group's.
+func TestTwoGroupsInOneStackKeepTheirServers(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	a := &openstacktest.StackGroup{Resource: "a", CountParam: "count_a", RemovalParam: "removal_a", Nested: true,
+		ServersPerMember: 2, Metadata: membership.Metadata(cluster, "group-a")}
+	b := &openstacktest.StackGroup{Resource: "b", CountParam: "count_b", RemovalParam: "removal_b", Nested: true,
+		Metadata: membership.Metadata(cluster, "group-b")}
+	cloud.AddStack("pool", map[string]string{"count_a": "2", "removal_a": "", "count_b": "2", "removal_b": ""}, a, b)
+	groupA := newGroup(cloud, "group-a", config.Heat{Stack: "pool", ResourceGroup: "a", CountParameter: "count_a", RemovalParameter: "removal_a"}, 0, 5)
+	groupB := newGroup(cloud, "group-b", config.Heat{Stack: "pool", ResourceGroup: "b", CountParameter: "count_b", RemovalParameter: "removal_b"}, 0, 5)
+	mustObserve(t, cloud, groupA)
+	mustObserve(t, cloud, groupB)
+	for _, tc := range []struct {
+		group *heat.Group
+		own   *openstacktest.StackGroup
+		other *openstacktest.StackGroup
+	}{{groupA, a, b}, {groupB, b, a}} {
+		var ids []string
+		for _, inst := range tc.group.Instances() {
+			ids = append(ids, inst.ID)
+		}
+		want := []string{providerID(cloud, tc.own, "0"), providerID(cloud, tc.own, "1")}
+		if slices.Sort(ids); !slices.Equal(ids, want) {
+			t.Errorf("group %s lists %v, want its own nodes %v", tc.group.ID(), ids, want)
+		}
+		for _, member := range []string{"0", "1"} {
+			if other := cloud.MemberServers(tc.other, member)[0]; tc.group.HasServer(other) {
+				t.Errorf("group %s claims server %s of the other group", tc.group.ID(), other)
+			}
+		}
+	}
+}
+
+// Placeholders of members not created yet are checked: one that is not pending is refused.
+func TestPendingPlaceholdersAreChecked(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, _ := workers(cloud, 1)
+	cloud.HeatFault = func(r *http.Request) int {
+		if r.Method == http.MethodPatch {
+			return http.StatusServiceUnavailable // the scale-up stays pending
+		}
+		return 0
+	}
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	if err := g.IncreaseSize(1); err != nil {
+		t.Fatal(err)
+	}
+	var pending []string
+	for _, inst := range g.Instances() {
+		if strings.Contains(inst.ID, "pending-") {
+			pending = append(pending, inst.ID)
+		}
+	}
+	if len(pending) != 1 {
+		t.Fatalf("pending placeholders %v, want one", pending)
+	}
+	notPending := strings.Replace(pending[0], "pending-1", "pending-7", 1)
+	if err := g.DeleteInstances([]string{notPending}); !errors.Is(err, nodegroup.ErrNotMember) {
+		t.Errorf("deleting %s (not pending): %v, want ErrNotMember", notPending, err)
+	}
+	if err := g.DeleteInstances([]string{pending[0], pending[0]}); !errors.Is(err, nodegroup.ErrNotMember) {
+		t.Errorf("deleting one pending placeholder twice: %v, want ErrNotMember", err)
+	}
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d after refused deletions, want 2", got)
+	}
+	if err := g.DeleteInstances(pending); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 1 {
+		t.Errorf("target %d after cancelling the pending member, want 1", got)
+	}
+	_ = stack
+}
+
+// The answer to an update is lost after Heat applied it: the group sees the stack holds what it
+// sent and does not apply the change a second time.
+func TestUpdateWhoseAnswerWasLostIsNotAppliedTwice(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		ask       func(g *heat.Group, cloud *openstacktest.Cloud, nodes *openstacktest.StackGroup) error
+		wantCount string
+		members   int
+	}{
+		{"scale-up", func(g *heat.Group, _ *openstacktest.Cloud, _ *openstacktest.StackGroup) error {
+			return g.IncreaseSize(2)
+		}, "5", 5},
+		{"removal", func(g *heat.Group, cloud *openstacktest.Cloud, nodes *openstacktest.StackGroup) error {
+			return g.DeleteInstances([]string{providerID(cloud, nodes, "1")})
+		}, "2", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cloud := openstacktest.NewCloud(t)
+			stack, nodes := workers(cloud, 3)
+			lost := 0
+			cloud.LoseAnswer = func(r *http.Request) bool {
+				if r.Method == http.MethodPatch && lost == 0 {
+					lost++
+					return true
+				}
+				return false
+			}
+			g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+			mustObserve(t, cloud, g)
+			if err := tc.ask(g, cloud, nodes); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the group settles", func() bool { return observe(t, cloud, g) == nil && !g.Busy() })
+			updates, _ := cloud.StackUpdates(stack)
+			if len(updates) != 1 || cloud.StackParam(stack, "count") != tc.wantCount || len(cloud.StackMembers(nodes)) != tc.members {
+				t.Errorf("updates %v, count %s, members %v; want one update to count %s", updates, cloud.StackParam(stack, "count"),
+					cloud.StackMembers(nodes), tc.wantCount)
+			}
+		})
+	}
+}
+
+func TestParseList(t *testing.T) {
+	for raw, want := range map[string][]string{"": nil, "3": {"3"}, "3,4": {"3", "4"}, "['3', '4']": {"3", "4"}, `["a"]`: {"a"}, "[]": nil} {
+		if got := heat.ParseList(raw); !slices.Equal(got, want) {
+			t.Errorf("ParseList(%q) = %v, want %v", raw, got, want)
+		}
+	}
+}
+
+var _ = openstack.DefaultBackoff
+
+// The provider accepts a removal and is killed before it reaches the stack: the provider that
+// starts next (or the other replica) removes exactly that member.
+func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 3)
+	// The first provider's updates never reach Heat: it is as good as killed once it answered.
+	cloud.HeatFault = func(r *http.Request) int {
+		if r.Method == http.MethodPatch && strings.Contains(r.UserAgent(), "killed-replica") {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	}
+	clients := cloud.Clients()
+	clients.Provider.UserAgent.Prepend("killed-replica")
+	first := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
+		cluster, clients.Orchestration)
+	first.Compute = clients.Compute
+	mustObserve(t, cloud, first)
+	if err := first.DeleteInstances([]string{providerID(cloud, nodes, "1")}); err != nil {
+		t.Fatal(err)
+	}
+	next := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, next)
+	if got := next.TargetSize(); got != 2 {
+		t.Errorf("the next provider's target is %d, want 2", got)
+	}
+	eventually(t, "the removal reaches the stack", func() bool { return len(cloud.StackMembers(nodes)) == 2 })
+	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
+		t.Errorf("members %v, want %v", got, want)
+	}
+	if got := cloud.StackParam(stack, "count"); got != "2" {
+		t.Errorf("count %s, want 2", got)
+	}
+}

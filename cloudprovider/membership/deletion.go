@@ -1,0 +1,53 @@
+package membership
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"k8s.io/klog/v2"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
+)
+
+// DeletionKey marks a server whose removal the autoscaler asked for and the provider accepted.
+// It is set before DeleteNodes answers, so a provider that is restarted (or the replica that
+// takes over) finishes the removal instead of forgetting it. Its value is when it was asked.
+const DeletionKey = "openstack-autoscaler:delete-requested"
+
+// markTimeout bounds the marking: DeleteNodes answers within the autoscaler's gRPC timeout
+// (5 s by default).
+const markTimeout = 3 * time.Second
+
+// MarkDeletion records on each server that its removal was accepted, in parallel. A server
+// that cannot be marked in time is still removed by this process; only a restart before its
+// removal would forget it, which is logged.
+func MarkDeletion(compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string) {
+	if len(serverIDs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
+	defer cancel()
+	opts := servers.MetadataOpts{DeletionKey: time.Now().UTC().Format(time.RFC3339)}
+	var wg sync.WaitGroup
+	for _, id := range serverIDs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := backoff.Retry(ctx, "mark server for deletion", func(ctx context.Context) error {
+				_, err := servers.UpdateMetadata(ctx, compute, id, opts).Extract()
+				if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+					return nil // already gone
+				}
+				return err
+			})
+			if err != nil {
+				klog.ErrorS(err, "could not record the accepted removal on the server; it is removed all the same unless the provider restarts first", "server", id)
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,340 @@
+package openstacktest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Stack is a Heat stack of the recorded cloud: one or more OS::Heat::ResourceGroups whose
+// members are Nova servers of the Cloud (or nested stacks holding servers), resized by PATCH
+// updates the way Heat does it: the names in a group's removal parameter go first, then the
+// highest indices, and removed names are never used again.
+type Stack struct {
+	Name, ID string
+	// Status is the stack_status; updates set UPDATE_COMPLETE unless Hold or FailUpdates is set.
+	Status       string
+	StatusReason string
+	Params       map[string]string
+	Groups       []*StackGroup
+	// Updates holds the parameters of every PATCH the stack received, in order.
+	Updates []map[string]string
+	// Hold leaves the next updates UPDATE_IN_PROGRESS (applied, not finished) until Finish.
+	Hold bool
+	// FailUpdates makes the next n updates end in UPDATE_FAILED with their parameters stored
+	// and nothing removed (as when Heat fails to delete a member).
+	FailUpdates int
+}
+
+// StackGroup is one ResourceGroup of a Stack.
+type StackGroup struct {
+	Resource     string // the group's resource name
+	CountParam   string
+	RemovalParam string
+	// Nested members are stacks holding ServersPerMember servers (named "server", "server-1", …)
+	// instead of being servers themselves.
+	Nested           bool
+	ServersPerMember int
+	// Metadata is set on the members' servers.
+	Metadata map[string]string
+	Members  []*StackMember
+	removed  map[string]bool
+	next     int
+}
+
+// StackMember is one member of a group.
+type StackMember struct {
+	Name     string
+	Status   string // resource status
+	Reason   string
+	NestedID string   // the nested stack's ID (Nested groups)
+	Servers  []string // server IDs: one, or ServersPerMember for Nested groups
+}
+
+// AddStack creates a stack with its groups at the count their parameters give.
+func (c *Cloud) AddStack(name string, params map[string]string, groups ...*StackGroup) *Stack {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextID++
+	s := &Stack{Name: name, ID: fmt.Sprintf("5a5a5a5a-0000-4000-8000-%012d", c.nextID), Status: "CREATE_COMPLETE",
+		Params: params, Groups: groups}
+	for _, g := range groups {
+		g.removed = map[string]bool{}
+		c.resizeLocked(s, g)
+	}
+	c.stacks = append(c.stacks, s)
+	return s
+}
+
+// SetStack changes a stack's parameters as an operator's `openstack stack update --existing`
+// does, and applies them at once.
+func (c *Cloud) SetStack(s *Stack, params map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.applyLocked(s, params)
+	s.Status = "UPDATE_COMPLETE"
+}
+
+// Finish ends a held or failed update: the removals are done and the stack is UPDATE_COMPLETE.
+func (c *Cloud) Finish(s *Stack) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.Hold = false
+	c.applyLocked(s, nil)
+	s.Status = "UPDATE_COMPLETE"
+}
+
+// StackMembers lists a group's live members' names.
+func (c *Cloud) StackMembers(g *StackGroup) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, m := range g.Members {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// StackUpdates returns the parameters of every update the stack received, and its status.
+func (c *Cloud) StackUpdates(s *Stack) ([]map[string]string, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]map[string]string(nil), s.Updates...), s.Status
+}
+
+// StackParam returns one of the stack's parameters.
+func (c *Cloud) StackParam(s *Stack, name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return s.Params[name]
+}
+
+// SetMemberStatus changes a member's resource status, as a failed update or check leaves it.
+func (c *Cloud) SetMemberStatus(g *StackGroup, name, status, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := g.Member(name)
+	m.Status, m.Reason = status, reason
+}
+
+// MemberServers returns a member's server IDs (nil when it is gone).
+func (c *Cloud) MemberServers(g *StackGroup, name string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m := g.Member(name); m != nil {
+		return append([]string(nil), m.Servers...)
+	}
+	return nil
+}
+
+// Member finds a member by name.
+func (g *StackGroup) Member(name string) *StackMember {
+	for _, m := range g.Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+func (c *Cloud) applyLocked(s *Stack, params map[string]string) {
+	for k, v := range params {
+		s.Params[k] = v
+	}
+	for _, g := range s.Groups {
+		c.resizeLocked(s, g)
+	}
+}
+
+// resizeLocked brings a group to its count: named removals first, then the highest indices.
+func (c *Cloud) resizeLocked(s *Stack, g *StackGroup) {
+	for _, n := range strings.Split(s.Params[g.RemovalParam], ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			g.removed[n] = true
+		}
+	}
+	count, _ := strconv.Atoi(s.Params[g.CountParam])
+	kept := g.Members[:0]
+	for _, m := range g.Members {
+		if g.removed[m.Name] {
+			c.deleteServersLocked(m)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	g.Members = kept
+	sort.Slice(g.Members, func(i, j int) bool { return index(g.Members[i].Name) < index(g.Members[j].Name) })
+	for len(g.Members) > count {
+		last := g.Members[len(g.Members)-1]
+		c.deleteServersLocked(last)
+		g.Members = g.Members[:len(g.Members)-1]
+	}
+	for len(g.Members) < count {
+		name := strconv.Itoa(g.next)
+		g.next++
+		if g.removed[name] {
+			continue
+		}
+		m := &StackMember{Name: name, Status: "CREATE_COMPLETE"}
+		servers := 1
+		if g.Nested {
+			c.nextID++
+			m.NestedID = fmt.Sprintf("5a5a5a5a-0000-4000-8000-%012d", c.nextID)
+			servers = max(g.ServersPerMember, 1)
+		}
+		for i := 0; i < servers; i++ {
+			metadata := g.Metadata
+			if i > 0 {
+				metadata = nil // the node is the member's first server; the others are not tagged
+			}
+			id := c.addLocked(fmt.Sprintf("%s-%s-%s-%d", s.Name, g.Resource, name, i), "ACTIVE", metadata)
+			c.servers[id]["OS-SRV-USG:launched_at"] = "2026-11-30T10:00:00.000000"
+			m.Servers = append(m.Servers, id)
+		}
+		g.Members = append(g.Members, m)
+	}
+}
+
+func index(name string) int {
+	n, err := strconv.Atoi(name)
+	if err != nil {
+		return 1 << 30
+	}
+	return n
+}
+
+func (c *Cloud) deleteServersLocked(m *StackMember) {
+	for _, id := range m.Servers {
+		c.removeServerLocked(id)
+	}
+}
+
+func (c *Cloud) findStackLocked(nameOrID string) *Stack {
+	for _, s := range c.stacks {
+		if s.Name == nameOrID || s.ID == nameOrID {
+			return s
+		}
+	}
+	return nil
+}
+
+// serveHeat answers /heat/v1/<project>/stacks… as Heat's API does (the parts the provider uses).
+func (c *Cloud) serveHeat(w http.ResponseWriter, r *http.Request) {
+	_, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/heat/v1/"), "/")
+	parts := strings.Split(strings.Trim(rest, "/"), "/")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.HeatFault != nil {
+		if code := c.HeatFault(r); code != 0 {
+			w.WriteHeader(code)
+			_, _ = fmt.Fprintf(w, `{"code": %d, "error": {"message": "injected fault", "type": "Fault"}, "title": "Fault"}`, code)
+			return
+		}
+	}
+	if len(parts) == 1 && parts[0] == "stacks" && r.Method == http.MethodGet {
+		list := []map[string]any{}
+		for _, s := range c.stacks {
+			list = append(list, map[string]any{"id": s.ID, "stack_name": s.Name, "stack_status": s.Status,
+				"links": []map[string]string{{"href": c.Server.URL + "/heat/v1/p/stacks/" + s.Name + "/" + s.ID, "rel": "self"}}})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"stacks": list})
+		return
+	}
+	if len(parts) < 3 || parts[0] != "stacks" {
+		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "title": "Not Found"})
+		return
+	}
+	s := c.findStackLocked(parts[2])
+	if s == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "title": "Not Found",
+			"error": map[string]string{"message": "The Stack (" + parts[1] + ") could not be found."}})
+		return
+	}
+	switch {
+	case len(parts) == 3 && r.Method == http.MethodGet:
+		params := map[string]string{}
+		for k, v := range s.Params {
+			params[k] = v
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"stack": map[string]any{"id": s.ID, "stack_name": s.Name,
+			"stack_status": s.Status, "stack_status_reason": s.StatusReason, "parameters": params,
+			"creation_time": "2026-11-30T10:00:00Z"}})
+	case len(parts) == 3 && r.Method == http.MethodPatch:
+		if strings.HasSuffix(s.Status, "_IN_PROGRESS") {
+			writeJSON(w, http.StatusConflict, map[string]any{"code": 409, "title": "Conflict",
+				"error": map[string]string{"message": "Stack " + s.Name + " already has an action (UPDATE) in progress."}})
+			return
+		}
+		var body struct {
+			Parameters map[string]any `json:"parameters"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		params := map[string]string{}
+		for k, v := range body.Parameters {
+			params[k] = fmt.Sprint(v)
+		}
+		s.Updates = append(s.Updates, params)
+		switch {
+		case s.FailUpdates > 0:
+			s.FailUpdates--
+			for k, v := range params {
+				s.Params[k] = v
+			}
+			s.Status, s.StatusReason = "UPDATE_FAILED", "Resource DELETE failed: injected"
+		case s.Hold:
+			c.applyLocked(s, params)
+			s.Status = "UPDATE_IN_PROGRESS"
+		default:
+			c.applyLocked(s, params)
+			s.Status = "UPDATE_COMPLETE"
+		}
+		w.WriteHeader(http.StatusAccepted)
+	case len(parts) == 4 && parts[3] == "resources" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, map[string]any{"resources": c.resourcesLocked(s)})
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "title": "Not Found"})
+	}
+}
+
+// resourcesLocked lists a stack's resources two levels deep, as `openstack stack resource list
+// --nested-depth 2` shows them.
+func (c *Cloud) resourcesLocked(s *Stack) []map[string]any {
+	link := func(stackName, stackID string) []map[string]string {
+		return []map[string]string{{"href": c.Server.URL + "/heat/v1/p/stacks/" + stackName + "/" + stackID, "rel": "stack"}}
+	}
+	var out []map[string]any
+	for _, g := range s.Groups {
+		out = append(out, map[string]any{"resource_name": g.Resource, "resource_type": "OS::Heat::ResourceGroup",
+			"resource_status": "UPDATE_COMPLETE", "physical_resource_id": g.Resource + "-nested-id", "links": link(s.Name, s.ID)})
+		for _, m := range g.Members {
+			member := map[string]any{"resource_name": m.Name, "resource_status": m.Status, "resource_status_reason": m.Reason,
+				"parent_resource": g.Resource, "links": link(s.Name+"-"+g.Resource, g.Resource+"-nested-id")}
+			if !g.Nested {
+				member["resource_type"], member["physical_resource_id"] = "OS::Nova::Server", m.Servers[0]
+				out = append(out, member)
+				continue
+			}
+			member["resource_type"], member["physical_resource_id"] = "node.yaml", m.NestedID
+			out = append(out, member)
+			for i, id := range m.Servers {
+				name := "server"
+				if i > 0 {
+					name = fmt.Sprintf("server-%d", i)
+				}
+				out = append(out, map[string]any{"resource_name": name, "resource_type": "OS::Nova::Server",
+					"resource_status": "CREATE_COMPLETE", "physical_resource_id": id, "parent_resource": m.Name,
+					"links": link(s.Name+"-"+g.Resource+"-"+m.Name, m.NestedID)})
+			}
+		}
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, _ := json.Marshal(v)
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
