@@ -36,7 +36,8 @@ type Group struct {
 	cfg     config.NodeGroup
 	cluster string
 	client  *gophercloud.ServiceClient
-	backoff openstack.Backoff
+	// Backoff is the retry policy of its OpenStack calls.
+	Backoff openstack.Backoff
 	// PollInterval is how often a running stack update is checked.
 	PollInterval time.Duration
 	// Compute, when set, records accepted removals on the members' servers (see
@@ -95,7 +96,7 @@ type member struct {
 // New makes a group for cfg.Heat.Stack.
 func New(cfg config.NodeGroup, cluster string, client *gophercloud.ServiceClient) *Group {
 	cfg.Heat.SetDefaults()
-	return &Group{cfg: cfg, cluster: cluster, client: client, backoff: openstack.DefaultBackoff,
+	return &Group{cfg: cfg, cluster: cluster, client: client, Backoff: openstack.DefaultBackoff,
 		PollInterval: 2 * time.Second, servers: map[string]servers.Server{},
 		kick: make(chan struct{}, 1)}
 }
@@ -298,7 +299,7 @@ func (g *Group) DeleteInstances(ids []string) error {
 	}
 	g.mu.Unlock()
 	if g.Compute != nil {
-		membership.MarkDeletion(g.Compute, g.backoff, serverIDs)
+		membership.MarkDeletion(g.Compute, g.Backoff, serverIDs)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

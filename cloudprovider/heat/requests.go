@@ -105,7 +105,7 @@ func (g *Group) unfinishedRemovalsLocked() []string {
 // readStack reads the stack's count and removal parameters, its status and flavor.
 func (g *Group) readStack(ctx context.Context, name, id, kind string) (stackState, string, error) {
 	var stack *stacks.RetrievedStack
-	err := g.backoff.Retry(ctx, "get stack", func(ctx context.Context) error {
+	err := g.Backoff.Retry(ctx, "get stack", func(ctx context.Context) error {
 		var err error
 		stack, err = stacks.Get(ctx, g.client, name, id).Extract()
 		return err
@@ -152,7 +152,7 @@ func ParseList(raw string) []string {
 // the group's membership metadata (tagged), or the only one.
 func (g *Group) readMembers(ctx context.Context, name, id string, tagged map[string]bool) ([]member, string, error) {
 	var all []stackresources.Resource
-	err := g.backoff.Retry(ctx, "list stack resources", func(ctx context.Context) error {
+	err := g.Backoff.Retry(ctx, "list stack resources", func(ctx context.Context) error {
 		pages, err := stackresources.List(g.client, name, id, stackresources.ListOpts{Depth: 2}).AllPages(ctx)
 		if err != nil {
 			return err
@@ -437,7 +437,7 @@ func (g *Group) markForRemoval(ctx context.Context, members []member, removal []
 			continue
 		}
 		opts := stackresources.MarkUnhealthyOpts{MarkUnhealthy: true, ResourceStatusReason: "removed by openstack-autoscaler"}
-		err := g.backoff.Retry(ctx, "mark member unhealthy", func(ctx context.Context) error {
+		err := g.Backoff.Retry(ctx, "mark member unhealthy", func(ctx context.Context) error {
 			return stackresources.MarkUnhealthy(ctx, g.client, stack[0], stack[1], n, opts).ExtractErr()
 		})
 		if err != nil {

@@ -38,13 +38,18 @@ type Group struct {
 	compute  *gophercloud.ServiceClient
 	imageID  string
 	flavorID string
-	backoff  openstack.Backoff
-	events   Events
+	// Backoff is the retry policy of its OpenStack calls.
+	Backoff openstack.Backoff
+	events  Events
 	// IDs writes the providerIDs of members (set before the group is used).
 	IDs membership.IDs
 
+	// deleteMu makes DeleteInstances one at a time (it records deletions on servers unlocked).
+	deleteMu sync.Mutex
+
 	mu       sync.Mutex
 	members  map[string]*member   // by server ID
+	faults   map[string]servers.Fault // faults read of failed creations the listing showed without one
 	creating map[string]time.Time // server names whose POST has not answered yet
 	failed   map[string]nodegroup.ErrorInfo
 	deleting map[string]time.Time // server IDs whose deletion was requested
@@ -81,9 +86,9 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 	}
 	return &Group{
 		cfg: cfg, cluster: cluster, compute: compute, imageID: imageID, flavorID: flavorID,
-		backoff: openstack.DefaultBackoff, events: events,
+		Backoff: openstack.DefaultBackoff, events: events,
 		members: map[string]*member{}, creating: map[string]time.Time{},
-		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{},
+		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
 		sem: make(chan struct{}, maxParallelCreates),
 	}
 }
@@ -112,9 +117,16 @@ func (g *Group) TargetSize() int {
 }
 
 func (g *Group) targetLocked() int {
-	n := len(g.creating) + len(g.failed)
+	n := len(g.failed)
+	listed := map[string]bool{}
 	for id, m := range g.members {
+		listed[m.server.Name] = true
 		if !g.isDeletingLocked(id, m) {
+			n++
+		}
+	}
+	for name := range g.creating {
+		if !listed[name] { // a listing may show the server before its POST answers
 			n++
 		}
 	}
@@ -172,13 +184,27 @@ func (g *Group) Instances() []nodegroup.Instance {
 			inst.State = nodegroup.Creating
 		case nodegroup.FailedCreation(m.server):
 			inst.State = nodegroup.Creating
-			info := ServerError(m.server)
+			s := m.server
+			if s.Fault.Message == "" {
+				fault, read := g.faults[id]
+				if !read {
+					break // the next refresh reads its fault: the class depends on it
+				}
+				s.Fault = fault
+			}
+			info := ServerError(s)
 			inst.Error = &info
 		}
 		out = append(out, inst)
 	}
+	listed := map[string]bool{}
+	for _, m := range g.members {
+		listed[m.server.Name] = true
+	}
 	for name := range g.creating {
-		out = append(out, nodegroup.Instance{ID: g.placeholder(name), State: nodegroup.Creating})
+		if !listed[name] {
+			out = append(out, nodegroup.Instance{ID: g.placeholder(name), State: nodegroup.Creating})
+		}
 	}
 	for id, info := range g.failed {
 		info := info
@@ -193,10 +219,41 @@ func (g *Group) placeholder(serverName string) string {
 
 // DeleteInstances deletes the named members' servers (in the background) and drops failed
 // creations. Nothing is done if any id is refused.
+//
+// Before it answers, the deletion is recorded on each server (membership.MarkDeletion), so a
+// provider that restarts (or the replica that takes over) still deletes them.
 func (g *Group) DeleteInstances(ids []string) error {
+	g.deleteMu.Lock()
+	defer g.deleteMu.Unlock()
+	servers, failures, err := g.checkDeletion(ids)
+	if err != nil {
+		return err
+	}
+	membership.MarkDeletion(g.compute, g.Backoff, servers)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var servers, failures []string
+	for _, id := range failures {
+		delete(g.failed, id)
+	}
+	for _, id := range servers {
+		g.startDeleteLocked(id)
+	}
+	if len(servers) > 0 {
+		klog.InfoS("scaling down", "group", g.cfg.Name, "servers", servers, "target", g.targetLocked())
+	}
+	return nil
+}
+
+func (g *Group) startDeleteLocked(id string) {
+	g.deleting[id] = time.Now()
+	g.inflight.Add(1)
+	go g.delete(id)
+}
+
+// checkDeletion says which servers to delete and which failed creations to drop, or why not.
+func (g *Group) checkDeletion(ids []string) (servers, failures []string, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	for _, id := range ids {
 		if _, ok := g.failed[id]; ok {
 			failures = append(failures, id)
@@ -204,13 +261,13 @@ func (g *Group) DeleteInstances(ids []string) error {
 		}
 		if name, ok := strings.CutPrefix(id, g.placeholder("")); ok {
 			if _, creating := g.creating[name]; creating {
-				return fmt.Errorf("node group %q: %s is still being created; delete it once its server exists", g.cfg.Name, name)
+				return nil, nil, fmt.Errorf("node group %q: %s is still being created; delete it once its server exists", g.cfg.Name, name)
 			}
 		}
 		serverID, ok := membership.ServerID(id)
 		m, member := g.members[serverID]
 		if !ok || !member {
-			return fmt.Errorf("node group %q: %q is not a member (its server is not tagged %s=%s, %s=%s): %w",
+			return nil, nil, fmt.Errorf("node group %q: %q is not a member (its server is not tagged %s=%s, %s=%s): %w",
 				g.cfg.Name, id, membership.ClusterKey, g.cluster, membership.NodeGroupKey, g.cfg.Name, nodegroup.ErrNotMember)
 		}
 		if g.isDeletingLocked(serverID, m) {
@@ -219,21 +276,10 @@ func (g *Group) DeleteInstances(ids []string) error {
 		servers = append(servers, serverID)
 	}
 	if target := g.targetLocked(); len(servers) > 0 && target-len(servers)-len(failures) < g.cfg.MinSize {
-		return fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
+		return nil, nil, fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
 			g.cfg.Name, len(servers), target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
 	}
-	for _, id := range failures {
-		delete(g.failed, id)
-	}
-	for _, id := range servers {
-		g.deleting[id] = time.Now()
-		g.inflight.Add(1)
-		go g.delete(id)
-	}
-	if len(servers) > 0 {
-		klog.InfoS("scaling down", "group", g.cfg.Name, "servers", servers, "target", g.targetLocked())
-	}
-	return nil
+	return servers, failures, nil
 }
 
 // DecreaseTargetSize cancels failed creations the autoscaler has not deleted; it never deletes a
@@ -245,8 +291,8 @@ func (g *Group) DecreaseTargetSize(delta int) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if -delta > len(g.failed) {
-		return fmt.Errorf("node group %q: cannot lower the target by %d: only %d request(s) are unfulfilled, the other members exist (delete them by node): %w",
-			g.cfg.Name, -delta, len(g.failed), nodegroup.ErrOutOfRange)
+		return fmt.Errorf("node group %q: cannot lower the target by %d: only %d failed creation(s) can be cancelled; %d server(s) of the group exist and %d are being created, and a server is removed only by deleting its node by name (cluster-autoscaler deletes those whose nodes never register, after --max-node-provision-time): %w",
+			g.cfg.Name, -delta, len(g.failed), g.existingLocked(), len(g.creating), nodegroup.ErrOutOfRange)
 	}
 	n := -delta
 	for id := range g.failed {
@@ -259,16 +305,33 @@ func (g *Group) DecreaseTargetSize(delta int) error {
 	return nil
 }
 
-// Observe rebuilds membership from the snapshot's server listing.
+func (g *Group) existingLocked() int {
+	n := 0
+	for id, m := range g.members {
+		if !g.isDeletingLocked(id, m) {
+			n++
+		}
+	}
+	return n
+}
+
+// Observe rebuilds membership from the snapshot's server listing. It adopts servers whose
+// POST outcome was unknown, reads the faults of failed creations the listing shows without one,
+// and resumes deletions accepted before a restart (servers marked by MarkDeletion).
 func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
+	faults := g.readFaults(ctx, snap)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	for id, f := range faults {
+		g.faults[id] = f
+	}
 	seen := map[string]bool{}
 	for _, s := range snap.Servers {
 		if group, ok := membership.Of(s.Metadata, g.cluster); !ok || group != g.cfg.Name {
 			continue
 		}
 		seen[s.ID] = true
+		delete(g.failed, g.placeholder(s.Name)) // a POST reported failed did create it
 		if m, ok := g.members[s.ID]; ok {
 			m.server = s
 		} else {
@@ -279,6 +342,13 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		if !seen[id] && m.knownSince.Before(snap.Started) {
 			delete(g.members, id)
 			delete(g.deleting, id)
+			delete(g.faults, id)
+		}
+	}
+	for id, m := range g.members {
+		if _, marked := m.server.Metadata[membership.DeletionKey]; marked && !g.isDeletingLocked(id, m) {
+			klog.InfoS("resuming an accepted deletion recorded on the server", "group", g.cfg.Name, "server", m.server.Name, "id", id)
+			g.startDeleteLocked(id)
 		}
 	}
 	for id, asked := range g.deleting {
@@ -288,12 +358,39 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		}
 		// A deletion that failed or was lost is issued again.
 		if time.Since(asked) > redeleteAfter && g.members[id].server.TaskState != "deleting" {
-			g.deleting[id] = time.Now()
-			g.inflight.Add(1)
-			go g.delete(id)
+			g.startDeleteLocked(id)
 		}
 	}
 	return nil
+}
+
+// maxFaultReads bounds the servers whose fault one refresh reads.
+const maxFaultReads = 20
+
+// readFaults reads the fault of each failed creation of the group that the listing shows
+// without one and that was not read yet.
+func (g *Group) readFaults(ctx context.Context, snap *nodegroup.Snapshot) map[string]servers.Fault {
+	g.mu.Lock()
+	var ids []string
+	for _, s := range snap.Servers {
+		if group, ok := membership.Of(s.Metadata, g.cluster); !ok || group != g.cfg.Name {
+			continue
+		}
+		if _, read := g.faults[s.ID]; !read && nodegroup.FailedCreation(s) && s.Fault.Message == "" && len(ids) < maxFaultReads {
+			ids = append(ids, s.ID)
+		}
+	}
+	g.mu.Unlock()
+	out := map[string]servers.Fault{}
+	for _, id := range ids {
+		s, err := servers.Get(ctx, g.compute, id).Extract()
+		if err != nil {
+			klog.V(2).InfoS("reading the fault of a failed creation; trying at the next refresh", "server", id, "err", err)
+			continue
+		}
+		out[id] = s.Fault
+	}
+	return out
 }
 
 // Busy says whether creations or deletions are in flight.

@@ -69,7 +69,9 @@ func (g *Group) CreateOpts(name string) (servers.CreateOptsBuilder, servers.Sche
 }
 
 // create makes one server. A POST that fails in a way that may have created the server anyway
-// (timeout, 5xx) is not repeated blindly: the server is looked up by its unique name first.
+// (timeout, lost answer, 5xx) is not repeated blindly: the server is looked up by its unique
+// name first, and while the look-up fails nothing is posted. A server created by a POST whose
+// outcome stayed unknown is adopted by the next listing (Observe).
 func (g *Group) create(name string) {
 	defer g.inflight.Done()
 	g.sem <- struct{}{}
@@ -79,11 +81,19 @@ func (g *Group) create(name string) {
 	opts, hints, err := g.CreateOpts(name)
 	var server *servers.Server
 	if err == nil {
-		err = g.backoff.Retry(ctx, "create server", func(ctx context.Context) error {
-			if existing, lookErr := g.findByName(ctx, name); lookErr == nil && existing != nil {
-				server = existing // an earlier attempt did create it
-				return nil
+		posted := false
+		err = g.Backoff.Retry(ctx, "create server", func(ctx context.Context) error {
+			if posted {
+				existing, lookErr := g.findByName(ctx, name)
+				if lookErr != nil {
+					return fmt.Errorf("looking up server %s after a POST whose outcome is unknown: %w", name, lookErr)
+				}
+				if existing != nil {
+					server = existing // an earlier attempt did create it
+					return nil
+				}
 			}
+			posted = true
 			var createErr error
 			server, createErr = servers.Create(ctx, g.compute, opts, hints).Extract()
 			return createErr
@@ -124,7 +134,7 @@ func (g *Group) delete(id string) {
 	defer g.inflight.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
 	defer cancel()
-	err := g.backoff.Retry(ctx, "delete server", func(ctx context.Context) error {
+	err := g.Backoff.Retry(ctx, "delete server", func(ctx context.Context) error {
 		s, err := servers.Get(ctx, g.compute, id).Extract()
 		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
 			return nil

@@ -5,6 +5,7 @@ package openstacktest
 
 import (
 	"embed"
+	"maps"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -51,6 +52,9 @@ type Cloud struct {
 	// held): true drops the connection instead of answering (the request took effect, its
 	// caller never learns it).
 	LoseAnswer func(r *http.Request) bool
+	// ListingWithoutFault leaves servers' faults out of listings (only GET of one server shows
+	// them), as Nova's listing does while the fault is being recorded.
+	ListingWithoutFault bool
 	// HeatFault is Fault for Heat requests (asked with the cloud's lock held).
 	HeatFault func(r *http.Request) int
 }
@@ -195,7 +199,12 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 		name := strings.Trim(r.URL.Query().Get("name"), "^$")
 		for _, id := range c.order {
 			if name == "" || c.servers[id]["name"] == name {
-				list = append(list, c.servers[id])
+				s := c.servers[id]
+				if c.ListingWithoutFault {
+					s = maps.Clone(s)
+					delete(s, "fault")
+				}
+				list = append(list, s)
 			}
 		}
 		body, _ := json.Marshal(map[string]any{"servers": list})

@@ -1,0 +1,210 @@
+package nova_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nova"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack/openstacktest"
+)
+
+const cluster = "prod"
+
+var fastBackoff = openstack.Backoff{Attempts: 4, Initial: time.Millisecond, Max: 5 * time.Millisecond}
+
+func newGroup(cloud *openstacktest.Cloud, compute func(*openstack.Clients), minSize, maxSize int) *nova.Group {
+	clients := cloud.Clients()
+	if compute != nil {
+		compute(clients)
+	}
+	cfg := config.NodeGroup{Name: "workers", Backend: config.BackendNova, MinSize: minSize, MaxSize: maxSize,
+		Nova: &config.Nova{Flavor: "m1.small", Image: "world-node-image"}}
+	g := nova.New(cfg, cluster, clients.Compute, "image-id", "flavor-id", nil)
+	g.Backoff = fastBackoff
+	return g
+}
+
+// observe gives the group one refresh, as the provider's manager does.
+func observe(t *testing.T, cloud *openstacktest.Cloud, g *nova.Group) {
+	t.Helper()
+	snap := &nodegroup.Snapshot{Started: time.Now()}
+	pages, err := servers.List(cloud.Clients().Compute, servers.ListOpts{}).AllPages(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Servers, err = servers.ExtractServers(pages); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Observe(context.Background(), snap); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func isPost(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/servers")
+}
+
+// Nova applies a server POST and its answer is lost; the look-up by name that follows fails
+// too. The provider must not POST again blindly: one server exists, and once the listing
+// shows it, the group counts it once (not as a server and a failed placeholder).
+func TestLostCreateAnswerIsNotPostedAgainBlindly(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	var posts atomic.Int32
+	cloud.LoseAnswer = func(r *http.Request) bool { return isPost(r) && posts.Add(1) == 1 }
+	cloud.Fault = func(r *http.Request) int {
+		if r.URL.Query().Get("name") != "" {
+			return http.StatusServiceUnavailable // the look-up by name
+		}
+		return 0
+	}
+	g := newGroup(cloud, nil, 0, 5)
+	if err := g.IncreaseSize(1); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	if got := len(cloud.Servers()); got != 1 {
+		t.Fatalf("%d servers after one scale-up of 1 (POSTs: %d), want 1", got, posts.Load())
+	}
+	observe(t, cloud, g)
+	if got := g.TargetSize(); got != 1 {
+		t.Errorf("target %d, want 1: the server and the failed creation's placeholder both count", got)
+	}
+	instances := g.Instances()
+	if len(instances) != 1 || instances[0].ID != membership.ProviderID(cloud.Servers()[0]) {
+		t.Errorf("instances %+v, want only the server", instances)
+	}
+}
+
+// A POST answered with a 5xx that Nova did not apply is retried after the look-up says the
+// server does not exist: the scale-up still reaches its target.
+func TestFailedCreateIsRetriedOnceTheLookUpSaysItIsMissing(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	var posts atomic.Int32
+	cloud.Fault = func(r *http.Request) int {
+		if isPost(r) && posts.Add(1) == 1 {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	}
+	g := newGroup(cloud, nil, 0, 5)
+	if err := g.IncreaseSize(2); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	if got := len(cloud.Servers()); got != 2 {
+		t.Errorf("%d servers, want 2", got)
+	}
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d, want 2", got)
+	}
+}
+
+// The provider accepts a deletion and is killed before Nova got it: the provider that starts
+// next (or the other replica) deletes exactly that server.
+func TestAcceptedDeletionSurvivesARestart(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	named := cloud.AddServer("prod-workers-a", "ACTIVE", membership.Metadata(cluster, "workers"))
+	kept := cloud.AddServer("prod-workers-b", "ACTIVE", membership.Metadata(cluster, "workers"))
+	cloud.Fault = func(r *http.Request) int {
+		if r.Method == http.MethodDelete && strings.Contains(r.UserAgent(), "killed-replica") {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	}
+	first := newGroup(cloud, func(c *openstack.Clients) { c.Provider.UserAgent.Prepend("killed-replica") }, 0, 5)
+	observe(t, cloud, first)
+	if err := first.DeleteInstances([]string{membership.ProviderID(named)}); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait() // its deletion failed: as good as killed
+	if cloud.ServerBody(named) == nil {
+		t.Fatal("the killed replica's deletion went through; the test proves nothing")
+	}
+	next := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, next)
+	if got := next.TargetSize(); got != 1 {
+		t.Errorf("the next provider's target is %d, want 1", got)
+	}
+	next.Wait()
+	if cloud.ServerBody(named) != nil {
+		t.Errorf("server %s, whose deletion was accepted, still exists", named)
+	}
+	if cloud.ServerBody(kept) == nil {
+		t.Errorf("server %s was deleted without being named", kept)
+	}
+}
+
+// The listing shows a failed creation in ERROR without its fault yet: the group reads the
+// server's fault before telling the autoscaler why it failed (No valid host: out of resources).
+func TestFailedCreationIsClassifiedFromTheServersFault(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	cloud.ListingWithoutFault = true
+	id := cloud.AddServer("prod-workers-gpu", "ERROR", membership.Metadata(cluster, "workers"))
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	for _, inst := range g.Instances() {
+		if inst.ID != membership.ProviderID(id) {
+			continue
+		}
+		if inst.Error == nil || inst.Error.Class != nodegroup.OutOfResources || !strings.Contains(inst.Error.Message, "No valid host") {
+			t.Errorf("failed creation reported as %+v, want out of resources with Nova's fault", inst.Error)
+		}
+		return
+	}
+	t.Fatal("the failed server is not listed")
+}
+
+// cluster-autoscaler 1.36 reverts a scale-up that timed out with DecreaseTargetSize of the whole
+// increase. Servers that exist are not cancelled (their nodes are deleted by name once the
+// autoscaler gives up on them): the refusal says so; failed creations are cancelled.
+func TestRevertOfATimedOutScaleUp(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	g := newGroup(cloud, nil, 0, 5)
+	if err := g.IncreaseSize(3); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	err := g.DecreaseTargetSize(-3)
+	if !errors.Is(err, nodegroup.ErrOutOfRange) || !strings.Contains(err.Error(), "3 server(s) of the group exist") {
+		t.Errorf("revert with 3 servers created: %v, want a refusal saying the servers exist", err)
+	}
+	if got := g.TargetSize(); got != 3 {
+		t.Errorf("target %d after the refused revert, want 3", got)
+	}
+
+	quotaCloud := openstacktest.NewCloud(t)
+	quotaCloud.Quota = 1
+	q := newGroup(quotaCloud, nil, 0, 5)
+	if err := q.IncreaseSize(3); err != nil {
+		t.Fatal(err)
+	}
+	q.Wait()
+	if err := q.DecreaseTargetSize(-2); err != nil {
+		t.Errorf("revert of the two failed creations: %v", err)
+	}
+	if got := q.TargetSize(); got != 1 {
+		t.Errorf("target %d after cancelling the failed creations, want 1", got)
+	}
+}
