@@ -48,9 +48,9 @@ type Group struct {
 	deleteMu sync.Mutex
 
 	mu       sync.Mutex
-	members  map[string]*member   // by server ID
+	members  map[string]*member       // by server ID
 	faults   map[string]servers.Fault // faults read of failed creations the listing showed without one
-	creating map[string]time.Time // server names whose POST has not answered yet
+	creating map[string]time.Time     // server names whose POST has not answered yet
 	failed   map[string]nodegroup.ErrorInfo
 	deleting map[string]time.Time // server IDs whose deletion was requested
 	sem      chan struct{}

@@ -5,9 +5,9 @@ package openstacktest
 
 import (
 	"embed"
-	"maps"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
