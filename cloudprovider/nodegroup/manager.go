@@ -35,14 +35,17 @@ type Manager struct {
 	servers     map[string]servers.Server // the last snapshot's servers, by ID
 	lastRefresh time.Time
 	lastErr     error
-	kick        chan struct{}
-	refreshMu   sync.Mutex
+	// groupErrs holds each group's last failed Observe: that group serves its previous state
+	// while the others go on.
+	groupErrs map[string]error
+	kick      chan struct{}
+	refreshMu sync.Mutex
 }
 
 // NewManager manages the configured groups.
 func NewManager(source Source, interval time.Duration, groups []Group) *Manager {
 	m := &Manager{source: source, interval: interval, configured: map[string]Group{}, discovered: map[string]Group{},
-		kick: make(chan struct{}, 1)}
+		groupErrs: map[string]error{}, kick: make(chan struct{}, 1)}
 	for _, g := range groups {
 		m.configured[g.ID()] = g
 	}
@@ -74,7 +77,8 @@ func (m *Manager) Start(ctx context.Context) error {
 }
 
 // Refresh asks for a background refresh if the state is older than the interval; it never
-// waits for OpenStack. It returns the last refresh's error, if any.
+// waits for OpenStack. It returns the last refresh's error, if any: the snapshot could not be
+// taken. One group's failure is not one (see GroupError).
 func (m *Manager) Refresh() error {
 	m.mu.RLock()
 	stale, err := time.Since(m.lastRefresh) >= m.interval, m.lastErr
@@ -124,18 +128,23 @@ func (m *Manager) refresh(ctx context.Context) error {
 		}
 		var wg sync.WaitGroup
 		var errMu sync.Mutex
+		groupErrs := map[string]error{}
 		for _, g := range m.all() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				if gErr := g.Observe(ctx, snap); gErr != nil {
+					klog.ErrorS(gErr, "refreshing a node group; it serves its previous state, the others go on", "group", g.ID())
 					errMu.Lock()
-					err = fmt.Errorf("node group %q: %w", g.ID(), gErr)
+					groupErrs[g.ID()] = fmt.Errorf("node group %q: %w", g.ID(), gErr)
 					errMu.Unlock()
 				}
 			}()
 		}
 		wg.Wait()
+		m.mu.Lock()
+		m.groupErrs = groupErrs
+		m.mu.Unlock()
 	}
 	m.mu.Lock()
 	if err == nil {
@@ -165,6 +174,13 @@ func (m *Manager) all() []Group {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
 	return out
+}
+
+// GroupError is the error of the group's last refresh, nil when it succeeded.
+func (m *Manager) GroupError(id string) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.groupErrs[id]
 }
 
 // Server returns a server of the cluster as the last refresh saw it.

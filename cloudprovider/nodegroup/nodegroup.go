@@ -43,14 +43,22 @@ type ErrorInfo struct {
 	Class   ErrorClass
 }
 
+// outOfResources are the phrases of OpenStack failures that another group may not have: Nova's
+// quotas and capacity, Cinder's quotas on boot volumes ("exceeded for quota", "exceeds allowed
+// gigabytes quota"), Neutron's port quota as Nova reports it.
+var outOfResources = []string{"quota exceeded", "exceeded for quota", "exceedsavailablequota", "exceeds allowed",
+	"no valid host", "exceeded maximum number of retries", "insufficient",
+	"maximum number of ports exceeded", "portlimitexceeded", "volumelimitexceeded"}
+
 // FailureClass classifies an OpenStack failure message for the autoscaler: quota errors and "No
 // valid host" are out of resources (it then backs off the group and tries another), anything
 // else is other. Both backends use it for failed creations.
 func FailureClass(message string) ErrorClass {
 	m := strings.ToLower(message)
-	if strings.Contains(m, "quota exceeded") || strings.Contains(m, "no valid host") ||
-		strings.Contains(m, "exceeded maximum number of retries") || strings.Contains(m, "insufficient") {
-		return OutOfResources
+	for _, phrase := range outOfResources {
+		if strings.Contains(m, phrase) {
+			return OutOfResources
+		}
 	}
 	return OtherError
 }

@@ -80,6 +80,9 @@ var (
 		"Instances of each node group by state (running, creating, deleting, failed).", []string{"group", "state"}, nil)
 	boundsDesc = prometheus.NewDesc("openstack_autoscaler_group_size_bound", "minSize and maxSize of each node group.",
 		[]string{"group", "bound"}, nil)
+	groupRefreshDesc = prometheus.NewDesc("openstack_autoscaler_group_refresh_ok",
+		"1 when the node group's last refresh from OpenStack succeeded, 0 when it serves older state (its stack is missing, a listing failed).",
+		[]string{"group"}, nil)
 )
 
 type groupCollector struct{ manager *nodegroup.Manager }
@@ -88,6 +91,7 @@ func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- targetDesc
 	ch <- instancesDesc
 	ch <- boundsDesc
+	ch <- groupRefreshDesc
 }
 
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
@@ -96,6 +100,11 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(targetDesc, prometheus.GaugeValue, float64(g.TargetSize()), g.ID())
 		ch <- prometheus.MustNewConstMetric(boundsDesc, prometheus.GaugeValue, float64(cfg.MinSize), g.ID(), "min")
 		ch <- prometheus.MustNewConstMetric(boundsDesc, prometheus.GaugeValue, float64(cfg.MaxSize), g.ID(), "max")
+		refreshed := 1.0
+		if c.manager.GroupError(g.ID()) != nil {
+			refreshed = 0
+		}
+		ch <- prometheus.MustNewConstMetric(groupRefreshDesc, prometheus.GaugeValue, refreshed, g.ID())
 		counts := map[string]int{"running": 0, "creating": 0, "deleting": 0, "failed": 0}
 		for _, inst := range g.Instances() {
 			switch {

@@ -123,13 +123,17 @@ func (p *Provider) resolveImage(ctx context.Context, nameOrID string) (string, e
 // those of the cluster.
 func (p *Provider) Snapshot(ctx context.Context) (*nodegroup.Snapshot, error) {
 	snap := &nodegroup.Snapshot{Started: time.Now()}
-	pages, err := servers.List(p.Clients.Compute, servers.ListOpts{}).AllPages(ctx)
+	var all []servers.Server
+	err := openstack.DefaultBackoff.Retry(ctx, "list servers", func(ctx context.Context) error {
+		pages, err := servers.List(p.Clients.Compute, servers.ListOpts{}).AllPages(ctx)
+		if err != nil {
+			return err
+		}
+		all, err = servers.ExtractServers(pages)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing servers: %w", err)
-	}
-	all, err := servers.ExtractServers(pages)
-	if err != nil {
-		return nil, err
 	}
 	for _, s := range all {
 		if _, ok := membership.Of(s.Metadata, p.Config.ClusterName); ok {
@@ -137,12 +141,16 @@ func (p *Provider) Snapshot(ctx context.Context) (*nodegroup.Snapshot, error) {
 		}
 	}
 	if p.usesHeat() {
-		pages, err := stacks.List(p.Clients.Orchestration, stacks.ListOpts{}).AllPages(ctx)
+		err := openstack.DefaultBackoff.Retry(ctx, "list stacks", func(ctx context.Context) error {
+			pages, err := stacks.List(p.Clients.Orchestration, stacks.ListOpts{}).AllPages(ctx)
+			if err != nil {
+				return err
+			}
+			snap.Stacks, err = stacks.ExtractStacks(pages)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("listing stacks: %w", err)
-		}
-		if snap.Stacks, err = stacks.ExtractStacks(pages); err != nil {
-			return nil, err
 		}
 	}
 	return snap, nil

@@ -1,0 +1,74 @@
+package nodegroup
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+)
+
+type snapshots struct{ err error }
+
+func (s snapshots) Snapshot(context.Context) (*Snapshot, error) {
+	return &Snapshot{Started: time.Now()}, s.err
+}
+
+// fakeGroup counts its refreshes and fails them when told.
+type fakeGroup struct {
+	id       string
+	err      error
+	observed atomic.Int32
+}
+
+func (g *fakeGroup) ID() string                               { return g.id }
+func (g *fakeGroup) Config() config.NodeGroup                 { return config.NodeGroup{Name: g.id} }
+func (g *fakeGroup) TargetSize() int                          { return 0 }
+func (g *fakeGroup) IncreaseSize(int) error                   { return nil }
+func (g *fakeGroup) DeleteInstances([]string) error           { return nil }
+func (g *fakeGroup) DecreaseTargetSize(int) error             { return nil }
+func (g *fakeGroup) Instances() []Instance                    { return nil }
+func (g *fakeGroup) HasServer(string) bool                    { return false }
+func (g *fakeGroup) FlavorName() string                       { return "" }
+func (g *fakeGroup) Debug() string                            { return g.id }
+func (g *fakeGroup) Observe(context.Context, *Snapshot) error { g.observed.Add(1); return g.err }
+
+// One group's failure (its stack is missing) does not fail the refresh: the other groups are
+// refreshed, the autoscaler's Refresh succeeds (it would skip whole loops, scale-down included),
+// and the failing group's error is kept for it alone.
+func TestOneGroupsFailureDoesNotStopTheOthers(t *testing.T) {
+	broken := &fakeGroup{id: "heat-pool", err: errors.New(`stack "heat-pool" not found in the project`)}
+	healthy := &fakeGroup{id: "general"}
+	m := NewManager(snapshots{}, time.Hour, []Group{broken, healthy})
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatalf("start with one broken group: %v", err)
+	}
+	if err := m.Refresh(); err != nil {
+		t.Errorf("Refresh = %v, want nil: only one group failed", err)
+	}
+	if healthy.observed.Load() != 1 || broken.observed.Load() != 1 {
+		t.Errorf("observed: healthy %d, broken %d; want 1 each", healthy.observed.Load(), broken.observed.Load())
+	}
+	if err := m.GroupError("heat-pool"); err == nil {
+		t.Error("the broken group's error is not kept")
+	}
+	if err := m.GroupError("general"); err != nil {
+		t.Errorf("the healthy group has error %v", err)
+	}
+	if m.LastRefresh().IsZero() {
+		t.Error("the refresh is not recorded as done")
+	}
+}
+
+// A snapshot that cannot be taken fails the refresh: every answer would be stale.
+func TestSnapshotFailureFailsTheRefresh(t *testing.T) {
+	m := NewManager(snapshots{err: errors.New("listing servers: 503")}, time.Hour, []Group{&fakeGroup{id: "general"}})
+	if err := m.Start(context.Background()); err == nil {
+		t.Fatal("start without a snapshot succeeded")
+	}
+	if err := m.Refresh(); err == nil {
+		t.Error("Refresh after a failed snapshot = nil")
+	}
+}
