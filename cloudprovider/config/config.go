@@ -5,7 +5,9 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"strings"
@@ -359,6 +361,17 @@ func (g NodeGroup) validate() []string {
 	if g.MinSize > g.MaxSize {
 		bad("minSize %d is above maxSize %d: lower minSize or raise maxSize", g.MinSize, g.MaxSize)
 	}
+	for _, size := range []struct {
+		field string
+		value int
+	}{{"minSize", g.MinSize}, {"maxSize", g.MaxSize}} {
+		if size.value > math.MaxInt32 {
+			bad("%s %d: at most %d (the autoscaler's sizes are 32-bit)", size.field, size.value, math.MaxInt32)
+		}
+	}
+	for _, e := range g.Options.validate() {
+		bad("options.%s", e)
+	}
 	for k, v := range g.Labels {
 		for _, msg := range validation.IsQualifiedName(k) {
 			bad("labels: key %q: %s", k, msg)
@@ -411,10 +424,19 @@ func (g NodeGroup) validate() []string {
 			if (n.UUID == "") == (n.Port == "") {
 				bad("nova.networks[%d]: set exactly one of uuid or port", i)
 			}
+			if n.Port != "" && g.MaxSize > 1 {
+				bad("nova.networks[%d]: a fixed port can be attached to one server only: set maxSize 1, or give the network's uuid instead", i)
+			}
+			if n.FixedIP != "" && g.MaxSize > 1 {
+				bad("nova.networks[%d]: a fixed IP can be given to one server only: set maxSize 1, or leave fixedIP out", i)
+			}
 		}
 		if g.Nova.UserData != "" {
 			if _, err := template.New("userData").Option("missingkey=error").Parse(g.Nova.UserData); err != nil {
 				bad("nova.userData: %v", err)
+			} else if _, err := g.RenderUserData(UserDataInput{ClusterName: "cluster", NodeGroup: g.Name,
+				ServerName: "cluster-" + g.Name + "-sample", Labels: g.Labels, Taints: g.Taints}); err != nil {
+				bad("nova.userData: rendering it for a sample server: %v (it can use .ClusterName, .NodeGroup, .ServerName, .Labels, .Taints)", errors.Unwrap(err))
 			}
 		}
 	case BackendHeat:
@@ -428,6 +450,51 @@ func (g NodeGroup) validate() []string {
 		bad("backend %q: use nova or heat", g.Backend)
 	}
 	return errs
+}
+
+func (o Options) validate() []string {
+	var errs []string
+	for _, f := range []struct {
+		field string
+		value float64
+	}{{"scaleDownUtilizationThreshold", o.ScaleDownUtilizationThreshold}, {"scaleDownGpuUtilizationThreshold", o.ScaleDownGpuUtilizationThreshold}} {
+		if f.value < 0 || f.value > 1 {
+			errs = append(errs, fmt.Sprintf("%s %v: a fraction from 0 to 1 (or omitted for the autoscaler's flag)", f.field, f.value))
+		}
+	}
+	for _, d := range []struct {
+		field string
+		value time.Duration
+	}{{"scaleDownUnneededTime", o.ScaleDownUnneededTime.Duration}, {"scaleDownUnreadyTime", o.ScaleDownUnreadyTime.Duration},
+		{"maxNodeProvisionTime", o.MaxNodeProvisionTime.Duration}, {"maxNodeStartupTime", o.MaxNodeStartupTime.Duration}} {
+		if d.value < 0 {
+			errs = append(errs, fmt.Sprintf("%s %s: must not be negative (or omitted for the autoscaler's flag)", d.field, d.value))
+		}
+	}
+	return errs
+}
+
+// Set says whether the group overrides any of the autoscaler's options.
+func (o Options) Set() bool { return o != Options{} }
+
+// Warnings are what the configuration does that an operator may not expect, one line each.
+func (c *Config) Warnings() []string {
+	var out []string
+	for _, g := range c.NodeGroups {
+		if !g.Options.Set() {
+			continue
+		}
+		out = append(out, fmt.Sprintf("node group %q sets options: cluster-autoscaler 1.36's externalgrpc client reads only "+
+			"scaleDownUtilizationThreshold, scaleDownGpuUtilizationThreshold, scaleDownUnneededTime, scaleDownUnreadyTime, "+
+			"maxNodeProvisionTime, zeroOrMaxNodeScaling and ignoreDaemonSetsUtilization, and uses maxNodeStartupTime 0 for this "+
+			"group: its nodes count as unready until they are Ready (above --ok-total-unready-count the autoscaler halts). "+
+			"Leave options out to use the autoscaler's flags for this group.", g.Name))
+		if g.Options.MaxNodeStartupTime.Duration > 0 {
+			out = append(out, fmt.Sprintf("node group %q: options.maxNodeStartupTime is not read by any released cluster-autoscaler "+
+				"(its field comes from an open upstream pull request): set --max-node-startup-time on the autoscaler instead", g.Name))
+		}
+	}
+	return out
 }
 
 func (r Repair) validate() []string {

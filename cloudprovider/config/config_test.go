@@ -64,6 +64,12 @@ func TestParseErrorsNameFieldAndFix(t *testing.T) {
 		{"bad duration", "clusterName: prod", "clusterName: prod\nrefreshInterval: soon", "is not a duration"},
 		{"duplicate", "name: stacked", "name: small", "is used by another group"},
 		{"region with slash", "clusterName: prod", "clusterName: prod\nproviderIDRegion: RegionOne/", `providerIDRegion "RegionOne/": a region name without '/'`},
+		{"user-data field typo", "{{ .NodeGroup }}", "{{ .Nodegroup }}", `nodeGroups[0] (small).nova.userData: rendering it for a sample server`},
+		{"fixed port, several servers", "image: world-node-image", "image: world-node-image\n    networks: [{port: 5d3c}]", "nodeGroups[0] (small).nova.networks[0]: a fixed port can be attached to one server only: set maxSize 1"},
+		{"fixed IP, several servers", "image: world-node-image", "image: world-node-image\n    networks: [{uuid: 9a1e, fixedIP: 198.51.100.50}]", "nodeGroups[0] (small).nova.networks[0]: a fixed IP can be given to one server only"},
+		{"size beyond int32", "maxSize: 5", "maxSize: 3000000000", "nodeGroups[0] (small).maxSize 3000000000: at most 2147483647"},
+		{"threshold out of range", "minSize: 0", "minSize: 0\n  options: {scaleDownUtilizationThreshold: 1.5}", "options.scaleDownUtilizationThreshold 1.5: a fraction from 0 to 1"},
+		{"negative option", "minSize: 0", "minSize: 0\n  options: {scaleDownUnneededTime: -5m}", "options.scaleDownUnneededTime -5m0s: must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(valid, tc.edit, tc.from, 1)
@@ -75,5 +81,27 @@ func TestParseErrorsNameFieldAndFix(t *testing.T) {
 				t.Errorf("err = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// cluster-autoscaler 1.36's externalgrpc client reads only the released option fields: a group
+// that sets options gets maxNodeStartupTime 0 from it. The configuration says so.
+func TestWarningsAboutOptionsTheStockClientDrops(t *testing.T) {
+	c, err := Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("warnings without options: %v", w)
+	}
+	c, err = Parse([]byte(strings.Replace(valid, "minSize: 0", "minSize: 0\n  options: {scaleDownUnneededTime: 2m, maxNodeStartupTime: 20m}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{`node group "small" sets options: cluster-autoscaler 1.36`, "maxNodeStartupTime 0", "maxNodeStartupTime is not read by any released cluster-autoscaler"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q lack %q", w, want)
+		}
 	}
 }

@@ -1555,6 +1555,8 @@ type NodeGroupTemplateNodeInfoResponse struct {
 	// A k8s.io/api/core/v1 Node in Kubernetes protobuf form.
 	NodeBytes []byte `protobuf:"bytes,2,opt,name=nodeBytes,proto3" json:"nodeBytes,omitempty"`
 	// resource.k8s.io/v1 ResourceSlices in protobuf form (dynamic resource allocation).
+	// Not part of any released contract: this field comes from open upstream pull requests
+	// (kubernetes/autoscaler#10266, #10303); cluster-autoscaler 1.36.1 does not read it.
 	ResourceSliceBytes [][]byte `protobuf:"bytes,3,rep,name=resourceSliceBytes,proto3" json:"resourceSliceBytes,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
@@ -1613,10 +1615,14 @@ type NodeGroupAutoscalingOptions struct {
 	ScaleDownUnneededDuration        *durationpb.Duration   `protobuf:"bytes,8,opt,name=scaleDownUnneededDuration,proto3" json:"scaleDownUnneededDuration,omitempty"`
 	ScaleDownUnreadyDuration         *durationpb.Duration   `protobuf:"bytes,9,opt,name=scaleDownUnreadyDuration,proto3" json:"scaleDownUnreadyDuration,omitempty"`
 	MaxNodeProvisionDuration         *durationpb.Duration   `protobuf:"bytes,10,opt,name=MaxNodeProvisionDuration,proto3" json:"MaxNodeProvisionDuration,omitempty"`
-	MaxNodeStartupDuration           *durationpb.Duration   `protobuf:"bytes,11,opt,name=maxNodeStartupDuration,proto3" json:"maxNodeStartupDuration,omitempty"`
-	AllowNonAtomicScaleUpToMax       bool                   `protobuf:"varint,12,opt,name=allowNonAtomicScaleUpToMax,proto3" json:"allowNonAtomicScaleUpToMax,omitempty"`
-	unknownFields                    protoimpl.UnknownFields
-	sizeCache                        protoimpl.SizeCache
+	// The two fields below are not part of any released contract: they come from open upstream
+	// pull requests (kubernetes/autoscaler#10266, #10303). cluster-autoscaler 1.36.1 neither sends nor reads
+	// them, and whenever options are answered it uses a maxNodeStartupTime of 0 for the group: the
+	// provider answers options only for groups that set some.
+	MaxNodeStartupDuration     *durationpb.Duration `protobuf:"bytes,11,opt,name=maxNodeStartupDuration,proto3" json:"maxNodeStartupDuration,omitempty"`
+	AllowNonAtomicScaleUpToMax bool                 `protobuf:"varint,12,opt,name=allowNonAtomicScaleUpToMax,proto3" json:"allowNonAtomicScaleUpToMax,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *NodeGroupAutoscalingOptions) Reset() {

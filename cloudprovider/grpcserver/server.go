@@ -221,13 +221,20 @@ func (s *Server) NodeGroupTemplateNodeInfo(_ context.Context, req *pb.NodeGroupT
 	return &pb.NodeGroupTemplateNodeInfoResponse{NodeBytes: raw}, nil
 }
 
-// NodeGroupGetOptions returns the autoscaler's defaults with the group's overrides applied.
+// NodeGroupGetOptions returns the autoscaler's defaults with the group's overrides applied, and
+// no options at all for a group that sets none. That matters: cluster-autoscaler 1.36's client
+// rebuilds its options from the released fields only, so any answer gives the group a
+// maxNodeStartupTime of 0; an empty answer makes it use its own defaults.
 func (s *Server) NodeGroupGetOptions(_ context.Context, req *pb.NodeGroupAutoscalingOptionsRequest) (*pb.NodeGroupAutoscalingOptionsResponse, error) {
 	g, err := s.group(req.GetId())
 	if err != nil {
 		return nil, err
 	}
-	return &pb.NodeGroupAutoscalingOptionsResponse{NodeGroupAutoscalingOptions: MergeOptions(req.GetDefaults(), g.Config().Options)}, nil
+	options := g.Config().Options
+	if !options.Set() {
+		return &pb.NodeGroupAutoscalingOptionsResponse{}, nil
+	}
+	return &pb.NodeGroupAutoscalingOptionsResponse{NodeGroupAutoscalingOptions: MergeOptions(req.GetDefaults(), options)}, nil
 }
 
 // MergeOptions overrides the defaults with every option the group sets.

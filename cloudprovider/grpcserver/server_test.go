@@ -423,3 +423,44 @@ func TestRegionalProviderIDs(t *testing.T) {
 		return len(left) == 2 && !slices.Contains(left, ids[0])
 	})
 }
+
+// stockClientOptions is what cluster-autoscaler 1.36.1's externalgrpc client makes of a
+// NodeGroupGetOptions answer (its GetOptions and the node group config processor): no options
+// means the defaults; otherwise only the released fields are read, and maxNodeStartupTime
+// (not one of them) becomes 0.
+func stockClientOptions(resp *pb.NodeGroupAutoscalingOptionsResponse, defaultStartup time.Duration) (startup, unneeded time.Duration) {
+	o := resp.GetNodeGroupAutoscalingOptions()
+	if o == nil {
+		return defaultStartup, 0
+	}
+	return 0, o.GetScaleDownUnneededDuration().AsDuration()
+}
+
+// A group without options gets no options in the answer, so the stock client keeps its
+// --max-node-startup-time for it (with any answer, nodes not Ready yet count as unready).
+func TestGroupsWithoutOptionsKeepTheAutoscalersDefaults(t *testing.T) {
+	h := newHarnessYAML(t, `cloud: {name: world}
+clusterName: world
+refreshInterval: 1h
+nodeGroups:
+- {name: plain, backend: nova, minSize: 0, maxSize: 3, nova: {flavor: m1.small, image: world-node-image}}
+- {name: tuned, backend: nova, minSize: 0, maxSize: 3, options: {scaleDownUnneededTime: 2m}, nova: {flavor: m1.small, image: world-node-image}}
+`, nil)
+	defaults := &pb.NodeGroupAutoscalingOptions{ScaleDownUnneededDuration: durationpb.New(10 * time.Minute),
+		MaxNodeProvisionDuration: durationpb.New(15 * time.Minute)}
+	const flagStartup = 15 * time.Minute
+	plain, err := h.client.NodeGroupGetOptions(context.Background(), &pb.NodeGroupAutoscalingOptionsRequest{Id: "plain", Defaults: defaults})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if startup, _ := stockClientOptions(plain, flagStartup); startup != flagStartup {
+		t.Errorf("group without options: the stock client would use maxNodeStartupTime %s, want its flag's %s (answer %v)", startup, flagStartup, plain)
+	}
+	tuned, err := h.client.NodeGroupGetOptions(context.Background(), &pb.NodeGroupAutoscalingOptionsRequest{Id: "tuned", Defaults: defaults})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, unneeded := stockClientOptions(tuned, flagStartup); unneeded != 2*time.Minute {
+		t.Errorf("group with scaleDownUnneededTime 2m: the stock client reads %s", unneeded)
+	}
+}

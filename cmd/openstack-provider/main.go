@@ -90,6 +90,9 @@ func runValidate(path string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Printf("warning: %s\n", w)
+	}
 	fmt.Printf("%s: valid; cloud %q (region %s) reached; %d node group(s) checked\n", path, cfg.Cloud.Name, clients.Region, len(cfg.NodeGroups))
 	return 0
 }
@@ -150,6 +153,9 @@ func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string, rf repa
 	p, err := provider.New(ctx, cfg, clients, provider.NewMetrics(reg))
 	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings() {
+		klog.InfoS("configuration warning: " + w)
 	}
 	if err := p.Manager.Start(ctx); err != nil {
 		return err
