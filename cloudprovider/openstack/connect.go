@@ -44,9 +44,10 @@ type Clients struct {
 }
 
 // Connect authenticates with the cloud's credentials (password, token or application
-// credential, as clouds.yaml says) and locates the services in the catalog.
-// Re-authentication on 401 is enabled: tokens expire while the provider runs for months.
-func Connect(ctx context.Context, ref CloudRef, httpClient *http.Client) (*Clients, error) {
+// credential, as clouds.yaml says) and locates the services in the catalog. wrap, when set,
+// wraps the HTTP transport (which carries clouds.yaml's cacert, cert/key and verify) to observe
+// every call. Re-authentication on 401 is enabled: tokens expire while the provider runs for months.
+func Connect(ctx context.Context, ref CloudRef, wrap func(http.RoundTripper) http.RoundTripper) (*Clients, error) {
 	opts := []clouds.ParseOption{clouds.WithCloudName(ref.Cloud)}
 	if ref.CloudsFile != "" {
 		opts = append(opts, clouds.WithLocations(ref.CloudsFile))
@@ -59,7 +60,7 @@ func Connect(ctx context.Context, ref CloudRef, httpClient *http.Client) (*Clien
 		return nil, fmt.Errorf("cloud %q in %s: %w (check the file and the cloud name)", ref.Cloud, describeFile(ref.CloudsFile), err)
 	}
 	authOpts.AllowReauth = true
-	provider, err := newProvider(ctx, authOpts, tlsConfig, httpClient)
+	provider, err := newProvider(ctx, authOpts, tlsConfig, wrap)
 	if err != nil {
 		return nil, fmt.Errorf("cloud %q: authenticating at %s: %w", ref.Cloud, authOpts.IdentityEndpoint, err)
 	}
@@ -86,23 +87,20 @@ func describeFile(path string) string {
 }
 
 // newProvider authenticates a provider client whose HTTP transport carries the cloud's TLS
-// settings (cacert, cert/key, verify) and, when given, wraps the caller's transport (metrics).
-func newProvider(ctx context.Context, authOpts gophercloud.AuthOptions, tlsConfig *tls.Config, httpClient *http.Client) (*gophercloud.ProviderClient, error) {
+// settings (cacert, cert/key, verify), wrapped by wrap when given (metrics).
+func newProvider(ctx context.Context, authOpts gophercloud.AuthOptions, tlsConfig *tls.Config, wrap func(http.RoundTripper) http.RoundTripper) (*gophercloud.ProviderClient, error) {
 	provider, err := gopenstack.NewClient(authOpts.IdentityEndpoint)
 	if err != nil {
 		return nil, err
 	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConfig
+	var rt http.RoundTripper = transport
+	if wrap != nil {
+		rt = wrap(rt)
+	}
 	// A request OpenStack never answers must not hold its caller forever.
-	client := http.Client{Timeout: DefaultRequestTimeout}
-	if httpClient != nil {
-		client = *httpClient
-	}
-	if client.Transport == nil {
-		transport := http.DefaultTransport.(*http.Transport).Clone()
-		transport.TLSClientConfig = tlsConfig
-		client.Transport = transport
-	}
-	provider.HTTPClient = client
+	provider.HTTPClient = http.Client{Timeout: DefaultRequestTimeout, Transport: rt}
 	if err := gopenstack.Authenticate(ctx, provider, authOpts); err != nil {
 		return nil, err
 	}

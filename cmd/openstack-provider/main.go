@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,7 +51,8 @@ func main() {
 	httpAddr := fs.String("http-listen", "127.0.0.1:8087", "address of /healthz, /readyz and /metrics")
 	tlsCert := fs.String("tls-cert", "", "server certificate (PEM) for gRPC; with --tls-key")
 	tlsKey := fs.String("tls-key", "", "server key (PEM)")
-	clientCA := fs.String("tls-client-ca", "", "CA (PEM) client certificates must be signed by: mutual TLS (recommended: whoever can call this server can create and delete servers)")
+	clientCA := fs.String("tls-client-ca", "", "CA (PEM) client certificates must be signed by: mutual TLS (required with TLS: whoever can call this server can create and delete servers)")
+	anyClient := fs.Bool("tls-allow-any-client", false, "serve TLS without checking client certificates (not recommended: anyone who reaches the port can create and delete servers)")
 	var rf repairFlags
 	fs.StringVar(&rf.kubeconfig, "kubeconfig", "", "kubeconfig for node repair (repair.enabled in the config); empty: the in-cluster service account")
 	fs.StringVar(&rf.namespace, "leader-elect-namespace", envOr("POD_NAMESPACE", "kube-system"), "namespace of the Lease that elects the replica running node repair")
@@ -66,7 +66,8 @@ func main() {
 	if validate {
 		os.Exit(runValidate(*configPath))
 	}
-	if err := run(*configPath, *listen, *httpAddr, *tlsCert, *tlsKey, *clientCA, rf); err != nil {
+	tf := tlsFlags{cert: *tlsCert, key: *tlsKey, clientCA: *clientCA, anyClient: *anyClient}
+	if err := run(*configPath, *listen, *httpAddr, tf, rf); err != nil {
 		klog.ErrorS(err, "openstack-provider stopped")
 		os.Exit(1)
 	}
@@ -134,7 +135,7 @@ func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, 
 	return done, nil
 }
 
-func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string, rf repairFlags) error {
+func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags) error {
 	cfg, err := config.Load(configPath)
 	if err != nil {
 		return err
@@ -145,8 +146,7 @@ func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string, rf repa
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	osMetrics := openstack.NewMetrics(reg)
-	httpClient := &http.Client{Transport: osMetrics.Transport(nil), Timeout: time.Minute}
-	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, Region: cfg.Cloud.Region}, httpClient)
+	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, Region: cfg.Cloud.Region}, osMetrics.Transport)
 	if err != nil {
 		return err
 	}
@@ -166,8 +166,8 @@ func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string, rf repa
 	}
 
 	var opts []grpc.ServerOption
-	if tlsCert != "" || tlsKey != "" || clientCA != "" {
-		creds, err := serverTLS(tlsCert, tlsKey, clientCA)
+	if tf.set() {
+		creds, err := serverTLS(ctx, tf)
 		if err != nil {
 			return err
 		}
@@ -231,21 +231,29 @@ func run(configPath, listen, httpAddr, tlsCert, tlsKey, clientCA string, rf repa
 	return nil
 }
 
-func serverTLS(certFile, keyFile, clientCAFile string) (credentials.TransportCredentials, error) {
-	if certFile == "" || keyFile == "" {
+type tlsFlags struct {
+	cert, key, clientCA string
+	anyClient           bool
+}
+
+func (f tlsFlags) set() bool { return f.cert != "" || f.key != "" || f.clientCA != "" || f.anyClient }
+
+// serverTLS is the gRPC server's TLS: mutual unless --tls-allow-any-client says otherwise, with
+// the certificate, key and client CA re-read when their files are renewed.
+func serverTLS(ctx context.Context, f tlsFlags) (credentials.TransportCredentials, error) {
+	if f.cert == "" || f.key == "" {
 		return nil, errors.New("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
 	}
-	cert, err := certs.KeyPair("--tls-cert/--tls-key", certFile, keyFile)
+	if f.clientCA == "" && !f.anyClient {
+		return nil, errors.New("--tls-client-ca is missing: without it any client that reaches the port can create and delete servers; " +
+			"name the CA of the autoscaler's client certificate, or pass --tls-allow-any-client to accept that risk")
+	}
+	if f.clientCA != "" && f.anyClient {
+		return nil, errors.New("--tls-client-ca and --tls-allow-any-client contradict each other: drop one")
+	}
+	conf, err := certs.ServerConfig(ctx, "--tls-cert/--tls-key", f.cert, f.key, "--tls-client-ca", f.clientCA)
 	if err != nil {
 		return nil, err
-	}
-	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if clientCAFile != "" {
-		pool, err := certs.Pool("--tls-client-ca", clientCAFile)
-		if err != nil {
-			return nil, err
-		}
-		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return credentials.NewTLS(conf), nil
 }

@@ -1,11 +1,15 @@
-// Package certs loads the PEM files the commands' TLS flags name, with errors naming the flag.
+// Package certs loads the PEM files the commands' TLS flags name, with errors naming the flag, and
+// keeps server TLS configurations current when those files are renewed.
 package certs
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"os"
+
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 )
 
 // Pool reads a CA bundle; flag names the option it came from.
@@ -28,4 +32,43 @@ func KeyPair(flags, certPath, keyPath string) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("%s: %w", flags, err)
 	}
 	return cert, nil
+}
+
+// ServerConfig is a server TLS configuration whose certificate, key and (when clientCAFile is
+// set) client CA are re-read whenever their files change, as cert-manager or the kubelet's
+// Secret volumes renew them: no restart needed. The files are watched until ctx ends.
+// certFlags and caFlag name the options the files came from, for errors.
+func ServerConfig(ctx context.Context, certFlags, certFile, keyFile, caFlag, clientCAFile string) (*tls.Config, error) {
+	if _, err := KeyPair(certFlags, certFile, keyFile); err != nil {
+		return nil, err
+	}
+	serving, err := dynamiccertificates.NewDynamicServingContentFromFiles("serving-cert", certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFlags, err)
+	}
+	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	var clientCA dynamiccertificates.CAContentProvider
+	var caContent *dynamiccertificates.DynamicFileCAContent
+	if clientCAFile != "" {
+		if _, err := Pool(caFlag, clientCAFile); err != nil {
+			return nil, err
+		}
+		if caContent, err = dynamiccertificates.NewDynamicCAContentFromFile("client-ca", clientCAFile); err != nil {
+			return nil, fmt.Errorf("%s: %w", caFlag, err)
+		}
+		clientCA = caContent
+		base.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	controller := dynamiccertificates.NewDynamicServingCertificateController(base, clientCA, serving, nil, nil)
+	serving.AddListener(controller)
+	if caContent != nil {
+		caContent.AddListener(controller)
+		go caContent.Run(ctx, 1)
+	}
+	if err := controller.RunOnce(); err != nil {
+		return nil, fmt.Errorf("%s: %w", certFlags, err)
+	}
+	go serving.Run(ctx, 1)
+	go controller.Run(1, ctx.Done())
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: controller.GetConfigForClient}, nil
 }

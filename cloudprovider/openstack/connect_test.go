@@ -1,0 +1,80 @@
+package openstack
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// keystone is a Keystone v3 over TLS (with httptest's own CA) that issues a token for any
+// application credential, with a catalog holding compute at the same address.
+func keystone(t *testing.T) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var requests atomic.Int32
+	var srv *httptest.Server
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.Method != http.MethodPost || r.URL.Path != "/v3/auth/tokens" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("X-Subject-Token", "tls-token")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]any{"token": map[string]any{
+			"methods": []string{"application_credential"}, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+			"catalog": []map[string]any{{"type": "compute", "name": "nova", "endpoints": []map[string]string{
+				{"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": srv.URL + "/v2.1"}}}},
+		}})
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &requests
+}
+
+// clouds.yaml's cacert names the private CA of the cloud's endpoints. It is used whether or not
+// the caller wraps the transport (the provider wraps it to count calls), as `validate` uses it.
+func TestConnectUsesTheCloudsCACert(t *testing.T) {
+	srv, requests := keystone(t)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(caFile, ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clouds := filepath.Join(dir, "clouds.yaml")
+	if err := os.WriteFile(clouds, []byte(fmt.Sprintf(`clouds:
+  private:
+    auth_type: v3applicationcredential
+    auth: {auth_url: %s/v3, application_credential_id: id, application_credential_secret: secret}
+    region_name: RegionOne
+    cacert: %s
+`, srv.URL, caFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var wrapped atomic.Int32
+	count := func(next http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(r *http.Request) (*http.Response, error) { wrapped.Add(1); return next.RoundTrip(r) })
+	}
+	for name, wrap := range map[string]func(http.RoundTripper) http.RoundTripper{"as validate does": nil, "as run does": count} {
+		clients, err := Connect(context.Background(), CloudRef{CloudsFile: clouds, Cloud: "private"}, wrap)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !strings.HasPrefix(clients.Compute.Endpoint, srv.URL) {
+			t.Errorf("%s: compute endpoint %s", name, clients.Compute.Endpoint)
+		}
+	}
+	if requests.Load() != 2 || wrapped.Load() != 1 {
+		t.Errorf("keystone saw %d requests, the wrapper %d; want 2 and 1", requests.Load(), wrapped.Load())
+	}
+}
