@@ -149,24 +149,46 @@ func (g *Group) HasServer(serverID string) bool {
 	return ok
 }
 
-// IncreaseSize starts delta server creations and returns at once.
+// acceptWait bounds how long IncreaseSize waits for Nova to accept the servers: the autoscaler
+// gives each call 5 s by default.
+const acceptWait = 3 * time.Second
+
+// IncreaseSize starts delta server creations and answers once Nova has accepted them (or after
+// acceptWait): the servers then exist in Nova, so a provider restarted right after the answer
+// finds them and the target the autoscaler asked for is still reached. A creation that fails
+// is reported as a failed instance, as usual.
 func (g *Group) IncreaseSize(delta int) error {
 	if delta <= 0 {
 		return fmt.Errorf("node group %q: size increase must be positive, got %d", g.cfg.Name, delta)
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if target := g.targetLocked(); target+delta > g.cfg.MaxSize {
+		g.mu.Unlock()
 		return fmt.Errorf("node group %q: increasing by %d to %d would exceed maxSize %d: %w",
 			g.cfg.Name, delta, target+delta, g.cfg.MaxSize, nodegroup.ErrOutOfRange)
 	}
+	posted := make(chan struct{}, delta)
 	for i := 0; i < delta; i++ {
 		name := fmt.Sprintf("%s-%s-%s", g.cluster, g.cfg.Name, randomSuffix())
 		g.creating[name] = time.Now()
 		g.inflight.Add(1)
-		go g.create(name)
+		go func() {
+			g.create(name)
+			posted <- struct{}{}
+		}()
 	}
 	klog.InfoS("scaling up", "group", g.cfg.Name, "delta", delta, "target", g.targetLocked())
+	g.mu.Unlock()
+	timeout := time.After(acceptWait)
+	for answered := 0; answered < delta; answered++ {
+		select {
+		case <-posted:
+		case <-timeout:
+			klog.InfoS("answering before Nova accepted every server; the rest are created in the background",
+				"group", g.cfg.Name, "accepted", answered, "asked", delta)
+			return nil
+		}
+	}
 	return nil
 }
 

@@ -208,3 +208,28 @@ func TestRevertOfATimedOutScaleUp(t *testing.T) {
 		t.Errorf("target %d after cancelling the failed creations, want 1", got)
 	}
 }
+
+// IncreaseSize answers once Nova has accepted the servers: a provider killed right after the
+// answer has nothing to remember, the next one lists them and reaches the target asked for.
+func TestAcceptedScaleUpSurvivesARestart(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	cloud.Fault = func(r *http.Request) int {
+		if isPost(r) {
+			time.Sleep(50 * time.Millisecond) // Nova takes its time to accept a server
+		}
+		return 0
+	}
+	first := newGroup(cloud, nil, 0, 5)
+	if err := first.IncreaseSize(3); err != nil {
+		t.Fatal(err)
+	}
+	// first is killed as soon as it answered.
+	if got := len(cloud.Servers()); got != 3 {
+		t.Fatalf("%d servers accepted by Nova when IncreaseSize answered, want 3", got)
+	}
+	next := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, next)
+	if got := next.TargetSize(); got != 3 {
+		t.Errorf("the next provider's target is %d, want 3", got)
+	}
+}
