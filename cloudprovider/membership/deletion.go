@@ -18,6 +18,11 @@ import (
 // takes over) finishes the removal instead of forgetting it. Its value is when it was asked.
 const DeletionKey = "openstack-autoscaler:delete-requested"
 
+// ReplaceKey marks a server that node repair is replacing; its value is the server's original
+// name, which the successor takes. The mark stays until the old server is deleted, so a
+// provider that is restarted at any point of the replacement finishes it.
+const ReplaceKey = "openstack-autoscaler:replace-as"
+
 // markTimeout bounds the marking: DeleteNodes answers within the autoscaler's gRPC timeout
 // (5 s by default).
 const markTimeout = 3 * time.Second
@@ -26,18 +31,28 @@ const markTimeout = 3 * time.Second
 // that cannot be marked in time is still removed by this process; only a restart before its
 // removal would forget it, which is logged.
 func MarkDeletion(compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string) {
+	for id, err := range Mark(compute, backoff, serverIDs, DeletionKey, time.Now().UTC().Format(time.RFC3339)) {
+		klog.ErrorS(err, "could not record the accepted removal on the server; it is removed all the same unless the provider restarts first", "server", id)
+	}
+}
+
+// Mark sets key=value in each server's metadata, in parallel, within markTimeout; it returns the
+// errors by server (a server already gone is no error).
+func Mark(compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string, key, value string) map[string]error {
+	errs := map[string]error{}
 	if len(serverIDs) == 0 {
-		return
+		return errs
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
 	defer cancel()
-	opts := servers.MetadataOpts{DeletionKey: time.Now().UTC().Format(time.RFC3339)}
+	opts := servers.MetadataOpts{key: value}
+	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, id := range serverIDs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := backoff.Retry(ctx, "mark server for deletion", func(ctx context.Context) error {
+			err := backoff.Retry(ctx, "mark server", func(ctx context.Context) error {
 				_, err := servers.UpdateMetadata(ctx, compute, id, opts).Extract()
 				if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
 					return nil // already gone
@@ -45,9 +60,12 @@ func MarkDeletion(compute *gophercloud.ServiceClient, backoff openstack.Backoff,
 				return err
 			})
 			if err != nil {
-				klog.ErrorS(err, "could not record the accepted removal on the server; it is removed all the same unless the provider restarts first", "server", id)
+				mu.Lock()
+				errs[id] = err
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
+	return errs
 }

@@ -50,6 +50,8 @@ type Group struct {
 	mu       sync.Mutex
 	members  map[string]*member       // by server ID
 	faults   map[string]servers.Fault // faults read of failed creations the listing showed without one
+	// replaceAfter holds replacements whose successor failed until their next try.
+	replaceAfter map[string]time.Time
 	creating map[string]time.Time     // server names whose POST has not answered yet
 	failed   map[string]nodegroup.ErrorInfo
 	deleting map[string]time.Time // server IDs whose deletion was requested
@@ -89,6 +91,7 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 		Backoff: openstack.DefaultBackoff, events: events,
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
+		replaceAfter: map[string]time.Time{},
 		sem: make(chan struct{}, maxParallelCreates),
 	}
 }
@@ -365,6 +368,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 			delete(g.members, id)
 			delete(g.deleting, id)
 			delete(g.faults, id)
+			delete(g.replaceAfter, id)
 		}
 	}
 	for id, m := range g.members {
@@ -373,6 +377,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 			g.startDeleteLocked(id)
 		}
 	}
+	g.resumeReplacementsLocked()
 	for id, asked := range g.deleting {
 		if _, ok := g.members[id]; !ok {
 			delete(g.deleting, id)
@@ -422,29 +427,78 @@ func (g *Group) Busy() bool {
 	return len(g.creating) > 0 || len(g.deleting) > 0
 }
 
-// Replace deletes the member's server and, once it is gone, creates one with the same name (its
-// node re-registers under the same name, with a new providerID). The target size does not
-// change: the new server counts as being created from now on.
+// Replace makes a successor of the member's server under the same name (its node re-registers
+// under the same name, with a new providerID), then deletes the old server. The target size does
+// not change: the successor counts as being created from now on. Before it answers, the old
+// server is marked (membership.ReplaceKey), so a provider restarted at any point of the
+// replacement finishes it; a successor that cannot be created is tried again at a later
+// refresh, and the old server stays until it exists.
 func (g *Group) Replace(serverID string) error {
+	name, err := g.checkReplace(serverID)
+	if err != nil {
+		return err
+	}
+	for _, err := range membership.Mark(g.compute, g.Backoff, []string{serverID}, membership.ReplaceKey, name) {
+		return fmt.Errorf("node group %q: recording the replacement on server %s: %s", g.cfg.Name, serverID, openstack.Brief(err))
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.startReplaceLocked(serverID, name)
+	klog.InfoS("replacing server", "group", g.cfg.Name, "server", name, "id", serverID)
+	return nil
+}
+
+func (g *Group) checkReplace(serverID string) (string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m, ok := g.members[serverID]
 	if !ok {
-		return fmt.Errorf("node group %q: server %s is not a member: %w", g.cfg.Name, serverID, nodegroup.ErrNotMember)
+		return "", fmt.Errorf("node group %q: server %s is not a member: %w", g.cfg.Name, serverID, nodegroup.ErrNotMember)
 	}
 	if g.isDeletingLocked(serverID, m) {
-		return fmt.Errorf("node group %q: server %s is already being deleted", g.cfg.Name, serverID)
+		return "", fmt.Errorf("node group %q: server %s is already being deleted", g.cfg.Name, serverID)
 	}
 	name := m.server.Name
 	if _, clash := g.creating[name]; clash {
-		return fmt.Errorf("node group %q: a server named %s is already being created", g.cfg.Name, name)
+		return "", fmt.Errorf("node group %q: a server named %s is already being created", g.cfg.Name, name)
 	}
+	return name, nil
+}
+
+func (g *Group) startReplaceLocked(serverID, name string) {
 	g.deleting[serverID] = time.Now()
 	g.creating[name] = time.Now()
 	g.inflight.Add(1)
 	go g.replace(serverID, name)
-	klog.InfoS("replacing server", "group", g.cfg.Name, "server", name, "id", serverID)
-	return nil
+}
+
+// replaceRetry is how long a replacement whose successor could not be made waits before the
+// next try.
+const replaceRetry = time.Minute
+
+// resumeReplacementsLocked goes on with replacements recorded on servers (by this process or
+// one before it): the old server goes once its successor exists.
+func (g *Group) resumeReplacementsLocked() {
+	names := map[string]string{} // server name -> ID
+	for id, m := range g.members {
+		names[m.server.Name] = id
+	}
+	for id, m := range g.members {
+		name, marked := m.server.Metadata[membership.ReplaceKey]
+		if !marked || g.isDeletingLocked(id, m) || time.Now().Before(g.replaceAfter[id]) {
+			continue
+		}
+		if _, creating := g.creating[name]; creating {
+			continue
+		}
+		if successor, ok := names[name]; ok && successor != id {
+			klog.InfoS("finishing a replacement: its successor exists, deleting the old server", "group", g.cfg.Name, "server", name, "old", id)
+			g.startDeleteLocked(id)
+			continue
+		}
+		klog.InfoS("resuming a replacement recorded on the server", "group", g.cfg.Name, "server", name, "old", id)
+		g.startReplaceLocked(id, name)
+	}
 }
 
 // Wait blocks until background creations and deletions finish (for shutdown and tests).

@@ -233,3 +233,70 @@ func TestAcceptedScaleUpSurvivesARestart(t *testing.T) {
 		t.Errorf("the next provider's target is %d, want 3", got)
 	}
 }
+
+func serversNamed(cloud *openstacktest.Cloud, name string) []string {
+	var out []string
+	for _, id := range cloud.Servers() {
+		if s := cloud.ServerBody(id); s != nil && s["name"] == name {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Repair's replacement makes the successor under the same name before the old server goes.
+func TestReplaceMakesTheSuccessorThenDeletesTheOldServer(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	if err := g.Replace(old); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	successor := serversNamed(cloud, "prod-workers-a")
+	if len(successor) != 1 || successor[0] == old || cloud.ServerBody(old) != nil {
+		t.Errorf("after the replacement: servers named prod-workers-a %v, old %s still there: %v", successor, old, cloud.ServerBody(old) != nil)
+	}
+	observe(t, cloud, g)
+	if got := g.TargetSize(); got != 1 {
+		t.Errorf("target %d after the replacement, want 1", got)
+	}
+}
+
+// The provider that started a replacement is killed before it could create the successor: the
+// next one finishes it, so the group keeps its size.
+func TestReplacementSurvivesARestart(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
+	cloud.Fault = func(r *http.Request) int {
+		killed := strings.Contains(r.UserAgent(), "killed-replica")
+		if killed && r.Method != http.MethodGet && !strings.HasSuffix(r.URL.Path, "/metadata") {
+			return http.StatusServiceUnavailable // nothing but the record gets through
+		}
+		return 0
+	}
+	first := newGroup(cloud, func(c *openstack.Clients) { c.Provider.UserAgent.Prepend("killed-replica") }, 0, 5)
+	observe(t, cloud, first)
+	if err := first.Replace(old); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait() // it got nowhere: as good as killed
+	if cloud.ServerBody(old) == nil || len(cloud.Servers()) != 1 {
+		t.Fatal("the killed replica changed servers; the test proves nothing")
+	}
+	next := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, next)
+	next.Wait()
+	successor := serversNamed(cloud, "prod-workers-a")
+	if len(successor) != 1 || successor[0] == old {
+		t.Errorf("servers named prod-workers-a after the next provider's refresh: %v (old %s)", successor, old)
+	}
+	if cloud.ServerBody(old) != nil {
+		t.Errorf("old server %s still exists", old)
+	}
+	observe(t, cloud, next)
+	if got := next.TargetSize(); got != 1 {
+		t.Errorf("target %d, want 1", got)
+	}
+}

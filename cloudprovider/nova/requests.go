@@ -10,7 +10,6 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/keypairs"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
@@ -167,34 +166,41 @@ func (g *Group) delete(id string) {
 	klog.InfoS("server deletion requested", "group", g.cfg.Name, "server", id)
 }
 
-// replace deletes a member's server, waits until Nova no longer lists it, and creates one with
-// the same name. The wait matters: creation looks servers up by name to avoid duplicates.
+// replace renames the old server (<name>-replaced: the name is free, and a creation looked up
+// by name finds only the successor), creates the successor under the name, and deletes the old
+// server once the successor exists. Until then the old server keeps its replacement mark.
 func (g *Group) replace(id, name string) {
 	defer g.inflight.Done()
-	g.inflight.Add(1)
-	g.delete(id)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
 	defer cancel()
-	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := servers.Get(ctx, g.compute, id).Extract()
-		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			return true, nil
-		}
-		if err != nil {
-			klog.V(2).InfoS("checking whether the replaced server is gone", "server", id, "err", err)
-		}
-		return false, nil
+	err := g.Backoff.Retry(ctx, "rename replaced server", func(ctx context.Context) error {
+		_, err := servers.Update(ctx, g.compute, id, servers.UpdateOpts{Name: name + "-replaced"}).Extract()
+		return err
 	})
-	if err != nil {
-		g.mu.Lock()
+	if err == nil {
+		g.inflight.Add(1)
+		g.create(name)
+	}
+	g.mu.Lock()
+	info, failed := g.failed[g.placeholder(name)]
+	if err != nil || failed {
+		// Not a failed scale-up for the autoscaler to undo: the old server stays a member, and
+		// the next refresh after replaceRetry tries again.
+		delete(g.failed, g.placeholder(name))
 		delete(g.creating, name)
+		delete(g.deleting, id)
+		g.replaceAfter[id] = time.Now().Add(replaceRetry)
 		g.mu.Unlock()
-		klog.ErrorS(err, "replacement abandoned: the old server did not go; the autoscaler will scale up if the group is short",
+		if err == nil {
+			err = errors.New(info.Message)
+		}
+		klog.ErrorS(err, "replacement not done: the old server stays until its successor exists; trying again later",
 			"group", g.cfg.Name, "server", name, "id", id)
 		return
 	}
+	g.mu.Unlock()
 	g.inflight.Add(1)
-	g.create(name)
+	g.delete(id)
 }
 
 // Start powers on a stopped server.

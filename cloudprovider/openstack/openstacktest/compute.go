@@ -260,6 +260,27 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		_, _ = w.Write(body)
+	case strings.HasPrefix(path, "/servers/") && r.Method == http.MethodPut:
+		id := strings.TrimPrefix(path, "/servers/")
+		var req struct {
+			Server struct {
+				Name string `json:"name"`
+			} `json:"server"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		c.mu.Lock()
+		s, ok := c.servers[id]
+		if ok && req.Server.Name != "" {
+			s["name"] = req.Server.Name
+		}
+		body, _ := json.Marshal(map[string]any{"server": s})
+		c.mu.Unlock()
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Instance ` + id + ` could not be found."}}`))
+			return
+		}
+		_, _ = w.Write(body)
 	case strings.HasPrefix(path, "/servers/"):
 		id := strings.TrimPrefix(path, "/servers/")
 		c.mu.Lock()
