@@ -47,16 +47,16 @@ type Group struct {
 	// deleteMu makes DeleteInstances one at a time (it records deletions on servers unlocked).
 	deleteMu sync.Mutex
 
-	mu       sync.Mutex
-	members  map[string]*member       // by server ID
-	faults   map[string]servers.Fault // faults read of failed creations the listing showed without one
+	mu      sync.Mutex
+	members map[string]*member       // by server ID
+	faults  map[string]servers.Fault // faults read of failed creations the listing showed without one
 	// replaceAfter holds replacements whose successor failed until their next try.
 	replaceAfter map[string]time.Time
-	creating map[string]time.Time     // server names whose POST has not answered yet
-	failed   map[string]nodegroup.ErrorInfo
-	deleting map[string]time.Time // server IDs whose deletion was requested
-	sem      chan struct{}
-	inflight sync.WaitGroup
+	creating     map[string]time.Time // server names whose POST has not answered yet
+	failed       map[string]nodegroup.ErrorInfo
+	deleting     map[string]time.Time // server IDs whose deletion was requested
+	sem          chan struct{}
+	inflight     sync.WaitGroup
 }
 
 type member struct {
@@ -92,7 +92,7 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
 		replaceAfter: map[string]time.Time{},
-		sem: make(chan struct{}, maxParallelCreates),
+		sem:          make(chan struct{}, maxParallelCreates),
 	}
 }
 
