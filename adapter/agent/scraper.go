@@ -159,8 +159,12 @@ func (s *Scraper) count(ns *podns.Namespace, sample *report.Pod) error {
 		sample.Time = time.Now()
 		sample.Inbound, sample.Outbound, sample.SynRecv = counts.Inbound, counts.Outbound, counts.SynRecv
 		sample.InboundByPort = counts.InboundByPort
+		// A counter that cannot be read is left out, not sent as 0 (which would read as a
+		// counter reset and then a burst of new connections).
 		if tcp, err := sockdiag.ReadTCPCounters(pid); err == nil {
-			sample.PassiveOpens = tcp.PassiveOpens
+			sample.PassiveOpens = &tcp.PassiveOpens
+		} else {
+			s.error("tcp_counters", err)
 		}
 		return nil
 	}

@@ -34,13 +34,19 @@ import (
 // The served metrics, each a function of a pod's values (port-aware where it makes sense).
 var metrics = map[string]struct {
 	portAware bool
-	value     func(v store.Values) float64
+	// value is the metric and the window it covers; ok is false when there is none yet.
+	value func(v store.Values) (x float64, window time.Duration, ok bool)
 }{
-	"tcp_connections":                {true, func(v store.Values) float64 { return v.Connections }},
-	"tcp_connections_max":            {false, func(v store.Values) float64 { return v.ConnectionsMax }},
-	"tcp_new_connections_per_second": {false, func(v store.Values) float64 { return v.NewPerSecond }},
-	"tcp_syn_backlog":                {false, func(v store.Values) float64 { return v.SynBacklog }},
-	"tcp_outbound_connections":       {false, func(v store.Values) float64 { return v.Outbound }},
+	"tcp_connections":                {true, average(func(v store.Values) float64 { return v.Connections })},
+	"tcp_connections_max":            {false, average(func(v store.Values) float64 { return v.ConnectionsMax })},
+	"tcp_new_connections_per_second": {false, func(v store.Values) (float64, time.Duration, bool) { return v.NewPerSecond, v.RateWindow, v.HasRate }},
+	"tcp_syn_backlog":                {false, average(func(v store.Values) float64 { return v.SynBacklog })},
+	"tcp_outbound_connections":       {false, average(func(v store.Values) float64 { return v.Outbound })},
+}
+
+// average serves a value computed over the samples' window.
+func average(f func(store.Values) float64) func(store.Values) (float64, time.Duration, bool) {
+	return func(v store.Values) (float64, time.Duration, bool) { return f(v), v.Window, true }
 }
 
 // PortLabel is the metric label that picks one listening port.
@@ -125,15 +131,18 @@ func check(info provider.CustomMetricInfo, metricSelector labels.Selector) (port
 }
 
 func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (*custom_metrics.MetricValue, bool) {
-	v, ok := p.Store.Get(store.Key{Namespace: pod.Namespace, Name: pod.Name}, p.Now())
+	v, ok := p.Store.Get(store.Key{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}, p.Now())
 	if !ok {
 		return nil, false
 	}
-	x := metrics[info.Metric].value(v)
+	x, span, ok := metrics[info.Metric].value(v)
+	if !ok {
+		return nil, false
+	}
 	if port != 0 {
 		x = v.ByPort[port]
 	}
-	window := int64(v.Window.Seconds())
+	window := int64(span.Seconds())
 	mv := &custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
 		Metric:          custom_metrics.MetricIdentifier{Name: info.Metric},

@@ -26,8 +26,9 @@ type Pod struct {
 	InboundByPort map[uint16]int `json:"inboundByPort,omitempty"`
 	Outbound      int            `json:"outbound"`
 	SynRecv       int            `json:"synRecv"`
-	// PassiveOpens is the namespace's counter of accepted connections (for a rate).
-	PassiveOpens uint64 `json:"passiveOpens"`
+	// PassiveOpens is the namespace's counter of accepted connections (for a rate); absent when
+	// it could not be read (a failed read is not a counter of 0).
+	PassiveOpens *uint64 `json:"passiveOpens,omitempty"`
 	// Unsupported, when set, says why the pod cannot be measured (its runtime keeps sockets
 	// outside the node's kernel, as gVisor and Kata do); the counts are then meaningless.
 	Unsupported string `json:"unsupported,omitempty"`

@@ -15,11 +15,15 @@ import (
 type Values struct {
 	Connections    float64 // inbound, averaged over the window
 	ConnectionsMax float64
-	NewPerSecond   float64
+	// NewPerSecond is the rate of accepted connections over RateWindow; HasRate is false until
+	// two readings of the counter exist.
+	NewPerSecond float64
+	HasRate      bool
+	RateWindow   time.Duration
 	SynBacklog     float64
 	Outbound       float64
 	ByPort         map[uint16]float64
-	// Time of the newest sample, and the span of the samples averaged.
+	// Time of the newest sample, and the span of the samples averaged (0 for a single sample).
 	Time   time.Time
 	Window time.Duration
 	// Unsupported says why the pod has no values (its runtime).
@@ -30,6 +34,7 @@ type sample struct {
 	at                    int64 // unix nanoseconds
 	inbound, out, synRecv int32
 	passiveOpens          uint64
+	hasPassive            bool // the counter was read
 	ports                 []portCount
 }
 
@@ -39,13 +44,13 @@ type portCount struct {
 }
 
 type series struct {
-	uid         string
 	samples     []sample // oldest first, within the window
 	unsupported string
 }
 
-// Key names a pod.
-type Key struct{ Namespace, Name string }
+// Key names a pod, with its UID: a pod recreated under the same name (a StatefulSet's web-0)
+// is another series and never inherits the old one's window.
+type Key struct{ Namespace, Name, UID string }
 
 // Store is safe for concurrent use.
 type Store struct {
@@ -67,10 +72,10 @@ func (s *Store) Add(r report.Report) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range r.Pods {
-		key := Key{p.Namespace, p.Name}
+		key := Key{p.Namespace, p.Name, p.UID}
 		ser := s.series[key]
-		if ser == nil || ser.uid != p.UID { // a new pod with the same name starts afresh
-			ser = &series{uid: p.UID}
+		if ser == nil {
+			ser = &series{}
 			s.series[key] = ser
 		}
 		ser.unsupported = p.Unsupported
@@ -78,7 +83,10 @@ func (s *Store) Add(r report.Report) {
 		if n := len(ser.samples); n > 0 && at <= ser.samples[n-1].at {
 			continue
 		}
-		smp := sample{at: at, inbound: int32(p.Inbound), out: int32(p.Outbound), synRecv: int32(p.SynRecv), passiveOpens: p.PassiveOpens}
+		smp := sample{at: at, inbound: int32(p.Inbound), out: int32(p.Outbound), synRecv: int32(p.SynRecv)}
+		if p.PassiveOpens != nil {
+			smp.passiveOpens, smp.hasPassive = *p.PassiveOpens, true
+		}
 		if len(p.InboundByPort) > 0 {
 			smp.ports = make([]portCount, 0, len(p.InboundByPort))
 			for port, c := range p.InboundByPort {
@@ -146,13 +154,36 @@ func (s *Store) Get(key Key, now time.Time) (Values, bool) {
 	for p := range v.ByPort {
 		v.ByPort[p] /= n
 	}
-	oldest := ser.samples[0]
-	v.Window = time.Duration(newest.at - oldest.at)
-	if v.Window > 0 && newest.passiveOpens >= oldest.passiveOpens {
-		v.NewPerSecond = float64(newest.passiveOpens-oldest.passiveOpens) / v.Window.Seconds()
-	}
-	if v.Window == 0 {
-		v.Window = s.Window // one sample: it stands for the whole window
-	}
+	v.Window = time.Duration(newest.at - ser.samples[0].at)
+	v.NewPerSecond, v.RateWindow, v.HasRate = rate(ser.samples)
 	return v, true
+}
+
+// rate is the rate of a counter over the samples that read it, with Prometheus' counter-reset
+// rule: a reading below the one before means the counter restarted from 0 (the pod's network
+// namespace was made anew), so the increase is the reading itself. Samples whose read failed
+// are skipped; fewer than two readings give no rate.
+func rate(samples []sample) (perSecond float64, window time.Duration, ok bool) {
+	var first, prev *sample
+	var increase uint64
+	for i := range samples {
+		smp := &samples[i]
+		if !smp.hasPassive {
+			continue
+		}
+		switch {
+		case prev == nil:
+			first = smp
+		case smp.passiveOpens >= prev.passiveOpens:
+			increase += smp.passiveOpens - prev.passiveOpens
+		default:
+			increase += smp.passiveOpens
+		}
+		prev = smp
+	}
+	if first == nil || prev == first {
+		return 0, 0, false
+	}
+	window = time.Duration(prev.at - first.at)
+	return float64(increase) / window.Seconds(), window, true
 }

@@ -10,9 +10,18 @@ import (
 
 var t0 = time.Unix(1_800_000_000, 0)
 
+var web1 = Key{"web", "web-1", "u1"}
+
 func pod(at time.Duration, inbound int, ports map[uint16]int, passive uint64) report.Report {
 	return report.Report{Node: "n1", Pods: []report.Pod{{Namespace: "web", Name: "web-1", UID: "u1", Time: t0.Add(at),
-		Inbound: inbound, InboundByPort: ports, Outbound: 2, SynRecv: 1, PassiveOpens: passive}}}
+		Inbound: inbound, InboundByPort: ports, Outbound: 2, SynRecv: 1, PassiveOpens: &passive}}}
+}
+
+// failedRead is a sample whose TCP counters could not be read.
+func failedRead(at time.Duration, inbound int) report.Report {
+	r := pod(at, inbound, nil, 0)
+	r.Pods[0].PassiveOpens = nil
+	return r
 }
 
 func TestWindowAverageMaxAndRate(t *testing.T) {
@@ -21,7 +30,7 @@ func TestWindowAverageMaxAndRate(t *testing.T) {
 	s.Add(pod(10*time.Second, 20, map[uint16]int{8080: 15, 9090: 5}, 150))
 	s.Add(pod(10*time.Second, 99, nil, 999)) // the same scrape pulled again: ignored
 	s.Add(pod(20*time.Second, 30, map[uint16]int{8080: 20, 9090: 10}, 300))
-	v, ok := s.Get(Key{"web", "web-1"}, t0.Add(21*time.Second))
+	v, ok := s.Get(web1, t0.Add(21*time.Second))
 	if !ok {
 		t.Fatal("no values")
 	}
@@ -31,12 +40,12 @@ func TestWindowAverageMaxAndRate(t *testing.T) {
 	if v.ByPort[8080] != 15 || v.ByPort[9090] != 5 {
 		t.Errorf("by port = %v, want 8080: 15, 9090: 5 (absent counts as 0)", v.ByPort)
 	}
-	if v.NewPerSecond != 10 || v.Window != 20*time.Second || !v.Time.Equal(t0.Add(20*time.Second)) {
+	if v.NewPerSecond != 10 || !v.HasRate || v.Window != 20*time.Second || !v.Time.Equal(t0.Add(20*time.Second)) {
 		t.Errorf("rate %v over %s at %s; want 10/s over 20s at t0+20s", v.NewPerSecond, v.Window, v.Time)
 	}
 	// 35 s later the first two samples have left the 30 s window.
 	s.Add(pod(45*time.Second, 40, nil, 400))
-	v, _ = s.Get(Key{"web", "web-1"}, t0.Add(45*time.Second))
+	v, _ = s.Get(web1, t0.Add(45*time.Second))
 	if v.Connections != 35 || v.Window != 25*time.Second {
 		t.Errorf("after sliding: average %v over %s, want 35 over 25s", v.Connections, v.Window)
 	}
@@ -45,10 +54,10 @@ func TestWindowAverageMaxAndRate(t *testing.T) {
 func TestStaleSeriesAreWithdrawn(t *testing.T) {
 	s := New(30*time.Second, 15*time.Second)
 	s.Add(pod(0, 10, nil, 0))
-	if _, ok := s.Get(Key{"web", "web-1"}, t0.Add(14*time.Second)); !ok {
+	if _, ok := s.Get(web1, t0.Add(14*time.Second)); !ok {
 		t.Error("a 14 s old sample (TTL 15 s) was not served")
 	}
-	if _, ok := s.Get(Key{"web", "web-1"}, t0.Add(16*time.Second)); ok {
+	if _, ok := s.Get(web1, t0.Add(16*time.Second)); ok {
 		t.Error("a 16 s old sample (TTL 15 s) was served as fresh")
 	}
 	s.Expire(t0.Add(16 * time.Second))
@@ -60,13 +69,69 @@ func TestStaleSeriesAreWithdrawn(t *testing.T) {
 func TestUnsupportedAndRecreatedPods(t *testing.T) {
 	s := New(30*time.Second, 60*time.Second)
 	s.Add(report.Report{Pods: []report.Pod{{Namespace: "a", Name: "sandboxed", UID: "u", Time: t0, Unsupported: "runtime class \"gvisor\""}}})
-	if v, ok := s.Get(Key{"a", "sandboxed"}, t0); ok || v.Unsupported == "" {
+	if v, ok := s.Get(Key{"a", "sandboxed", "u"}, t0); ok || v.Unsupported == "" {
 		t.Errorf("unsupported pod: %+v %v; want no value and the reason", v, ok)
 	}
 	s.Add(pod(0, 10, nil, 0))
 	s.Add(report.Report{Pods: []report.Pod{{Namespace: "web", Name: "web-1", UID: "u2", Time: t0.Add(time.Second), Inbound: 2}}})
-	if v, _ := s.Get(Key{"web", "web-1"}, t0.Add(time.Second)); v.Connections != 2 {
+	if v, _ := s.Get(Key{"web", "web-1", "u2"}, t0.Add(time.Second)); v.Connections != 2 {
 		t.Errorf("a recreated pod (new UID) inherited the old samples: %+v", v)
+	}
+}
+
+// A StatefulSet's web-0 is recreated: until its agent reports the new pod, the new pod has no
+// value (the old pod's window is not served under its name).
+func TestRecreatedPodNeverInheritsTheOldWindow(t *testing.T) {
+	s := New(30*time.Second, 60*time.Second)
+	s.Add(pod(0, 50, nil, 100))
+	if _, ok := s.Get(Key{"web", "web-1", "u-new"}, t0.Add(time.Second)); ok {
+		t.Error("the recreated pod is served the old pod's values")
+	}
+}
+
+// Rates follow counter-reset rules, skip failed reads, and need two readings.
+func TestRateOfNewConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		reports  []report.Report
+		wantRate float64
+		wantOK   bool
+		window   time.Duration
+	}{
+		// A steady 10/s with a failed read in the middle (it was sent as a counter of 0 and read
+		// as 33,345/s once).
+		{"failed read skipped", []report.Report{pod(0, 5, nil, 500_000), failedRead(5*time.Second, 5), pod(10*time.Second, 5, nil, 500_100),
+			pod(15*time.Second, 5, nil, 500_150)}, 10, true, 15 * time.Second},
+		// The failed read is the oldest sample left in the window.
+		{"failed read first", []report.Report{failedRead(0, 5), pod(10*time.Second, 5, nil, 500_100), pod(15*time.Second, 5, nil, 500_150)},
+			10, true, 5 * time.Second},
+		// The namespace is made anew under the same UID: the counter restarts near 0.
+		{"counter reset", []report.Report{pod(0, 5, nil, 1000), pod(10*time.Second, 5, nil, 1100), pod(20*time.Second, 5, nil, 100)}, 10, true, 20 * time.Second},
+		{"single sample", []report.Report{pod(0, 5, nil, 1000)}, 0, false, 0},
+		{"one reading of two samples", []report.Report{pod(0, 5, nil, 1000), failedRead(10*time.Second, 5)}, 0, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(30*time.Second, 60*time.Second)
+			for _, r := range tc.reports {
+				s.Add(r)
+			}
+			v, ok := s.Get(web1, t0.Add(20*time.Second))
+			if !ok {
+				t.Fatal("no values")
+			}
+			if v.HasRate != tc.wantOK || v.NewPerSecond != tc.wantRate || v.RateWindow != tc.window {
+				t.Errorf("rate %v/s over %s (has %v), want %v/s over %s (has %v)", v.NewPerSecond, v.RateWindow, v.HasRate, tc.wantRate, tc.window, tc.wantOK)
+			}
+		})
+	}
+}
+
+// A single sample is averaged over no time at all: its window says so (not the full window).
+func TestSingleSampleWindowIsHonest(t *testing.T) {
+	s := New(30*time.Second, 60*time.Second)
+	s.Add(pod(0, 7, nil, 0))
+	if v, _ := s.Get(web1, t0); v.Window != 0 || v.Connections != 7 {
+		t.Errorf("one sample: %v over %s, want 7 over 0s", v.Connections, v.Window)
 	}
 }
 
