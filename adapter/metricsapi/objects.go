@@ -1,7 +1,9 @@
 package metricsapi
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -29,11 +31,13 @@ func (p *Provider) podsOf(name types.NamespacedName, gr schema.GroupResource) (k
 		if err != nil {
 			return "", "", nil, err
 		}
+		seen := map[string]bool{} // a dual-stack Service lists each pod in one slice per family
 		for _, s := range slices {
 			for _, e := range s.Endpoints {
-				if e.TargetRef == nil || e.TargetRef.Kind != "Pod" || (e.Conditions.Ready != nil && !*e.Conditions.Ready) {
+				if e.TargetRef == nil || e.TargetRef.Kind != "Pod" || (e.Conditions.Ready != nil && !*e.Conditions.Ready) || seen[e.TargetRef.Name] {
 					continue
 				}
+				seen[e.TargetRef.Name] = true
 				if pod, err := p.Pods.Pods(name.Namespace).Get(e.TargetRef.Name); err == nil {
 					pods = append(pods, pod)
 				}
@@ -68,16 +72,26 @@ func (p *Provider) podsOf(name types.NamespacedName, gr schema.GroupResource) (k
 }
 
 // objectValue sums the object's pods' values (for a Service: the connections it serves in total;
-// an HPA's AverageValue target divides it by the replicas).
+// an HPA's AverageValue target divides it by the replicas). A sum over some of the pods would
+// understate the load and scale down: when a running pod has no fresh value, there is no sum
+// (as the queue metrics refuse partial answers) and the HPA holds.
 func (p *Provider) objectValue(name types.NamespacedName, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (*custom_metrics.MetricValue, error) {
 	kind, apiVersion, pods, err := p.podsOf(name, info.GroupResource)
 	if err != nil {
 		return nil, err
 	}
 	var sum *custom_metrics.MetricValue
+	var missing []string
 	for _, pod := range pods {
-		mv, ok := p.value(pod, info, port, metricSelector)
-		if !ok {
+		if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil || pod.Spec.HostNetwork {
+			continue // holds no connections of its own: not measured
+		}
+		mv, err := p.value(pod, info, port, metricSelector)
+		if err != nil {
+			return nil, notListening(err, info, fmt.Sprintf("%s %s/%s (pod %s)", kind, name.Namespace, name.Name, pod.Name))
+		}
+		if mv == nil {
+			missing = append(missing, pod.Name)
 			continue
 		}
 		if sum == nil {
@@ -93,9 +107,14 @@ func (p *Provider) objectValue(name types.NamespacedName, info provider.CustomMe
 			sum.WindowSeconds = mv.WindowSeconds
 		}
 	}
+	if len(missing) > 0 {
+		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
+			"no complete %s for %s %s/%s: running pod(s) %s have no fresh value (their node's connection-agent has not reported them recently); a sum over the others would understate it",
+			info.Metric, kind, name.Namespace, name.Name, strings.Join(missing, ", "))
+	}
 	if sum == nil {
 		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
-			"no fresh %s for %s %s/%s: none of its %d pod(s) has a recent value", info.Metric, kind, name.Namespace, name.Name, len(pods))
+			"no fresh %s for %s %s/%s: it has no running pod with a value", info.Metric, kind, name.Namespace, name.Name)
 	}
 	return sum, nil
 }

@@ -115,6 +115,10 @@ func check(info provider.CustomMetricInfo, metricSelector labels.Selector) (port
 		return 0, nil
 	}
 	reqs, _ := metricSelector.Requirements()
+	if len(reqs) > 1 {
+		return 0, statusError(http.StatusBadRequest, metav1.StatusReasonBadRequest,
+			"metric selector %q: give %s=<number> once (one listening port per metric)", metricSelector.String(), PortLabel)
+	}
 	for _, r := range reqs {
 		if r.Key() != PortLabel || (r.Operator() != selection.Equals && r.Operator() != selection.DoubleEquals) || !m.portAware {
 			return 0, statusError(http.StatusBadRequest, metav1.StatusReasonBadRequest,
@@ -130,17 +134,41 @@ func check(info provider.CustomMetricInfo, metricSelector labels.Selector) (port
 	return port, nil
 }
 
-func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (*custom_metrics.MetricValue, bool) {
+// errNotListening says a pod has values but does not listen on the port asked for.
+type errNotListening struct {
+	port      uint16
+	listening []uint16
+}
+
+func (e errNotListening) Error() string {
+	ports := make([]string, len(e.listening))
+	for i, p := range e.listening {
+		ports[i] = strconv.Itoa(int(p))
+	}
+	return fmt.Sprintf("port %d is not a listening port of the pod (it listens on %s)", e.port, strings.Join(ports, ", "))
+}
+
+// value is a pod's metric; nil without a fresh value, or with errNotListening for a port the
+// pod does not listen on.
+func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (*custom_metrics.MetricValue, error) {
 	v, ok := p.Store.Get(store.Key{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}, p.Now())
 	if !ok {
-		return nil, false
+		return nil, nil
 	}
 	x, span, ok := metrics[info.Metric].value(v)
 	if !ok {
-		return nil, false
+		return nil, nil
 	}
 	if port != 0 {
-		x = v.ByPort[port]
+		var listening bool
+		if x, listening = v.ByPort[port]; !listening {
+			ports := make([]uint16, 0, len(v.ByPort))
+			for lp := range v.ByPort {
+				ports = append(ports, lp)
+			}
+			sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+			return nil, errNotListening{port: port, listening: ports}
+		}
 	}
 	window := int64(span.Seconds())
 	mv := &custom_metrics.MetricValue{
@@ -154,7 +182,11 @@ func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port u
 		sel, _ := metav1.ParseToLabelSelector(metricSelector.String())
 		mv.Metric.Selector = sel
 	}
-	return mv, true
+	return mv, nil
+}
+
+func notListening(err error, info provider.CustomMetricInfo, what string) error {
+	return statusError(http.StatusBadRequest, metav1.StatusReasonBadRequest, "%s for %s: %v: fix the HPA's metric selector", info.Metric, what, err)
 }
 
 // GetMetricByName answers for one pod.
@@ -170,8 +202,11 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err != nil {
 		return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
 	}
-	mv, ok := p.value(pod, info, port, metricSelector)
-	if !ok {
+	mv, err := p.value(pod, info, port, metricSelector)
+	if err != nil {
+		return nil, notListening(err, info, "pod "+name.String())
+	}
+	if mv == nil {
 		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
 			"no fresh %s for pod %s/%s: its node's connection-agent has not reported it recently (or its runtime is unsupported)", info.Metric, name.Namespace, name.Name)
 	}
@@ -179,11 +214,17 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 }
 
 // GetMetricBySelector answers for the pods matching selector; pods without fresh values are left
-// out (the HPA then treats them as it treats pods whose metrics are missing).
+// out (the HPA then treats them as it treats pods whose metrics are missing), and so are pods
+// not listening on the port asked for, unless none does: that is an error naming their ports.
+// Requests across all namespaces are refused: every metric is namespaced.
 func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (*custom_metrics.MetricValueList, error) {
 	port, err := check(info, metricSelector)
 	if err != nil {
 		return nil, err
+	}
+	if namespace == "" {
+		return nil, statusError(http.StatusBadRequest, metav1.StatusReasonBadRequest,
+			"%s is served per namespace: ask for /namespaces/<namespace>/%s/…", info.Metric, info.GroupResource.String())
 	}
 	out := &custom_metrics.MetricValueList{}
 	if info.GroupResource != podsResource {
@@ -202,10 +243,18 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if err != nil {
 		return nil, err
 	}
+	var listenErr error
 	for _, pod := range pods {
-		if mv, ok := p.value(pod, info, port, metricSelector); ok {
+		mv, err := p.value(pod, info, port, metricSelector)
+		switch {
+		case err != nil:
+			listenErr = err
+		case mv != nil:
 			out.Items = append(out.Items, *mv)
 		}
+	}
+	if len(out.Items) == 0 && listenErr != nil {
+		return nil, notListening(listenErr, info, fmt.Sprintf("the pods of %s matching %q", namespace, selector.String()))
 	}
 	return out, nil
 }

@@ -28,11 +28,13 @@ var now = time.Unix(1_800_000_000, 0)
 
 func fixture(t *testing.T) *Provider {
 	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	running := corev1.PodStatus{Phase: corev1.PodRunning}
 	for _, p := range []*corev1.Pod{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1", UID: "u1", Labels: map[string]string{"app": "web"}}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-2", UID: "u2", Labels: map[string]string{"app": "web"}}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-3", UID: "u3", Labels: map[string]string{"app": "web"}}}, // no samples
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-1", UID: "u4", Labels: map[string]string{"app": "db"}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1", UID: "u1", Labels: map[string]string{"app": "web"}}, Status: running},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-2", UID: "u2", Labels: map[string]string{"app": "web"}}, Status: running},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-3", UID: "u3", Labels: map[string]string{"app": "web"}},
+			Status: corev1.PodStatus{Phase: corev1.PodPending}}, // starting: no samples
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-1", UID: "u4", Labels: map[string]string{"app": "db"}}, Status: running},
 	} {
 		_ = indexer.Add(p)
 	}
@@ -72,8 +74,8 @@ func TestBySelectorAndPort(t *testing.T) {
 	for _, it := range list.Items {
 		byPort[it.DescribedObject.Name] = it.Value.String()
 	}
-	if err != nil || len(byPort) != 2 || byPort["web-1"] != "2" || byPort["web-2"] != "0" {
-		t.Errorf("port 9090 values = %v, %v; want web-1 2, web-2 0", byPort, err)
+	if err != nil || len(byPort) != 1 || byPort["web-1"] != "2" {
+		t.Errorf("port 9090 values = %v, %v; want web-1 2 and web-2 left out (it does not listen on 9090)", byPort, err)
 	}
 	one, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "db-1"}, info("tcp_connections"), labels.Everything())
 	if err != nil || one.Value.String() != "3" {
@@ -106,6 +108,24 @@ func TestErrorsNameTheProblem(t *testing.T) {
 	if _, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), info("tcp_syn_backlog"), s); !apierrors.IsBadRequest(err) {
 		t.Errorf("port selector on a metric without ports: %v; want BadRequest", err)
 	}
+	// A port typo is an error naming the ports the pods listen on, not a value of 0 that keeps
+	// the HPA at minReplicas without a word.
+	typo, _ := labels.Parse("port=8008")
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web-1"}, info("tcp_connections"), typo)
+	if !apierrors.IsBadRequest(err) || !strings.Contains(err.Error(), "port 8008 is not a listening port of the pod (it listens on 8080, 9090)") {
+		t.Errorf("port typo by name: %v; want BadRequest naming 8080, 9090", err)
+	}
+	if _, err := p.GetMetricBySelector(ctx, "shop", labels.SelectorFromSet(labels.Set{"app": "web"}), info("tcp_connections"), typo); !apierrors.IsBadRequest(err) {
+		t.Errorf("port typo by selector: %v; want BadRequest", err)
+	}
+	twice, _ := labels.Parse("port=8080,port=9090")
+	if _, err := p.GetMetricBySelector(ctx, "shop", labels.Everything(), info("tcp_connections"), twice); !apierrors.IsBadRequest(err) {
+		t.Errorf("port given twice: %v; want BadRequest", err)
+	}
+	// Across all namespaces: refused, not answered by listing every pod of the cluster.
+	if _, err := p.GetMetricBySelector(ctx, "", labels.Everything(), info("tcp_connections"), labels.Everything()); !apierrors.IsBadRequest(err) {
+		t.Errorf("request without a namespace: %v; want BadRequest", err)
+	}
 	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web-3"}, info("tcp_connections"), labels.Everything())
 	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "no fresh tcp_connections") {
 		t.Errorf("pod without samples: %v; want NotFound saying there is no fresh value", err)
@@ -129,6 +149,14 @@ func TestObjectMetricsSumTheirPods(t *testing.T) {
 			{Addresses: []string{"198.51.100.131"}, Conditions: discoveryv1.EndpointConditions{Ready: &notReady}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-2"}},
 		},
 	})
+	// The same Service's IPv6 slice lists web-1 again (dual stack).
+	_ = slices.Add(&discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-v6", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv6,
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"2001:db8::130"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-1"}},
+		},
+	})
 	p.Slices = discoverylisters.NewEndpointSliceLister(slices)
 	deployments := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	_ = deployments.Add(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{"tier": "front"}},
@@ -139,7 +167,7 @@ func TestObjectMetricsSumTheirPods(t *testing.T) {
 	svc := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "services"}, Namespaced: true, Metric: "tcp_connections"}
 	v, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, svc, labels.Everything())
 	if err != nil || v.Value.String() != "12" || v.DescribedObject.Kind != "Service" {
-		t.Errorf("service web = %+v, %v; want 12 (only the ready endpoint web-1)", v, err)
+		t.Errorf("service web = %+v, %v; want 12 (only the ready endpoint web-1, counted once over its two slices)", v, err)
 	}
 	dep := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Group: "apps", Resource: "deployments"}, Namespaced: true, Metric: "tcp_connections"}
 	v, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, dep, labels.Everything())
@@ -152,5 +180,24 @@ func TestObjectMetricsSumTheirPods(t *testing.T) {
 	}
 	if _, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "nope"}, dep, labels.Everything()); !apierrors.IsNotFound(err) {
 		t.Errorf("unknown deployment: %v; want NotFound", err)
+	}
+
+	// web-3 starts running and its agent has not reported it yet: a sum over web-1 and web-2
+	// alone would understate the Deployment's load, so there is none.
+	started, _ := p.Pods.Pods("shop").Get("web-3")
+	started = started.DeepCopy()
+	started.Status.Phase = corev1.PodRunning
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	all, _ := p.Pods.List(labels.Everything())
+	for _, pod := range all {
+		if pod.Name != "web-3" {
+			_ = indexer.Add(pod)
+		}
+	}
+	_ = indexer.Add(started)
+	p.Pods = corelisters.NewPodLister(indexer)
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, dep, labels.Everything())
+	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "web-3") {
+		t.Errorf("deployment with a running pod without a value: %v; want NotFound naming web-3", err)
 	}
 }
