@@ -20,9 +20,9 @@ type Values struct {
 	NewPerSecond float64
 	HasRate      bool
 	RateWindow   time.Duration
-	SynBacklog     float64
-	Outbound       float64
-	ByPort         map[uint16]float64
+	SynBacklog   float64
+	Outbound     float64
+	ByPort       map[uint16]float64
 	// Time of the newest sample, and the span of the samples averaged (0 for a single sample).
 	Time   time.Time
 	Window time.Duration
