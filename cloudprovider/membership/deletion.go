@@ -16,12 +16,16 @@ import (
 // DeletionKey marks a server whose removal the autoscaler asked for and the provider accepted.
 // It is set before DeleteNodes answers, so a provider that is restarted (or the replica that
 // takes over) finishes the removal instead of forgetting it. Its value is when it was asked.
+// Nova refuses it on a server in ERROR; such a server is a failed creation, which the
+// autoscaler deletes again after a restart.
 const DeletionKey = "openstack-autoscaler:delete-requested"
 
-// ReplaceKey marks a server that node repair is replacing; its value is the server's original
-// name, which the successor takes. The mark stays until the old server is deleted, so a
-// provider that is restarted at any point of the replacement finishes it.
-const ReplaceKey = "openstack-autoscaler:replace-as"
+// ReplacedSuffix ends the name of a member's server that node repair is replacing: the server
+// is renamed <name>-replaced before the replacement is accepted, its successor takes <name>, and
+// the old server is deleted once the successor exists. The name is the record because Nova
+// refuses metadata changes on a server in ERROR (409), the state repair replaces most, while
+// it accepts a rename in any state; a provider restarted at any point finishes the replacement.
+const ReplacedSuffix = "-replaced"
 
 // markTimeout bounds the marking: DeleteNodes answers within the autoscaler's gRPC timeout
 // (5 s by default).

@@ -430,19 +430,29 @@ func (g *Group) Busy() bool {
 // Replace makes a successor of the member's server under the same name (its node re-registers
 // under the same name, with a new providerID), then deletes the old server. The target size does
 // not change: the successor counts as being created from now on. Before it answers, the old
-// server is marked (membership.ReplaceKey), so a provider restarted at any point of the
-// replacement finishes it; a successor that cannot be created is tried again at a later
-// refresh, and the old server stays until it exists.
+// server is renamed <name>-replaced (membership.ReplacedSuffix): that frees the name and records
+// the replacement, so a provider restarted at any point finishes it; a successor that cannot be
+// created is tried again at a later refresh, and the old server stays until it exists.
 func (g *Group) Replace(serverID string) error {
 	name, err := g.checkReplace(serverID)
 	if err != nil {
 		return err
 	}
-	for _, err := range membership.Mark(g.compute, g.Backoff, []string{serverID}, membership.ReplaceKey, name) {
-		return fmt.Errorf("node group %q: recording the replacement on server %s: %s", g.cfg.Name, serverID, openstack.Brief(err))
+	ctx, cancel := context.WithTimeout(context.Background(), acceptWait)
+	defer cancel()
+	err = g.Backoff.Retry(ctx, "rename replaced server", func(ctx context.Context) error {
+		_, err := servers.Update(ctx, g.compute, serverID, servers.UpdateOpts{Name: name + membership.ReplacedSuffix}).Extract()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("node group %q: renaming server %s to %s%s to record its replacement: %s",
+			g.cfg.Name, serverID, name, membership.ReplacedSuffix, openstack.Brief(err))
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if m, ok := g.members[serverID]; ok {
+		m.server.Name = name + membership.ReplacedSuffix
+	}
 	g.startReplaceLocked(serverID, name)
 	klog.InfoS("replacing server", "group", g.cfg.Name, "server", name, "id", serverID)
 	return nil
@@ -458,7 +468,7 @@ func (g *Group) checkReplace(serverID string) (string, error) {
 	if g.isDeletingLocked(serverID, m) {
 		return "", fmt.Errorf("node group %q: server %s is already being deleted", g.cfg.Name, serverID)
 	}
-	name := m.server.Name
+	name := strings.TrimSuffix(m.server.Name, membership.ReplacedSuffix)
 	if _, clash := g.creating[name]; clash {
 		return "", fmt.Errorf("node group %q: a server named %s is already being created", g.cfg.Name, name)
 	}
@@ -476,15 +486,15 @@ func (g *Group) startReplaceLocked(serverID, name string) {
 // next try.
 const replaceRetry = time.Minute
 
-// resumeReplacementsLocked goes on with replacements recorded on servers (by this process or
-// one before it): the old server goes once its successor exists.
+// resumeReplacementsLocked goes on with replacements recorded in servers' names (by this
+// process or one before it): the old server goes once its successor exists.
 func (g *Group) resumeReplacementsLocked() {
 	names := map[string]string{} // server name -> ID
 	for id, m := range g.members {
 		names[m.server.Name] = id
 	}
 	for id, m := range g.members {
-		name, marked := m.server.Metadata[membership.ReplaceKey]
+		name, marked := strings.CutSuffix(m.server.Name, membership.ReplacedSuffix)
 		if !marked || g.isDeletingLocked(id, m) || time.Now().Before(g.replaceAfter[id]) {
 			continue
 		}
@@ -496,7 +506,7 @@ func (g *Group) resumeReplacementsLocked() {
 			g.startDeleteLocked(id)
 			continue
 		}
-		klog.InfoS("resuming a replacement recorded on the server", "group", g.cfg.Name, "server", name, "old", id)
+		klog.InfoS("resuming a replacement recorded in the server's name", "group", g.cfg.Name, "server", name, "old", id)
 		g.startReplaceLocked(id, name)
 	}
 }

@@ -271,8 +271,8 @@ func TestReplacementSurvivesARestart(t *testing.T) {
 	old := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
 	cloud.Fault = func(r *http.Request) int {
 		killed := strings.Contains(r.UserAgent(), "killed-replica")
-		if killed && r.Method != http.MethodGet && !strings.HasSuffix(r.URL.Path, "/metadata") {
-			return http.StatusServiceUnavailable // nothing but the record gets through
+		if killed && (r.Method == http.MethodPost || r.Method == http.MethodDelete) {
+			return http.StatusServiceUnavailable // nothing but the record (the rename) gets through
 		}
 		return 0
 	}

@@ -166,35 +166,22 @@ func (g *Group) delete(id string) {
 	klog.InfoS("server deletion requested", "group", g.cfg.Name, "server", id)
 }
 
-// replace renames the old server (<name>-replaced: the name is free, and a creation looked up
-// by name finds only the successor), creates the successor under the name, and deletes the old
-// server once the successor exists. Until then the old server keeps its replacement mark.
+// replace creates the successor under the name (the old server was renamed <name>-replaced, so
+// a creation looked up by name finds only the successor) and deletes the old server once the
+// successor exists.
 func (g *Group) replace(id, name string) {
 	defer g.inflight.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
-	defer cancel()
-	err := g.Backoff.Retry(ctx, "rename replaced server", func(ctx context.Context) error {
-		_, err := servers.Update(ctx, g.compute, id, servers.UpdateOpts{Name: name + "-replaced"}).Extract()
-		return err
-	})
-	if err == nil {
-		g.inflight.Add(1)
-		g.create(name)
-	}
+	g.inflight.Add(1)
+	g.create(name)
 	g.mu.Lock()
-	info, failed := g.failed[g.placeholder(name)]
-	if err != nil || failed {
+	if info, failed := g.failed[g.placeholder(name)]; failed {
 		// Not a failed scale-up for the autoscaler to undo: the old server stays a member, and
 		// the next refresh after replaceRetry tries again.
 		delete(g.failed, g.placeholder(name))
-		delete(g.creating, name)
 		delete(g.deleting, id)
 		g.replaceAfter[id] = time.Now().Add(replaceRetry)
 		g.mu.Unlock()
-		if err == nil {
-			err = errors.New(info.Message)
-		}
-		klog.ErrorS(err, "replacement not done: the old server stays until its successor exists; trying again later",
+		klog.ErrorS(errors.New(info.Message), "replacement not done: the old server stays until its successor exists; trying again later",
 			"group", g.cfg.Name, "server", name, "id", id)
 		return
 	}

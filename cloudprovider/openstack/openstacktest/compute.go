@@ -241,6 +241,12 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		c.mu.Lock()
 		s, ok := c.servers[id]
+		if ok && s["status"] == "ERROR" {
+			c.mu.Unlock()
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"conflictingRequest": {"code": 409, "message": "Cannot 'update metadata' instance ` + id + ` while it is in vm_state error"}}`))
+			return
+		}
 		var all map[string]any
 		if ok {
 			all, _ = s["metadata"].(map[string]any)
