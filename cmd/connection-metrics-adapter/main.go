@@ -115,6 +115,13 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 		pl.Slices, pl.Namespace, pl.Service, pl.Port = factory.Discovery().V1().EndpointSlices().Lister(), ns, name, agentPort
 	}
 	pods := factory.Core().V1().Pods().Lister()
+	pl.PodNode = func(namespace, name string) (string, string, bool) {
+		pod, err := pods.Pods(namespace).Get(name)
+		if err != nil {
+			return "", "", false
+		}
+		return pod.Spec.NodeName, string(pod.UID), true
+	}
 	cmd.WithCustomMetrics(&metricsapi.Provider{Store: st, Pods: pods, Now: time.Now,
 		Slices:       factory.Discovery().V1().EndpointSlices().Lister(),
 		Deployments:  factory.Apps().V1().Deployments().Lister(),
@@ -171,9 +178,8 @@ func agentClient(certFile, keyFile, caFile, serverName string) (*http.Client, er
 	if err != nil {
 		return nil, err
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
 	// Agents are pulled at their pod IPs; a certificate made before the pods exist (the Helm
 	// chart's) names the Service instead, which ServerName checks it against.
-	transport.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: serverName}
+	transport := puller.NewTransport(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: serverName})
 	return &http.Client{Transport: transport}, nil
 }
