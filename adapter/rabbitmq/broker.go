@@ -1,5 +1,5 @@
 // Package rabbitmq reads the configured queues of RabbitMQ brokers through their management HTTP
-// API (github.com/michaelklishin/rabbit-hole) and keeps the newest reading of each queue: one
+// API (GET /api/queues/{vhost}/{name}) and keeps the newest reading of each queue: one
 // request per queue per poll interval, however many readers ask. A queue whose last read failed,
 // or whose reading is older than the broker's polling allows, has no value but an error saying
 // why: a stale number is never handed out as fresh.
@@ -9,16 +9,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
 	"k8s.io/klog/v2"
 )
 
@@ -44,7 +46,7 @@ type Broker struct {
 	Now     func() time.Time
 	Metrics *Metrics // optional
 
-	client *rabbithole.Client
+	client *http.Client
 	mu     sync.RWMutex
 	queues map[string]*state // by QueueRef.String()
 }
@@ -63,11 +65,10 @@ func NewBroker(c BrokerConfig) (*Broker, error) {
 		}
 		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	client, err := rabbithole.NewTLSClient(c.URL, "", "", transport)
-	if err != nil {
+	if _, err := url.Parse(c.URL); err != nil {
 		return nil, fmt.Errorf("broker %s: url: %w", c.Name, err)
 	}
-	client.SetTimeout(c.Timeout.Duration)
+	client := &http.Client{Transport: transport, Timeout: c.Timeout.Duration}
 	b := &Broker{Config: c, Now: time.Now, client: client, queues: map[string]*state{}}
 	for _, q := range c.Queues {
 		b.queues[q.String()] = &state{err: errors.New("not read yet")}
@@ -101,10 +102,9 @@ func (b *Broker) Run(ctx context.Context) {
 func (b *Broker) Poll() {
 	var unreachable error
 	failed := 0
-	if user, pass, err := b.credentials(); err != nil {
+	user, pass, err := b.credentials()
+	if err != nil {
 		unreachable = err
-	} else {
-		b.client.Username, b.client.Password = user, pass
 	}
 	for _, q := range b.Config.Queues {
 		if unreachable != nil {
@@ -112,21 +112,15 @@ func (b *Broker) Poll() {
 			b.set(q, Reading{}, unreachable)
 			continue
 		}
-		info, err := b.client.GetQueueWithParameters(q.Vhost, q.Name, columns)
+		r, result, err := b.read(q, user, pass)
+		b.count(result)
 		if err != nil {
-			reason, result := b.reason(q, err)
 			if result == "unreachable" {
-				unreachable = reason
+				unreachable = err
 			}
-			b.count(result)
 			failed++
-			b.set(q, Reading{}, reason)
+			b.set(q, Reading{}, err)
 			continue
-		}
-		b.count("ok")
-		r := Reading{Ready: float64(info.MessagesReady), Unacknowledged: float64(info.MessagesUnacknowledged), Time: b.Now()}
-		if s := info.MessageStats; s != nil {
-			r.PublishRate, r.DeliverRate = float64(s.PublishDetails.Rate), float64(s.DeliverGetDetails.Rate)
 		}
 		b.set(q, r, nil)
 	}
@@ -141,27 +135,81 @@ func (b *Broker) count(result string) {
 	}
 }
 
-// reason turns a client error into one an operator can act on, and classifies it: not_found,
-// refused (the broker answered with another error) or unreachable (it did not answer).
-func (b *Broker) reason(q QueueRef, err error) (error, string) {
-	var api rabbithole.ErrorResponse
-	switch {
-	case errors.As(err, &api) && api.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("queue %q not found in vhost %q on broker %s", q.Name, q.Vhost, b.Config.Name), "not_found"
-	case errors.As(err, &api):
-		return fmt.Errorf("broker %s answered HTTP %d for queue %s: %s: %s", b.Config.Name, api.StatusCode, q, api.Message, api.Reason), "refused"
-	case strings.Contains(err.Error(), "401 Unauthorized"):
-		// rabbit-hole reports 401 as a plain error; RabbitMQ answers 401 for both a failed login
-		// and a user without access to the vhost.
-		return fmt.Errorf("broker %s answered HTTP 401 for queue %s: it refused the credentials in %s and %s, or the user has no access to vhost %q",
-			b.Config.Name, q, b.Config.UsernameFile, b.Config.PasswordFile, q.Vhost), "refused"
-	default:
-		var u *url.Error
-		if errors.As(err, &u) { // the URL is the configured one: say only what went wrong
-			err = u.Err
-		}
-		return fmt.Errorf("broker %s unreachable: %w", b.Config.Name, err), "unreachable"
+// queueAnswer is what the management API says of a queue (the columns asked for). The counts are
+// pointers: a queue whose statistics are not computed yet (just declared, or the broker's
+// metrics collector off) has none, which is not a depth of 0. rabbit-hole's types cannot tell
+// the two apart, so the queue is read with a plain GET.
+type queueAnswer struct {
+	MessagesReady          *float64 `json:"messages_ready"`
+	MessagesUnacknowledged *float64 `json:"messages_unacknowledged"`
+	MessageStats           *struct {
+		PublishDetails    struct{ Rate float64 } `json:"publish_details"`
+		DeliverGetDetails struct{ Rate float64 } `json:"deliver_get_details"`
+	} `json:"message_stats"`
+}
+
+// read polls one queue. The result classifies the outcome for metrics and for the poll: ok,
+// not_found, refused (the broker answered with an error), malformed (an answer that is not
+// the API's JSON, or without the counts), unreachable (no answer: the poll's other queues are
+// not tried).
+func (b *Broker) read(q QueueRef, user, pass string) (Reading, string, error) {
+	u := strings.TrimRight(b.Config.URL, "/") + "/api/queues/" + url.PathEscape(q.Vhost) + "/" + url.PathEscape(q.Name) + "?" + columns.Encode()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return Reading{}, "unreachable", fmt.Errorf("broker %s: %w", b.Config.Name, err)
 	}
+	req.SetBasicAuth(user, pass)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) { // the URL is the configured one: say only what went wrong
+			err = ue.Err
+		}
+		return Reading{}, "unreachable", fmt.Errorf("broker %s unreachable: %w", b.Config.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Reading{}, "unreachable", fmt.Errorf("broker %s unreachable: reading its answer for queue %s: %w", b.Config.Name, q, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return Reading{}, "not_found", fmt.Errorf("queue %q not found in vhost %q on broker %s", q.Name, q.Vhost, b.Config.Name)
+	case resp.StatusCode == http.StatusUnauthorized:
+		// RabbitMQ answers 401 for both a failed login and a user without access to the vhost.
+		return Reading{}, "refused", fmt.Errorf("broker %s answered HTTP 401 for queue %s: it refused the credentials in %s and %s, or the user has no access to vhost %q",
+			b.Config.Name, q, b.Config.UsernameFile, b.Config.PasswordFile, q.Vhost)
+	case resp.StatusCode >= 300:
+		var apiErr struct{ Error, Reason string }
+		if json.Unmarshal(body, &apiErr) != nil || apiErr.Error == "" {
+			return Reading{}, "refused", fmt.Errorf("broker %s answered HTTP %d for queue %s with a body that is not the management API's JSON (%s)",
+				b.Config.Name, resp.StatusCode, q, excerpt(body))
+		}
+		return Reading{}, "refused", fmt.Errorf("broker %s answered HTTP %d for queue %s: %s: %s", b.Config.Name, resp.StatusCode, q, apiErr.Error, apiErr.Reason)
+	}
+	var a queueAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return Reading{}, "malformed", fmt.Errorf("broker %s answered queue %s with a body that is not the management API's JSON (%s): is the url the management API's, not a proxy's page?",
+			b.Config.Name, q, excerpt(body))
+	}
+	if a.MessagesReady == nil || a.MessagesUnacknowledged == nil {
+		return Reading{}, "malformed", fmt.Errorf("broker %s has no statistics for queue %s yet (no messages_ready in its answer): not served as a depth of 0",
+			b.Config.Name, q)
+	}
+	r := Reading{Ready: *a.MessagesReady, Unacknowledged: *a.MessagesUnacknowledged, Time: b.Now()}
+	if s := a.MessageStats; s != nil {
+		r.PublishRate, r.DeliverRate = s.PublishDetails.Rate, s.DeliverGetDetails.Rate
+	}
+	return r, "ok", nil
+}
+
+// excerpt is the start of a body, on one line, for error messages.
+func excerpt(body []byte) string {
+	s := strings.Join(strings.Fields(string(body)), " ")
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func (b *Broker) credentials() (string, string, error) {

@@ -179,3 +179,26 @@ func TestCredentialsAreReadAtEveryPoll(t *testing.T) {
 		t.Fatalf("after rotation: %v", err)
 	}
 }
+
+// A queue whose statistics are not computed yet has no messages_ready: that is not a depth of
+// 0 (an HPA would scale the consumers down), and a body that is not the API's JSON (a proxy's
+// page) is a reason naming the broker and the queue; neither stops the broker's other queues.
+func TestMissingStatisticsAndForeignBodiesAreReasons(t *testing.T) {
+	srv := rabbitmqtest.Start(t, false)
+	srv.Answer("nostats", "queue-nostats.json")
+	srv.Answer("proxied", "proxy-login.html")
+	nostats := rabbitmq.QueueRef{Vhost: rabbitmqtest.Vhost, Name: "nostats"}
+	proxied := rabbitmq.QueueRef{Vhost: rabbitmqtest.Vhost, Name: "proxied"}
+	b, _ := broker(t, srv.URL, rabbitmqtest.Password, "", proxied, nostats, jobs)
+	b.Poll()
+	if r, err := b.Get(nostats); err == nil || !strings.Contains(err.Error(), "messages_ready") {
+		t.Errorf("queue without statistics: %+v, %v; want an error saying messages_ready is missing", r, err)
+	}
+	if _, err := b.Get(proxied); err == nil || !strings.Contains(err.Error(), "broker main") || !strings.Contains(err.Error(), "proxied") ||
+		!strings.Contains(err.Error(), "not the management API's JSON") {
+		t.Errorf("HTML answer: %v; want a reason naming the broker, the queue and the body", err)
+	}
+	if r, err := b.Get(jobs); err != nil || r.Ready != 145 {
+		t.Errorf("jobs after the others failed: %+v, %v", r, err)
+	}
+}

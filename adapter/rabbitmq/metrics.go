@@ -5,7 +5,8 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics are the brokers' polling figures on the adapter's own /metrics.
 type Metrics struct {
 	// Requests to the management API by broker and result: ok, not_found (queue missing),
-	// refused (the broker answered with another error) or unreachable.
+	// refused (the broker answered with another error), malformed (an answer that is not the
+	// API's JSON, or without the queue's counts) or unreachable.
 	Requests *prometheus.CounterVec
 	// Unavailable is the number of a broker's queues that have no fresh reading after its last poll.
 	Unavailable *prometheus.GaugeVec

@@ -5,7 +5,9 @@
 // testdata/: queue-busy.json (a consumer acking 10/s while 20/s are published),
 // queue-stalled.json (publisher stopped, consumer holding 5 unacked), queue-fresh.json (a queue
 // never used: no message_stats), queue-missing.json (404), unauthorized.json (401, wrong
-// password), forbidden.json (401, user without access to the vhost).
+// password), forbidden.json (401, user without access to the vhost), queue-nostats.json (a
+// queue whose statistics are not computed yet: no messages_ready at all), proxy-login.html (a
+// proxy's sign-in page answered instead of the API).
 package rabbitmqtest
 
 import (
@@ -21,7 +23,7 @@ import (
 	"testing"
 )
 
-//go:embed testdata/*.json
+//go:embed testdata/*.json testdata/*.html
 var files embed.FS
 
 // The credentials the fixtures were recorded with.
@@ -67,6 +69,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	reply := func(code int, file string) {
 		body, _ := files.ReadFile("testdata/" + file)
+		if strings.HasSuffix(file, ".html") {
+			w.Header().Set("Content-Type", "text/html")
+		}
 		w.WriteHeader(code)
 		_, _ = w.Write(body)
 	}
