@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/report"
 )
@@ -20,4 +21,23 @@ func (s *Scraper) Handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(latest)
 	})
 	return mux
+}
+
+// RequireClient lets through only clients whose verified certificate names the adapter (its
+// common name or a DNS name equals name). The client CA alone is not enough: a chart's single
+// CA may also have signed every agent's serving certificate (valid for client auth), and no
+// node's agent key may read the other agents.
+func RequireClient(name string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			http.Error(w, "a verified client certificate is required", http.StatusUnauthorized)
+			return
+		}
+		leaf := r.TLS.VerifiedChains[0][0]
+		if leaf.Subject.CommonName != name && !slices.Contains(leaf.DNSNames, name) {
+			http.Error(w, "client "+leaf.Subject.CommonName+" may not read connections: only "+name+" may", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
