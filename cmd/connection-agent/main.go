@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,25 +41,26 @@ func main() {
 	tlsCert := flag.String("tls-cert", "", "serving certificate (PEM)")
 	tlsKey := flag.String("tls-key", "", "serving key (PEM)")
 	clientCA := flag.String("client-ca", "", "CA (PEM) of the client certificates allowed to read (the adapter's)")
+	clientName := flag.String("client-name", "connection-metrics-adapter", "the only client allowed to read: the common name (or a DNS name) of the adapter's client certificate")
 	interval := flag.Duration("interval", 5*time.Second, "how often connections are counted")
 	procRoot := flag.String("proc", "/proc", "the host's /proc")
 	loopback := flag.Bool("include-loopback-peers", false, "count connections whose peer is loopback (a mesh sidecar's)")
 	unsupported := flag.String("unsupported-runtime-classes", "gvisor,kata,kata-qemu,kata-clh,runsc", "RuntimeClasses whose pods' sockets are outside the node's kernel")
 	flag.Parse()
 
-	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *interval, *procRoot, *loopback, *unsupported); err != nil {
+	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *clientName, *interval, *procRoot, *loopback, *unsupported); err != nil {
 		klog.ErrorS(err, "connection-agent stopped")
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert, tlsKey, clientCA string,
+func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert, tlsKey, clientCA, clientName string,
 	interval time.Duration, procRoot string, loopback bool, unsupported string) error {
 	if node == "" && !allNodes {
 		return errors.New("--node-name (or NODE_NAME) is required: the agent counts the pods of its node")
 	}
-	if tlsCert == "" || tlsKey == "" || clientCA == "" {
-		return errors.New("--tls-cert, --tls-key and --client-ca are required: only the adapter may read pods' connections")
+	if tlsCert == "" || tlsKey == "" || clientCA == "" || clientName == "" {
+		return errors.New("--tls-cert, --tls-key, --client-ca and --client-name are required: only the adapter may read pods' connections")
 	}
 	var cfg *rest.Config
 	var err error
@@ -97,11 +97,12 @@ func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert,
 		Counter: sockdiag.NewCounter(sockdiag.Options{IncludeLoopbackPeers: loopback}), UnsupportedRuntimeClasses: classes,
 		Metrics: agent.NewMetrics(reg)}
 
-	tlsConfig, err := serverTLS(tlsCert, tlsKey, clientCA)
+	// The certificate, key and client CA are re-read when cert-manager (or the chart) renews them.
+	tlsConfig, err := certs.ServerConfig(ctx, "--tls-cert/--tls-key", tlsCert, tlsKey, "--client-ca", clientCA)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Addr: listen, Handler: scraper.Handler(), TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: listen, Handler: agent.RequireClient(clientName, scraper.Handler()), TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -133,17 +134,4 @@ func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert,
 		case <-ticker.C:
 		}
 	}
-}
-
-func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	cert, err := certs.KeyPair("--tls-cert/--tls-key", certFile, keyFile)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := certs.Pool("--client-ca", clientCAFile)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
-		MinVersion: tls.VersionTLS12}, nil
 }

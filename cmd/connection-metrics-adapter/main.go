@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"net/http"
@@ -88,7 +87,9 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 	if clientCert == "" || clientKey == "" || agentCA == "" {
 		return fmt.Errorf("--agent-client-cert, --agent-client-key and --agent-ca are required: agents serve only clients with a certificate")
 	}
-	httpClient, err := agentClient(clientCert, clientKey, agentCA, agentServerName)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	httpClient, err := agentClient(ctx, clientCert, clientKey, agentCA, agentServerName)
 	if err != nil {
 		return err
 	}
@@ -127,8 +128,6 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 		Deployments:  factory.Apps().V1().Deployments().Lister(),
 		StatefulSets: factory.Apps().V1().StatefulSets().Lister()})
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	go pl.Run(ctx)
@@ -169,17 +168,14 @@ func queueBrokers(path string) ([]*rabbitmq.Broker, error) {
 	return out, nil
 }
 
-func agentClient(certFile, keyFile, caFile, serverName string) (*http.Client, error) {
-	cert, err := certs.KeyPair("--agent-client-cert/--agent-client-key", certFile, keyFile)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := certs.Pool("--agent-ca", caFile)
-	if err != nil {
-		return nil, err
-	}
+// agentClient pulls agents with the adapter's client certificate; the certificate, key and the
+// agents' CA are re-read when renewed.
+func agentClient(ctx context.Context, certFile, keyFile, caFile, serverName string) (*http.Client, error) {
 	// Agents are pulled at their pod IPs; a certificate made before the pods exist (the Helm
-	// chart's) names the Service instead, which ServerName checks it against.
-	transport := puller.NewTransport(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: serverName})
-	return &http.Client{Transport: transport}, nil
+	// chart's) names the Service instead, which serverName checks it against.
+	conf, err := certs.ClientConfig(ctx, "--agent-client-cert/--agent-client-key", certFile, keyFile, "--agent-ca", caFile, serverName)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: puller.NewTransport(conf)}, nil
 }

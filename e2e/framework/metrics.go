@@ -121,7 +121,7 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	if err != nil {
 		return nil, err
 	}
-	clientCert, clientKey, err := clientPKI.IssueFiles("adapter-client", x509.ExtKeyUsageClientAuth, nil)
+	clientCert, clientKey, err := clientPKI.IssueFiles("connection-metrics-adapter", x509.ExtKeyUsageClientAuth, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -3,11 +3,14 @@
 package certs
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"os"
+	"sync"
 
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 )
@@ -71,4 +74,61 @@ func ServerConfig(ctx context.Context, certFlags, certFile, keyFile, caFlag, cli
 	go serving.Run(ctx, 1)
 	go controller.Run(1, ctx.Done())
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: controller.GetConfigForClient}, nil
+}
+
+// ClientConfig is a client TLS configuration whose certificate and key, and the CA the server
+// is verified against, are re-read whenever their files change. serverName, when set, is the
+// name the server's certificate must carry (instead of the address dialled).
+func ClientConfig(ctx context.Context, certFlags, certFile, keyFile, caFlag, caFile, serverName string) (*tls.Config, error) {
+	if _, err := KeyPair(certFlags, certFile, keyFile); err != nil {
+		return nil, err
+	}
+	if _, err := Pool(caFlag, caFile); err != nil {
+		return nil, err
+	}
+	pair, err := dynamiccertificates.NewDynamicServingContentFromFiles("client-cert", certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFlags, err)
+	}
+	ca, err := dynamiccertificates.NewDynamicCAContentFromFile("server-ca", caFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", caFlag, err)
+	}
+	go pair.Run(ctx, 1)
+	go ca.Run(ctx, 1)
+	var mu sync.Mutex
+	var cachedPEM []byte
+	var cached *tls.Certificate
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			certPEM, keyPEM := pair.CurrentCertKeyContent()
+			mu.Lock()
+			defer mu.Unlock()
+			if cached == nil || !bytes.Equal(certPEM, cachedPEM) {
+				c, err := tls.X509KeyPair(certPEM, keyPEM)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", certFlags, err)
+				}
+				cached, cachedPEM = &c, certPEM
+			}
+			return cached, nil
+		},
+		// The server is verified below, against the CA as it is now.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			opts, ok := ca.VerifyOptions()
+			if !ok || len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("%s: no CA to verify the server with", caFlag)
+			}
+			opts.DNSName = cmp.Or(serverName, cs.ServerName)
+			opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+			opts.Intermediates = x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(opts)
+			return err
+		},
+	}, nil
 }

@@ -134,3 +134,80 @@ func TestServerConfigNamesTheFlag(t *testing.T) {
 		t.Errorf("bad key pair: %v", err)
 	}
 }
+
+// issueServer signs a serving certificate for a DNS name.
+func (a authority) issueServer(t *testing.T, dns string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: dns}, DNSNames: []string{dns},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, &key.PublicKey, a.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// server serves HTTPS with cert, requiring client certificates of clients.
+func server(t *testing.T, cert tls.Certificate, clients authority) string {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(clients.cert)
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Close() })
+	return "https://" + lis.Addr().String() + "/"
+}
+
+// The adapter's client certificate and the agents' CA are renewed: the client takes both
+// without a restart; the server is checked against the name given, not the address dialled.
+func TestClientConfigFollowsRenewedFiles(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
+	agents, clients := newAuthority(t, "agents-1"), newAuthority(t, "clients-1")
+	c, k := clients.issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth)
+	write(t, certFile, c)
+	write(t, keyFile, k)
+	write(t, caFile, agents.pem)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conf, err := ClientConfig(ctx, "--agent-client-cert/--agent-client-key", certFile, keyFile, "--agent-ca", caFile, "agent.svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(url string) error {
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: conf, DisableKeepAlives: true}}).Get(url)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(server(t, agents.issueServer(t, "agent.svc"), clients)); err != nil {
+		t.Fatalf("before the renewal: %v", err)
+	}
+	if err := get(server(t, agents.issueServer(t, "other.svc"), clients)); err == nil {
+		t.Error("a server certificate for another name was accepted")
+	}
+	agents2, clients2 := newAuthority(t, "agents-2"), newAuthority(t, "clients-2")
+	c2, k2 := clients2.issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth)
+	write(t, keyFile, k2)
+	write(t, certFile, c2)
+	write(t, caFile, agents2.pem)
+	renewed := server(t, agents2.issueServer(t, "agent.svc"), clients2)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := get(renewed)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed client certificate and CA were not taken: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
