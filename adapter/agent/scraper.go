@@ -90,7 +90,7 @@ func (s *Scraper) Scrape() report.Report {
 			out.Pods = append(out.Pods, sample)
 			continue
 		}
-		ns := s.namespaceOf(string(pod.UID), &rescanned)
+		ns := s.namespaceOf(CgroupUID(pod), &rescanned)
 		if ns == nil {
 			continue // no process yet (starting), or not on this host
 		}
@@ -108,6 +108,19 @@ func (s *Scraper) Scrape() report.Report {
 	s.latest, s.hasScrap = out, true
 	s.mu.Unlock()
 	return out
+}
+
+// MirrorAnnotation is set by the kubelet on the API's mirror of a static pod: its value is the
+// static pod's own UID (its config hash), which names the pod's cgroup.
+const MirrorAnnotation = "kubernetes.io/config.mirror"
+
+// CgroupUID is the UID a pod's cgroups carry: a static pod's is its config hash, not the UID of
+// the mirror pod the API shows (whose name and UID the report uses).
+func CgroupUID(pod *corev1.Pod) string {
+	if hash := pod.Annotations[MirrorAnnotation]; hash != "" {
+		return hash
+	}
+	return string(pod.UID)
 }
 
 // namespaceOf looks the pod up in the last /proc scan, scanning again (at most once per

@@ -49,3 +49,16 @@ func TestScrapeReportsWhatItCannotMeasure(t *testing.T) {
 		t.Errorf("latest = %+v, %v", latest, ok)
 	}
 }
+
+// A static pod's cgroups carry its config hash; the API shows its mirror pod, under another UID.
+func TestStaticPodsAreFoundThroughTheirMirror(t *testing.T) {
+	mirror := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "etcd-n1", UID: "5d4c3b2a-0000-4000-8000-000000000001",
+		Annotations: map[string]string{MirrorAnnotation: "0c6b8e6f1d2a4b3c9e8f7a6b5c4d3e2f"}}}
+	if got := CgroupUID(mirror); got != "0c6b8e6f1d2a4b3c9e8f7a6b5c4d3e2f" {
+		t.Errorf("mirror pod: cgroup UID %q, want the config hash", got)
+	}
+	plain := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "u1"}}
+	if got := CgroupUID(plain); got != "u1" {
+		t.Errorf("plain pod: cgroup UID %q, want its UID", got)
+	}
+}

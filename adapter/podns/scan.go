@@ -15,13 +15,14 @@ type Namespace struct {
 	PodUID string
 	// PIDs in the namespace, the sandbox's "pause" process first when there is one (it lives
 	// as long as the sandbox, while app containers restart).
-	PIDs []int
+	PIDs     []int
+	hasPause bool
 }
 
 // Scan is what one pass over /proc found.
 type Scan struct {
-	// Pods by UID. A pod whose processes sit in several namespaces keeps the one most of them
-	// share.
+	// Pods by UID. A pod whose processes sit in several namespaces keeps its sandbox's (the
+	// namespace of its pause process), or else the one most of them share.
 	Pods map[string]*Namespace
 	// HostNetwork lists pods whose processes run in the host's namespace: hostNetwork pods,
 	// and runtime helpers placed in a pod's cgroup. Their sockets are not the pod's own.
@@ -90,6 +91,7 @@ func ScanProc(procRoot string) (*Scan, error) {
 		}
 		if comm, _ := os.ReadFile(filepath.Join(dir, "comm")); strings.TrimSpace(string(comm)) == "pause" {
 			ns.PIDs = append([]int{pid}, ns.PIDs...)
+			ns.hasPause = true
 		} else {
 			ns.PIDs = append(ns.PIDs, pid)
 		}
@@ -97,7 +99,7 @@ func ScanProc(procRoot string) (*Scan, error) {
 	for uid, namespaces := range byPodInode {
 		var best *Namespace
 		for _, ns := range namespaces {
-			if best == nil || len(ns.PIDs) > len(best.PIDs) || (len(ns.PIDs) == len(best.PIDs) && ns.Inode < best.Inode) {
+			if best == nil || sandboxFirst(ns, best) {
 				best = ns
 			}
 		}
@@ -108,6 +110,16 @@ func ScanProc(procRoot string) (*Scan, error) {
 		sortKeepFirst(ns)
 	}
 	return scan, nil
+}
+
+// sandboxFirst says whether namespace a is the pod's rather than b: the one holding the
+// sandbox's pause process (a container with a namespace of its own, such as a build or
+// Docker-in-Docker one, may hold more processes), then the one with more processes.
+func sandboxFirst(a, b *Namespace) bool {
+	if a.hasPause != b.hasPause {
+		return a.hasPause
+	}
+	return len(a.PIDs) > len(b.PIDs) || (len(a.PIDs) == len(b.PIDs) && a.Inode < b.Inode)
 }
 
 // sortKeepFirst orders PIDs for stable output, keeping a leading pause process first.

@@ -58,3 +58,24 @@ func TestScanProc(t *testing.T) {
 		t.Errorf("pods = %v, want 2", scan.Pods)
 	}
 }
+
+// A container of the pod runs in a network namespace of its own with more processes than the
+// sandbox (a build or Docker-in-Docker container): the pod's namespace is still the sandbox's.
+func TestPodNamespaceIsTheSandboxs(t *testing.T) {
+	const pod = "0::/kubepods/burstable/pod12121212-3434-5656-7878-909090909090/"
+	root := fakeProc(t, map[int][3]string{
+		1:  {"0::/init.scope\n", "systemd", "4026531840"},
+		10: {pod + "sandbox\n", "pause", "4026532100"},
+		11: {pod + "app\n", "java", "4026532100"},
+		20: {pod + "dind\n", "dockerd", "4026532200"},
+		21: {pod + "dind\n", "containerd", "4026532200"},
+		22: {pod + "dind\n", "make", "4026532200"},
+	})
+	scan, err := ScanProc(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns := scan.Pods["12121212-3434-5656-7878-909090909090"]; ns == nil || ns.Inode != 4026532100 || ns.PIDs[0] != 10 {
+		t.Errorf("pod namespace %+v, want the sandbox's (4026532100, pause first)", ns)
+	}
+}
