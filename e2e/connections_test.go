@@ -243,3 +243,84 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 		t.Errorf("bad metric selector: %s; want BadRequest saying port=<number>", badSelector)
 	}
 }
+
+// The agent stops reporting (killed) while the HPA holds three replicas busy: within the TTL its
+// pods' series are withdrawn (not served stale), and the HPA, without values, keeps the three
+// replicas instead of scaling down on the missing data.
+func TestHPAHoldsWhenTheAgentStopsReporting(t *testing.T) {
+	w := framework.Connect(t)
+	ctx := context.Background()
+	metrics := framework.RunConnectionMetrics(t, w, "6s")
+	kwokNode(t, w, "conn-hold-node", "32")
+	const app = "conn-hold"
+	labels := map[string]string{"app": app}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{sandbox.PortsAnnotation: "8080"}},
+				Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": "conn-hold-node"},
+					Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}},
+			}},
+	}
+	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), app, metav1.DeleteOptions{}) })
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
+			MinReplicas:    ptr.To(int32(1)), MaxReplicas: 6,
+			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
+				Metric: autoscalingv2.MetricIdentifier{Name: "tcp_connections"},
+				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse("10"))}}}},
+			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
+				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(10))}},
+		},
+	}
+	if _, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Delete(context.Background(), app, metav1.DeleteOptions{})
+	})
+	replicas := func() int32 {
+		d, err := w.Kube.AppsV1().Deployments("default").Get(ctx, app, metav1.GetOptions{})
+		if err != nil {
+			return -1
+		}
+		return *d.Spec.Replicas
+	}
+	values := func() int {
+		var list metricValueList
+		_ = json.Unmarshal([]byte(kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?labelSelector=app%3D"+app)), &list)
+		return len(list.Items)
+	}
+	var mu sync.Mutex
+	total := 30
+	_, _ = spreadLoad(t, w, app, 8080, &total, &mu)
+	framework.Eventually(t, 120*time.Second, 2*time.Second, "3 replicas with values for 30 connections", func() (bool, error) {
+		return replicas() == 3 && values() == 3, fmt.Errorf("replicas %d, values %d", replicas(), values())
+	})
+
+	metrics.KillAgent()
+	killed := time.Now()
+	took := framework.Eventually(t, 30*time.Second, time.Second, "the pods' series withdrawn within the TTL (15 s)", func() (bool, error) {
+		n := values()
+		return n == 0, fmt.Errorf("%d values still served", n)
+	})
+	t.Logf("agent killed → series withdrawn in %s", took.Round(time.Second))
+	if took > 15*time.Second+5*time.Second {
+		t.Errorf("withdrawn after %s: the TTL is 15 s (plus a pull and a sync)", took)
+	}
+	// Long past the HPA's sync period and its 10 s scale-down stabilization: it holds.
+	for time.Since(killed) < 45*time.Second {
+		if r := replicas(); r != 3 {
+			t.Fatalf("the HPA went to %d replicas on missing data, %s after the agent stopped", r, time.Since(killed).Round(time.Second))
+		}
+		time.Sleep(2 * time.Second)
+	}
+	describe := kubectl(t, w, "describe", "hpa", app)
+	t.Logf("45 s after the agent stopped the HPA still holds 3 replicas; kubectl describe hpa:\n%s", describe)
+}

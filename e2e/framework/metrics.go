@@ -237,6 +237,18 @@ func (m *ConnectionMetrics) start(logPath, bin string, args ...string) error {
 	return nil
 }
 
+// KillAgent ends the connection-agent at once (SIGKILL, as a crashed or evicted agent), leaving
+// the adapter running.
+func (m *ConnectionMetrics) KillAgent() {
+	if len(m.procs) == 0 {
+		return
+	}
+	agent := m.procs[0] // started first
+	_ = agent.Process.Kill()
+	_ = agent.Wait()
+	m.procs = m.procs[1:]
+}
+
 // Stop unregisters the APIServices, removes the namespace and ends both processes (by PID).
 func (m *ConnectionMetrics) Stop() {
 	ctx := context.Background()

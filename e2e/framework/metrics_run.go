@@ -8,7 +8,7 @@ import (
 
 // RunConnectionMetrics builds the agent and the adapter, starts them for the test (see
 // StartConnectionMetrics), stops them when it ends and shows the tails of their logs if it failed.
-func RunConnectionMetrics(t *testing.T, w *World, window string, opts ...Option) {
+func RunConnectionMetrics(t *testing.T, w *World, window string, opts ...Option) *ConnectionMetrics {
 	t.Helper()
 	bin := filepath.Dir(Binary(t, "connection-agent"))
 	Binary(t, "connection-metrics-adapter")
@@ -31,4 +31,5 @@ func RunConnectionMetrics(t *testing.T, w *World, window string, opts ...Option)
 			logs()
 		}
 	})
+	return m
 }
