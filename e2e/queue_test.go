@@ -236,6 +236,31 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 	if err := <-published; err != nil {
 		t.Fatal(err)
 	}
+	// Before the queue drains, the broker's reads fail for 20 s (it refuses the credentials):
+	// the HPA gets no value and keeps its consumers, rather than scaling down on a depth of 0.
+	good, err := os.ReadFile(pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pass, []byte("not-the-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 15*time.Second, time.Second, "the queue's reads failing", func() (bool, error) {
+		_, out := raw("rabbitmq_queue_messages_ready")
+		return strings.Contains(out, "refused the credentials"), fmt.Errorf("%s", out)
+	})
+	held, _ := replicas()
+	for broken := time.Now(); time.Since(broken) < 20*time.Second; time.Sleep(2 * time.Second) {
+		if spec, _ := replicas(); spec < held {
+			t.Fatalf("the HPA went from %d to %d consumers while the queue could not be read", held, spec)
+		}
+	}
+	if depth, err := rmq.QueueDepth(queue); err == nil {
+		t.Logf("reads failed for 20 s with %d messages left: the HPA kept its %d consumers", depth, held)
+	}
+	if err := os.WriteFile(pass, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The consumers drain the queue; the rates are served meanwhile.
 	took = framework.Eventually(t, 120*time.Second, 2*time.Second, "the queue drained", func() (bool, error) {
 		rates()
