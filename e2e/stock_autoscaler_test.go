@@ -72,7 +72,8 @@ func runStockAutoscaler(t *testing.T, w *framework.World, bin, group, cfg string
 	_, caLog := framework.StartLogged(t, "cluster-autoscaler", bin, "--cloud-provider=externalgrpc", "--cloud-config="+cloudConfig,
 		"--kubeconfig="+w.Env["KUBECONFIG"], "--leader-elect=false", "--scan-interval=5s", "--expander=least-waste",
 		"--scale-down-unneeded-time=20s", "--scale-down-delay-after-add=20s", "--scale-down-delay-after-delete=5s",
-		"--max-node-provision-time=5m", "--skip-nodes-with-local-storage=false", "--skip-nodes-with-system-pods=false", "--v=2")
+		"--max-node-provision-time=5m", "--skip-nodes-with-local-storage=false", "--skip-nodes-with-system-pods=false",
+		"--max-node-startup-time=15m", "--v=5")
 
 	ctx := context.Background()
 	dep := cpuDeployment(group+"-app", group, 4)
@@ -121,6 +122,13 @@ func runStockAutoscaler(t *testing.T, w *framework.World, bin, group, cfg string
 			t.Errorf("cluster-autoscaler's log does not say %q", want)
 		}
 	}
+	// The group sets no options, so the provider answers none and the autoscaler keeps its own
+	// --max-node-startup-time for the group's nodes (with any answer, 1.36's client would use 0:
+	// its nodes would count as unready until Ready).
+	if !strings.Contains(said, "using maxNodeStartupTime = 15m0s") || strings.Contains(said, "using maxNodeStartupTime = 0s") {
+		t.Errorf("cluster-autoscaler does not keep --max-node-startup-time (15m) for the group's nodes: its log says %q",
+			lineWith(said, "using maxNodeStartupTime"))
+	}
 	// A server deleted a moment ago may still be in the autoscaler's instance cache, and is then
 	// rightly no longer any group's; an instance that has no server yet must always be found.
 	for _, line := range strings.Split(said, "\n") {
@@ -130,4 +138,14 @@ func runStockAutoscaler(t *testing.T, w *framework.World, bin, group, cfg string
 			t.Errorf("cluster-autoscaler's log: %s", line)
 		}
 	}
+}
+
+// lineWith is the first line of text holding substr ("" if none).
+func lineWith(text, substr string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, substr) {
+			return line
+		}
+	}
+	return ""
 }
