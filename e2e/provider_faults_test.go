@@ -402,3 +402,55 @@ func TestSoakThroughOpenStackFaults(t *testing.T) {
 	proxy.Decide = nil
 	t.Logf("soak results:\n  %s\n  faults by kind: %s", strings.Join(results, "\n  "), proxy)
 }
+
+// DeleteNodes is accepted while Nova refuses every DELETE, and the provider is killed before it
+// got one through: the provider that starts next deletes exactly the named server.
+func TestNovaAcceptedDeletionSurvivesAKill(t *testing.T) {
+	const group = "nova-delete-kill"
+	w := framework.Connect(t)
+	ctx := context.Background()
+	proxy, clouds := proxiedClouds(t, w)
+	cfg := withClouds(novaConfig(w, group, 0, 3), w, clouds)
+	cleanupGroupServers(t, w, group)
+	p := framework.StartProvider(t, cfg)
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	if err := d.IncreaseSize(ctx, group, 2); err != nil {
+		t.Fatal(err)
+	}
+	var named string
+	framework.Eventually(t, 60*time.Second, time.Second, "2 ACTIVE servers known to the provider", func() (bool, error) {
+		active := []string{}
+		for id, status := range serverIDs(t, w, group) {
+			if status == "ACTIVE" {
+				active = append(active, id)
+			}
+		}
+		instances, err := d.Instances(ctx, group)
+		if len(active) == 2 {
+			sort.Strings(active)
+			named = active[0]
+		}
+		return len(active) == 2 && len(instances) == 2 && err == nil, fmt.Errorf("%d active, %d instances (%v)", len(active), len(instances), err)
+	})
+	proxy.Decide = func(r *http.Request) faultproxy.Fault {
+		if r.Method == http.MethodDelete {
+			return faultproxy.Unavailable
+		}
+		return faultproxy.Pass
+	}
+	if err := d.DeleteNodes(ctx, group, byProviderID(membership.ProviderID(named))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // its deletions are refused meanwhile
+	p.Kill()
+	if _, still := serverIDs(t, w, group)[named]; !still {
+		t.Fatal("the server went before the kill: the test proves nothing")
+	}
+	proxy.Decide = nil
+	p.Restart(t)
+	framework.Eventually(t, 60*time.Second, time.Second, "the named server deleted by the next provider", func() (bool, error) {
+		ids := serverIDs(t, w, group)
+		_, still := ids[named]
+		return !still && len(ids) == 1, fmt.Errorf("servers %v", ids)
+	})
+}
