@@ -89,32 +89,19 @@ func spreadLoad(t *testing.T, w *framework.World, app string, port int, total *i
 	return holder, stop
 }
 
-type metricValueList struct {
-	Items []struct {
-		DescribedObject struct{ Name string } `json:"describedObject"`
-		Value           resource.Quantity     `json:"value"`
-		WindowSeconds   *int64                `json:"windowSeconds"`
-		Timestamp       time.Time             `json:"timestamp"`
-	} `json:"items"`
-}
-
-// A real autoscaling/v2 HPA scales a Deployment on the inbound TCP connections its pods hold,
-// counted inside each pod's own network namespace: up within 30 s of a surge, down when the load
-// ends; `kubectl describe hpa` and `kubectl get --raw` show the values.
-func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
-	w := framework.Connect(t)
+// connectionsHPA runs a one-replica Deployment of sandbox pods listening on ports on node, and a
+// real HPA scaling it (1 to 6 replicas) on 10 tcp_connections per pod, with a 10 s scale-down
+// stabilization; both go when the test ends. It returns the Deployment's replicas.
+func connectionsHPA(t *testing.T, w *framework.World, app, node, ports string) (replicas func() int32) {
+	t.Helper()
 	ctx := context.Background()
-	framework.RunConnectionMetrics(t, w, "6s")
-	kwokNode(t, w, "conn-node", "32")
-
-	const app = "conn-web"
 	labels := map[string]string{"app": app}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{sandbox.PortsAnnotation: "8080,9090"}},
-				Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": "conn-node"},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{sandbox.PortsAnnotation: ports}},
+				Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": node},
 					Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}},
 			}},
 	}
@@ -142,13 +129,34 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	t.Cleanup(func() {
 		_ = w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Delete(context.Background(), app, metav1.DeleteOptions{})
 	})
-	replicas := func() int32 {
+	return func() int32 {
 		d, err := w.Kube.AppsV1().Deployments("default").Get(ctx, app, metav1.GetOptions{})
 		if err != nil {
 			return -1
 		}
 		return *d.Spec.Replicas
 	}
+}
+
+type metricValueList struct {
+	Items []struct {
+		DescribedObject struct{ Name string } `json:"describedObject"`
+		Value           resource.Quantity     `json:"value"`
+		WindowSeconds   *int64                `json:"windowSeconds"`
+		Timestamp       time.Time             `json:"timestamp"`
+	} `json:"items"`
+}
+
+// A real autoscaling/v2 HPA scales a Deployment on the inbound TCP connections its pods hold,
+// counted inside each pod's own network namespace: up within 30 s of a surge, down when the load
+// ends; `kubectl describe hpa` and `kubectl get --raw` show the values.
+func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
+	w := framework.Connect(t)
+	framework.RunConnectionMetrics(t, w, "6s")
+	kwokNode(t, w, "conn-node", "32")
+
+	const app = "conn-web"
+	replicas := connectionsHPA(t, w, app, "conn-node", "8080,9090")
 	raw := func() metricValueList {
 		out := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?labelSelector=app%3D"+app)
 		var list metricValueList
@@ -249,49 +257,10 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 // replicas instead of scaling down on the missing data.
 func TestHPAHoldsWhenTheAgentStopsReporting(t *testing.T) {
 	w := framework.Connect(t)
-	ctx := context.Background()
 	metrics := framework.RunConnectionMetrics(t, w, "6s")
 	kwokNode(t, w, "conn-hold-node", "32")
 	const app = "conn-hold"
-	labels := map[string]string{"app": app}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{sandbox.PortsAnnotation: "8080"}},
-				Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": "conn-hold-node"},
-					Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}},
-			}},
-	}
-	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), app, metav1.DeleteOptions{}) })
-	hpa := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
-			MinReplicas:    ptr.To(int32(1)), MaxReplicas: 6,
-			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
-				Metric: autoscalingv2.MetricIdentifier{Name: "tcp_connections"},
-				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse("10"))}}}},
-			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
-				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(10))}},
-		},
-	}
-	if _, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Delete(context.Background(), app, metav1.DeleteOptions{})
-	})
-	replicas := func() int32 {
-		d, err := w.Kube.AppsV1().Deployments("default").Get(ctx, app, metav1.GetOptions{})
-		if err != nil {
-			return -1
-		}
-		return *d.Spec.Replicas
-	}
+	replicas := connectionsHPA(t, w, app, "conn-hold-node", "8080")
 	values := func() int {
 		var list metricValueList
 		_ = json.Unmarshal([]byte(kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?labelSelector=app%3D"+app)), &list)

@@ -204,24 +204,8 @@ func TestNovaProviderKilledBeforeCreationsAreAnsweredReachesTheTarget(t *testing
 	p.Restart(t)
 	d.Client = p.Client
 	framework.Eventually(t, 60*time.Second, time.Second, "the restarted provider's target is 3, one instance per server", func() (bool, error) {
-		servers := groupServers(t, w, group)
-		instances, err := d.Instances(ctx, group)
-		if err != nil {
-			return false, err
-		}
-		size, _ := d.TargetSize(ctx, group)
-		want := map[string]bool{}
-		for _, s := range servers {
-			want[membership.ProviderID(s.ID)] = true
-		}
-		got := map[string]bool{}
-		for _, inst := range instances {
-			got[inst.GetId()] = true
-		}
-		if len(servers) > 3 {
-			t.Fatalf("%d servers after asking for 3: duplicates", len(servers))
-		}
-		return size == 3 && len(servers) == 3 && len(got) == 3 && subset(want, got), fmt.Errorf("target %d, nova %v, provider %v", size, want, got)
+		servers, size, err := providerMatchesNova(t, w, d, group, 3)
+		return err == nil && size == 3 && servers == 3, fmt.Errorf("%d servers, target %d (%v)", servers, size, err)
 	})
 }
 

@@ -356,26 +356,39 @@ func TestNovaProviderRestartMidScaleUpCreatesNoDuplicates(t *testing.T) {
 	// Whatever the crash let through is all there is; the restarted provider reports exactly it.
 	time.Sleep(5 * time.Second)
 	framework.Eventually(t, 60*time.Second, time.Second, "provider's members equal Nova's servers", func() (bool, error) {
-		servers := groupServers(t, w, group)
-		instances, err := d.Instances(ctx, group)
-		if err != nil {
-			return false, err
-		}
-		want := map[string]bool{}
-		for _, s := range servers {
-			want[membership.ProviderID(s.ID)] = true
-		}
-		got := map[string]bool{}
-		for _, inst := range instances {
-			got[inst.GetId()] = true
-		}
-		if len(servers) > 3 {
-			t.Fatalf("%d servers after asking for 3: duplicates", len(servers))
-		}
-		size, _ := d.TargetSize(ctx, group)
-		return len(got) == len(want) && size == len(servers) && subset(want, got), fmt.Errorf("nova %v, provider %v, target %d", want, got, size)
+		servers, size, err := providerMatchesNova(t, w, d, group, 3)
+		return err == nil && size == servers, err
 	})
 	t.Logf("after the crash: %d server(s) in Nova, all known to the restarted provider", len(groupServers(t, w, group)))
+}
+
+// providerMatchesNova compares the group's servers in Nova with the provider's instances: it
+// fails the test on more servers than asked (duplicates), and returns the number of servers
+// and the provider's target, or an error while the two lists differ.
+func providerMatchesNova(t *testing.T, w *framework.World, d *autoscaler.Driver, group string, asked int) (servers, target int, err error) {
+	t.Helper()
+	ctx := context.Background()
+	list := groupServers(t, w, group)
+	if len(list) > asked {
+		t.Fatalf("%d servers after asking for %d: duplicates", len(list), asked)
+	}
+	instances, err := d.Instances(ctx, group)
+	if err != nil {
+		return 0, 0, err
+	}
+	want := map[string]bool{}
+	for _, s := range list {
+		want[membership.ProviderID(s.ID)] = true
+	}
+	got := map[string]bool{}
+	for _, inst := range instances {
+		got[inst.GetId()] = true
+	}
+	target, _ = d.TargetSize(ctx, group)
+	if len(got) != len(want) || !subset(want, got) {
+		return len(list), target, fmt.Errorf("nova %v, provider %v, target %d", want, got, target)
+	}
+	return len(list), target, nil
 }
 
 func subset(a, b map[string]bool) bool {

@@ -68,18 +68,6 @@ func mustObserve(t *testing.T, cloud *openstacktest.Cloud, g *heat.Group) {
 	}
 }
 
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func providerID(cloud *openstacktest.Cloud, g *openstacktest.StackGroup, member string) string {
 	return membership.ProviderID(cloud.MemberServers(g, member)[0])
 }
@@ -101,7 +89,7 @@ func TestStaleReplicaRemovesExactlyTheNamedMember(t *testing.T) {
 	if err := replicaB.DeleteInstances([]string{membership.ProviderID(named)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	openstacktest.Eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
 	updates, _ := cloud.StackUpdates(stack)
 	if updates[0]["count"] != "4" || updates[0]["removal"] != "3" {
 		t.Errorf("update sent %v, want count 4 and removal 3", updates[0])
@@ -128,7 +116,7 @@ func TestScaleUpAddsToTheStackAsItIsNow(t *testing.T) {
 	if err := g.IncreaseSize(1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	openstacktest.Eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
 	if got := cloud.StackParam(stack, "count"); got != "5" {
 		t.Errorf("count after the scale-up: %s, want 5", got)
 	}
@@ -149,12 +137,12 @@ func TestFailedRemovalIsSentAgainWithoutLoweringTheCountTwice(t *testing.T) {
 	if err := g.DeleteInstances([]string{providerID(cloud, nodes, "1")}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the first update fails", func() bool { _, status := cloud.StackUpdates(stack); return status == "UPDATE_FAILED" })
+	openstacktest.Eventually(t, "the first update fails", func() bool { _, status := cloud.StackUpdates(stack); return status == "UPDATE_FAILED" })
 	mustObserve(t, cloud, g)
 	if !strings.Contains(g.Debug(), "UPDATE_FAILED") && !strings.Contains(g.Debug(), "update failed") {
 		t.Errorf("the group does not report the failed update: %s", g.Debug())
 	}
-	eventually(t, "the removal is sent again", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 2 })
+	openstacktest.Eventually(t, "the removal is sent again", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 2 })
 	updates, status := cloud.StackUpdates(stack)
 	if updates[1]["count"] != "2" || updates[1]["removal"] != "1" {
 		t.Errorf("second update %v, want count 2 and removal 1", updates[1])
@@ -303,7 +291,7 @@ func TestUpdateWhoseAnswerWasLostIsNotAppliedTwice(t *testing.T) {
 			if err := tc.ask(g, cloud, nodes); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "the group settles", func() bool { return observe(t, cloud, g) == nil && !g.Busy() })
+			openstacktest.Eventually(t, "the group settles", func() bool { return observe(t, cloud, g) == nil && !g.Busy() })
 			updates, _ := cloud.StackUpdates(stack)
 			if len(updates) != 1 || cloud.StackParam(stack, "count") != tc.wantCount || len(cloud.StackMembers(nodes)) != tc.members {
 				t.Errorf("updates %v, count %s, members %v; want one update to count %s", updates, cloud.StackParam(stack, "count"),
@@ -349,7 +337,7 @@ func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
 	if got := next.TargetSize(); got != 2 {
 		t.Errorf("the next provider's target is %d, want 2", got)
 	}
-	eventually(t, "the removal reaches the stack", func() bool { return len(cloud.StackMembers(nodes)) == 2 })
+	openstacktest.Eventually(t, "the removal reaches the stack", func() bool { return len(cloud.StackMembers(nodes)) == 2 })
 	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
 		t.Errorf("members %v, want %v", got, want)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 
@@ -261,8 +262,7 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 		body, _ := json.Marshal(map[string]any{"metadata": all})
 		c.mu.Unlock()
 		if !ok {
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Instance ` + id + ` could not be found."}}`))
+			instanceNotFound(w, id)
 			return
 		}
 		_, _ = w.Write(body)
@@ -282,8 +282,7 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 		body, _ := json.Marshal(map[string]any{"server": s})
 		c.mu.Unlock()
 		if !ok {
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Instance ` + id + ` could not be found."}}`))
+			instanceNotFound(w, id)
 			return
 		}
 		_, _ = w.Write(body)
@@ -298,8 +297,7 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		switch {
 		case !ok:
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Instance ` + id + ` could not be found."}}`))
+			instanceNotFound(w, id)
 		case r.Method == http.MethodDelete:
 			w.WriteHeader(http.StatusNoContent)
 		default:
@@ -332,4 +330,22 @@ func (a *answerLoser) WriteHeader(code int) {
 func (a *answerLoser) Write(b []byte) (int, error) {
 	a.WriteHeader(http.StatusOK)
 	return a.ResponseWriter.Write(b)
+}
+
+// instanceNotFound answers as Nova does for a server that does not exist.
+func instanceNotFound(w http.ResponseWriter, id string) {
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Instance ` + id + ` could not be found."}}`))
+}
+
+// Eventually polls cond every 5 ms for up to 5 s, failing the test if it never holds.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
