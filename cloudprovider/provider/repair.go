@@ -2,6 +2,8 @@ package provider
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
@@ -42,4 +44,18 @@ func (p *Provider) Reboot(ctx context.Context, serverID string, hard bool) error
 func (p *Provider) RepairPolicy(g nodegroup.Group) (repair.Policy, bool) {
 	c := p.Config.RepairPolicyFor(g.Config())
 	return repair.PolicyFrom(c), !c.Disabled
+}
+
+// RepairStale says why the provider's view of a group's servers is not fresh enough to repair
+// on (repair.Loop.Stale): no successful refresh for three intervals, or the group's last
+// refresh failed.
+func (p *Provider) RepairStale(g nodegroup.Group) string {
+	limit := 3 * p.Config.RefreshInterval.Duration
+	if age := time.Since(p.Manager.LastRefresh()); age > limit {
+		return fmt.Sprintf("no successful refresh from OpenStack for %s (more than %s)", age.Round(time.Second), limit)
+	}
+	if err := p.Manager.GroupError(g.ID()); err != nil {
+		return err.Error()
+	}
+	return ""
 }

@@ -60,6 +60,9 @@ type NodeState struct {
 	// LastStep and LastStepAt are the repair step already taken (remembered on the Node).
 	LastStep   Action
 	LastStepAt time.Time
+	// Removing: cluster-autoscaler is removing the node (its ToBeDeletedByClusterAutoscaler
+	// taint): it is drained and deleted, not repaired.
+	Removing bool
 }
 
 // GroupState is what is known of the node's group.
@@ -67,6 +70,9 @@ type GroupState struct {
 	Nodes, Unhealthy int
 	// Scaling is true while the group has a scale operation in flight (target ≠ members).
 	Scaling bool
+	// Stale says why the provider's view of OpenStack cannot be trusted now (its last refresh is
+	// old, or the group's failed); "" when it is fresh. Nothing is repaired on a stale view.
+	Stale string
 }
 
 // Unhealthy says whether the node needs repair, ignoring the group.
@@ -87,6 +93,8 @@ const (
 	HoldTooMany  Hold = "too-many-unhealthy"
 	HoldWaiting  Hold = "waiting"
 	HoldDisabled Hold = "disabled"
+	HoldRemoving Hold = "removing"
+	HoldStale    Hold = "stale"
 )
 
 // Decide returns the step to take now, why, and — for an unhealthy node given no step — what
@@ -94,6 +102,12 @@ const (
 func (p Policy) Decide(n NodeState, g GroupState, now time.Time) (Action, string, Hold) {
 	if !p.Unhealthy(n, now) {
 		return None, "healthy", NotHeld
+	}
+	if n.Removing {
+		return None, "cluster-autoscaler is removing the node (ToBeDeletedByClusterAutoscaler)", HoldRemoving
+	}
+	if g.Stale != "" {
+		return None, "the view of OpenStack is stale: " + g.Stale, HoldStale
 	}
 	if age := now.Sub(n.Created); age < p.Grace {
 		return None, fmt.Sprintf("node is %s old, within the %s grace period after creation", age.Round(time.Second), p.Grace), HoldGrace

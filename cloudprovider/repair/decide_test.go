@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	corev1 "k8s.io/api/core/v1"
 )
 
 func TestDecide(t *testing.T) {
@@ -37,10 +40,23 @@ func TestDecide(t *testing.T) {
 		{"started but still down: soft reboot", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Start, LastStepAt: now.Add(-6 * time.Minute)}, group, SoftReboot, ""},
 		{"replacement under way", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-2 * time.Minute)}, group, None, "waiting"},
 		{"replaced node still here", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-6 * time.Minute)}, group, Replace, "after its replacement"},
+		{"being removed by the autoscaler", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ERROR", Removing: true}, group, None, "ToBeDeletedByClusterAutoscaler"},
+		{"stale view of OpenStack", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "SHUTOFF"}, GroupState{Nodes: 5, Unhealthy: 1, Stale: "no refresh for 2m"}, None, "stale"},
 	} {
 		got, reason, _ := p.Decide(tc.node, tc.group, now)
 		if got != tc.want || !strings.Contains(reason, tc.reason) {
 			t.Errorf("%s: Decide = %q (%s), want %q with a reason containing %q", tc.name, got, reason, tc.want, tc.reason)
 		}
+	}
+}
+
+// A node cluster-autoscaler is draining for removal carries its taint: the loop reads it.
+func TestStateOfReadsTheAutoscalersRemovalTaint(t *testing.T) {
+	n := &corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: ToBeDeletedTaint, Value: "1764849600", Effect: corev1.TaintEffectNoSchedule}}}}
+	if !stateOf(n, servers.Server{Status: "ERROR"}).Removing {
+		t.Error("a node with the ToBeDeletedByClusterAutoscaler taint is not seen as being removed")
+	}
+	if stateOf(&corev1.Node{}, servers.Server{}).Removing {
+		t.Error("an untainted node is seen as being removed")
 	}
 }

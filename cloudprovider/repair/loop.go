@@ -29,6 +29,9 @@ const (
 	StepAtAnnotation = "openstack-autoscaler.io/repair-step-at"
 )
 
+// ToBeDeletedTaint is the taint cluster-autoscaler puts on a node it is draining to remove it.
+const ToBeDeletedTaint = "ToBeDeletedByClusterAutoscaler"
+
 // Event reasons on the Node.
 const (
 	ReasonStart        = "RepairStart"
@@ -60,7 +63,10 @@ type Loop struct {
 	Nodes corelisters.NodeLister
 	Cloud Cloud
 	// PolicyFor returns a group's policy; ok false means repair is off for the group.
-	PolicyFor    func(group nodegroup.Group) (policy Policy, ok bool)
+	PolicyFor func(group nodegroup.Group) (policy Policy, ok bool)
+	// Stale, when set, says why the view of a group's servers cannot be trusted now ("" when
+	// it is fresh): nothing of the group is repaired meanwhile.
+	Stale        func(group nodegroup.Group) string
 	Interval     time.Duration
 	DrainTimeout time.Duration
 	DryRun       bool
@@ -138,6 +144,9 @@ func (l *Loop) Pass(ctx context.Context) {
 			continue
 		}
 		gs := GroupState{Nodes: len(cands), Scaling: group.Busy()}
+		if l.Stale != nil {
+			gs.Stale = l.Stale(group)
+		}
 		// For the group's share, a node counts as soon as it is not Ready: nodes cut off by the
 		// same network fault go NotReady within seconds of each other, and the first must not
 		// be repaired alone because the others have not been NotReady long enough yet.
@@ -200,6 +209,9 @@ func stateOf(n *corev1.Node, s servers.Server) NodeState {
 			st.Ready, st.ReadySince = string(c.Status), c.LastTransitionTime.Time
 		}
 	}
+	for _, t := range n.Spec.Taints {
+		st.Removing = st.Removing || t.Key == ToBeDeletedTaint
+	}
 	if step := n.Annotations[StepAnnotation]; step != "" {
 		st.LastStep = Action(step)
 		if at, err := time.Parse(time.RFC3339, n.Annotations[StepAtAnnotation]); err == nil {
@@ -233,7 +245,7 @@ func (l *Loop) tellOnce(node *corev1.Node, key string, eventType, reason, messag
 func (l *Loop) held(group string, c candidate, hold Hold, reason string) {
 	l.Metrics.held.WithLabelValues(group, string(hold)).Inc()
 	klog.V(2).InfoS("unhealthy node left alone", "node", c.node.Name, "group", group, "hold", hold, "reason", reason)
-	if hold == HoldTooMany || hold == HoldScaling {
+	if hold == HoldTooMany || hold == HoldScaling || hold == HoldStale || hold == HoldRemoving {
 		l.tellOnce(c.node, string(hold), corev1.EventTypeWarning, ReasonHeld, "not repaired: "+reason)
 	}
 }

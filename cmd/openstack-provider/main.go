@@ -125,7 +125,7 @@ func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, 
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	loop := &repair.Loop{Cloud: p, PolicyFor: p.RepairPolicy, Interval: cfg.Repair.Interval.Duration,
+	loop := &repair.Loop{Cloud: p, PolicyFor: p.RepairPolicy, Stale: p.RepairStale, Interval: cfg.Repair.Interval.Duration,
 		DrainTimeout: cfg.Repair.DrainTimeout.Duration, DryRun: cfg.Repair.DryRun, Metrics: repair.NewMetrics(reg)}
 	election := repair.Election{Namespace: rf.namespace, Name: rf.lease, Identity: fmt.Sprintf("%s_%d", host, os.Getpid())}
 	go func() {
