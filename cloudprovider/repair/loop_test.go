@@ -2,8 +2,10 @@ package repair
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,4 +304,42 @@ func TestUnhealthyGaugeIsWithdrawnWhenTheGroupHasNoNodesLeft(t *testing.T) {
 	if n := testutil.CollectAndCount(h.loop.Metrics.unhealthy); n != 0 {
 		t.Errorf("%d unhealthy-node series after the group's last node went, want none (not a stale count)", n)
 	}
+}
+
+// The repair Lease cannot be renewed for a while (the API server refuses it): this replica stops
+// repairing and, once renewals go through again, campaigns and repairs again (it used to stop
+// for good after one lost renewal).
+func TestRepairCampaignsAgainAfterLosingTheLease(t *testing.T) {
+	kube := fake.NewClientset()
+	var refusing atomic.Bool
+	refuse := func(k8stesting.Action) (bool, runtime.Object, error) {
+		if refusing.Load() {
+			return true, nil, errors.New("the API server is unavailable")
+		}
+		return false, nil, nil
+	}
+	kube.PrependReactor("update", "leases", refuse)
+	kube.PrependReactor("get", "leases", refuse)
+	metrics := NewMetrics(prometheus.NewRegistry())
+	loop := &Loop{Cloud: &fakeCloud{}, PolicyFor: func(nodegroup.Group) (Policy, bool) { return DefaultPolicy, true },
+		Interval: 50 * time.Millisecond, Metrics: metrics}
+	election := Election{Namespace: "kube-system", Name: "openstack-provider-repair", Identity: "replica-a",
+		LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { RunElected(ctx, kube, election, loop); close(done) }()
+	defer func() { cancel(); <-done }()
+	leading := func() bool { return testutil.ToFloat64(metrics.leader) == 1 }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 20*time.Second, true,
+			func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+	waitFor("replica-a leads", leading)
+	refusing.Store(true)
+	waitFor("replica-a stops leading", func() bool { return !leading() })
+	refusing.Store(false)
+	waitFor("replica-a leads again", leading)
 }

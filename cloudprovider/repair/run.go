@@ -1,6 +1,7 @@
 package repair
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -23,6 +24,7 @@ type Metrics struct {
 	held      *prometheus.CounterVec
 	repaired  *prometheus.CounterVec
 	unhealthy *prometheus.GaugeVec
+	leader    prometheus.Gauge
 }
 
 // NewMetrics registers the repair metrics with reg.
@@ -44,18 +46,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "openstack_autoscaler_repair_unhealthy_nodes",
 			Help: "Unhealthy nodes per node group at the last look.",
 		}, []string{"group"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "openstack_autoscaler_repair_leader",
+			Help: "1 while this replica holds the repair Lease and repairs, 0 otherwise.",
+		}),
 	}
-	reg.MustRegister(m.actions, m.held, m.repaired, m.unhealthy)
+	reg.MustRegister(m.actions, m.held, m.repaired, m.unhealthy, m.leader)
 	return m
 }
 
 // Election names the Lease that makes one replica of the provider the one that repairs.
 type Election struct {
 	Namespace, Name, Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod: 15 s, 10 s and 2 s when zero.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
 
 // RunElected watches the Nodes, and runs the loop while this process holds the Lease, until
-// ctx ends (the Lease is then released so another replica takes over at once).
+// ctx ends (the Lease is then released so another replica takes over at once). Leadership lost
+// (a renewal failed: the API server was slow, or another replica took the Lease) stops the loop
+// and the replica campaigns again: it is never out for good.
 func RunElected(ctx context.Context, kube kubernetes.Interface, election Election, loop *Loop) {
 	factory := informers.NewSharedInformerFactory(kube, 10*time.Minute)
 	loop.Nodes = factory.Core().V1().Nodes().Lister()
@@ -73,12 +83,18 @@ func RunElected(ctx context.Context, kube kubernetes.Interface, election Electio
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: election.Identity},
 	}
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+	retry := cmp.Or(election.RetryPeriod, 2*time.Second)
+	config := leaderelection.LeaderElectionConfig{
 		Lock: lock, ReleaseOnCancel: true, Name: "node-repair",
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		LeaseDuration: cmp.Or(election.LeaseDuration, 15*time.Second), RenewDeadline: cmp.Or(election.RenewDeadline, 10*time.Second),
+		RetryPeriod: retry,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: loop.Run,
+			OnStartedLeading: func(ctx context.Context) {
+				loop.Metrics.leader.Set(1)
+				loop.Run(ctx)
+			},
 			OnStoppedLeading: func() {
+				loop.Metrics.leader.Set(0)
 				klog.InfoS("node repair: not the leader (any more)", "lease", election.Namespace+"/"+election.Name)
 			},
 			OnNewLeader: func(identity string) {
@@ -87,5 +103,14 @@ func RunElected(ctx context.Context, kube kubernetes.Interface, election Electio
 				}
 			},
 		},
-	})
+	}
+	for {
+		leaderelection.RunOrDie(ctx, config)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+			klog.InfoS("node repair: campaigning again for the Lease", "lease", election.Namespace+"/"+election.Name)
+		}
+	}
 }
