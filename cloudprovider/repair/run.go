@@ -3,6 +3,7 @@ package repair
 import (
 	"cmp"
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,12 +85,20 @@ func RunElected(ctx context.Context, kube kubernetes.Interface, election Electio
 		LockConfig: resourcelock.ResourceLockConfig{Identity: election.Identity},
 	}
 	retry := cmp.Or(election.RetryPeriod, 2*time.Second)
+	// One loop at a time: the loop of a term that just ended may still be finishing its pass
+	// when the next term starts.
+	var running sync.Mutex
 	config := leaderelection.LeaderElectionConfig{
 		Lock: lock, ReleaseOnCancel: true, Name: "node-repair",
 		LeaseDuration: cmp.Or(election.LeaseDuration, 15*time.Second), RenewDeadline: cmp.Or(election.RenewDeadline, 10*time.Second),
 		RetryPeriod: retry,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
+				running.Lock()
+				defer running.Unlock()
+				if ctx.Err() != nil {
+					return // this term ended while the last one's loop finished
+				}
 				loop.Metrics.leader.Set(1)
 				loop.Run(ctx)
 			},
