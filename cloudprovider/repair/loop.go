@@ -64,6 +64,9 @@ type Loop struct {
 	Cloud Cloud
 	// PolicyFor returns a group's policy; ok false means repair is off for the group.
 	PolicyFor func(group nodegroup.Group) (policy Policy, ok bool)
+	// Gate, when set, says whether this replica may repair now, and why not (see
+	// WithAutoscaler); while it says no, no node is repaired.
+	Gate func(ctx context.Context) (ok bool, reason string)
 	// Stale, when set, says why the view of a group's servers cannot be trusted now ("" when
 	// it is fresh): nothing of the group is repaired meanwhile.
 	Stale        func(group nodegroup.Group) string
@@ -81,6 +84,8 @@ type Loop struct {
 	steps  sync.WaitGroup
 	// gauged: the groups whose unhealthy-node gauge the last pass set (Pass runs on one goroutine).
 	gauged map[string]bool
+	// gateReason is why the gate last said no (logged once per reason).
+	gateReason string
 }
 
 // Run passes over the nodes every Interval until ctx ends, then waits for steps under way.
@@ -103,6 +108,21 @@ type candidate struct {
 
 // Pass makes one look at the nodes; steps it decides on run in the background.
 func (l *Loop) Pass(ctx context.Context) {
+	if l.Gate != nil {
+		if ok, reason := l.Gate(ctx); !ok {
+			l.Metrics.held.WithLabelValues("", string(HoldElsewhere)).Inc()
+			l.mu.Lock()
+			if l.gateReason != reason {
+				klog.InfoS("node repair waits", "reason", reason)
+				l.gateReason = reason
+			}
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Lock()
+		l.gateReason = ""
+		l.mu.Unlock()
+	}
 	nodes, err := l.Nodes.List(labels.Everything())
 	if err != nil {
 		klog.ErrorS(err, "listing nodes for repair")

@@ -3,6 +3,9 @@ package repair
 import (
 	"context"
 	"errors"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/utils/ptr"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -342,4 +345,36 @@ func TestRepairCampaignsAgainAfterLosingTheLease(t *testing.T) {
 	waitFor("replica-a stops leading", func() bool { return !leading() })
 	refusing.Store(false)
 	waitFor("replica-a leads again", leading)
+}
+
+// Two pods each run an autoscaler and a provider; repair acts only in the pod whose autoscaler
+// holds the autoscaler's Lease (the other pod cannot see the scaling in progress).
+func TestRepairActsOnlyWhereTheAutoscalerLeads(t *testing.T) {
+	stopped := node("n1", "s1", corev1.ConditionTrue)
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "osa", Name: "cluster-autoscaler"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("pod-b"), RenewTime: &metav1.MicroTime{Time: time.Now()}, LeaseDurationSeconds: ptr.To(int32(15))}}
+	for pod, wantStart := range map[string]bool{"pod-a": false, "pod-b": true} {
+		cloud := &fakeCloud{servers: map[string]servers.Server{"s1": {ID: "s1", Status: "SHUTOFF"}}}
+		h := newHarness(t, cloud, stopped.DeepCopy(), lease.DeepCopy())
+		h.loop.Gate = WithAutoscaler(h.kube, "osa", "cluster-autoscaler", pod)
+		h.pass(t)
+		started := slices.Contains(cloud.Calls(), "start s1")
+		if started != wantStart {
+			t.Errorf("%s (the autoscaler leads in pod-b): started the server = %v, want %v (calls %v)", pod, started, wantStart, cloud.Calls())
+		}
+		held := testutil.ToFloat64(h.loop.Metrics.held.WithLabelValues("", string(HoldElsewhere)))
+		if (held > 0) == wantStart {
+			t.Errorf("%s: held{hold=autoscaler-elsewhere} = %v", pod, held)
+		}
+	}
+	// An expired Lease: no autoscaler leads anywhere, nothing is repaired.
+	expired := lease.DeepCopy()
+	expired.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(-time.Minute)}
+	cloud := &fakeCloud{servers: map[string]servers.Server{"s1": {ID: "s1", Status: "SHUTOFF"}}}
+	h := newHarness(t, cloud, stopped.DeepCopy(), expired)
+	h.loop.Gate = WithAutoscaler(h.kube, "osa", "cluster-autoscaler", "pod-b")
+	h.pass(t)
+	if len(cloud.Calls()) != 0 {
+		t.Errorf("expired autoscaler Lease: calls %v, want none", cloud.Calls())
+	}
 }

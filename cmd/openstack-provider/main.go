@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,6 +59,8 @@ func main() {
 	fs.StringVar(&rf.kubeconfig, "kubeconfig", "", "kubeconfig for node repair (repair.enabled in the config); empty: the in-cluster service account")
 	fs.StringVar(&rf.namespace, "leader-elect-namespace", envOr("POD_NAMESPACE", "kube-system"), "namespace of the Lease that elects the replica running node repair")
 	fs.StringVar(&rf.lease, "leader-elect-lease", "openstack-provider-repair", "name of that Lease")
+	fs.StringVar(&rf.autoscalerLease, "repair-with-autoscaler-lease", "", "namespace/name of cluster-autoscaler's Lease: repair acts only while the autoscaler of this pod (--repair-identity) holds it")
+	fs.StringVar(&rf.identity, "repair-identity", "", "this pod's name, as cluster-autoscaler writes it in its Lease (default: the hostname)")
 	_ = fs.Parse(args)
 
 	if *configPath == "" {
@@ -98,7 +102,7 @@ func runValidate(path string) int {
 	return 0
 }
 
-type repairFlags struct{ kubeconfig, namespace, lease string }
+type repairFlags struct{ kubeconfig, namespace, lease, autoscalerLease, identity string }
 
 func envOr(name, fallback string) string {
 	if v := os.Getenv(name); v != "" {
@@ -128,6 +132,13 @@ func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, 
 	loop := &repair.Loop{Cloud: p, PolicyFor: p.RepairPolicy, Stale: p.RepairStale, Interval: cfg.Repair.Interval.Duration,
 		DrainTimeout: cfg.Repair.DrainTimeout.Duration, DryRun: cfg.Repair.DryRun, Metrics: repair.NewMetrics(reg)}
 	election := repair.Election{Namespace: rf.namespace, Name: rf.lease, Identity: fmt.Sprintf("%s_%d", host, os.Getpid())}
+	if rf.autoscalerLease != "" {
+		ns, name, ok := strings.Cut(rf.autoscalerLease, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("--repair-with-autoscaler-lease %q: write it as namespace/name", rf.autoscalerLease)
+		}
+		loop.Gate = repair.WithAutoscaler(kube, ns, name, cmp.Or(rf.identity, host))
+	}
 	go func() {
 		defer close(done)
 		repair.RunElected(ctx, kube, election, loop)
