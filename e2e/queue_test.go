@@ -233,10 +233,7 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 		t.Errorf("kubectl describe hpa does not show the queue depth per consumer:\n%s", describe)
 	}
 
-	if err := <-published; err != nil {
-		t.Fatal(err)
-	}
-	// Before the queue drains, the broker's reads fail for 20 s (it refuses the credentials):
+	// While messages are still queued, the broker's reads fail for 20 s (it refuses the credentials):
 	// the HPA gets no value and keeps its consumers, rather than scaling down on a depth of 0.
 	good, err := os.ReadFile(pass)
 	if err != nil {
@@ -256,9 +253,12 @@ func TestHPAScalesConsumersOnQueueDepth(t *testing.T) {
 		}
 	}
 	if depth, err := rmq.QueueDepth(queue); err == nil {
-		t.Logf("reads failed for 20 s with %d messages left: the HPA kept its %d consumers", depth, held)
+		t.Logf("reads failed for 20 s (%d messages left at the end): the HPA kept its %d consumers", depth, held)
 	}
 	if err := os.WriteFile(pass, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-published; err != nil {
 		t.Fatal(err)
 	}
 	// The consumers drain the queue; the rates are served meanwhile.
