@@ -60,13 +60,16 @@ type Group struct {
 	// written to the stack yet.
 	pendingDelta int
 	// removal lists members to name in the next update; the count is not lowered for them yet.
-	removal  []string
-	lastSent *sentUpdate
-	members  []member
-	servers  map[string]servers.Server // by server ID, from the Nova listing
-	lastErr  string
-	kick     chan struct{}
-	once     sync.Once
+	removal []string
+	// replacing lists members of removal that repair replaces (their successor is counted in
+	// pendingDelta until the update is sent).
+	replacing []string
+	lastSent  *sentUpdate
+	members   []member
+	servers   map[string]servers.Server // by server ID, from the Nova listing
+	lastErr   string
+	kick      chan struct{}
+	once      sync.Once
 }
 
 // stackState is what the provider reads of its stack.
@@ -270,11 +273,17 @@ func (g *Group) DeleteInstances(ids []string) error {
 	var names, serverIDs []string
 	pending := g.pendingLocked()
 	cancelPending := 0
+	var cancelReplace []string
 	for _, id := range ids {
 		name, ok := g.memberNameLocked(id)
 		switch {
 		case ok:
-			if m := g.memberLocked(name); !g.removingLocked(m) && !slices.Contains(names, name) {
+			m := g.memberLocked(name)
+			switch {
+			case slices.Contains(g.replacing, name) && !slices.Contains(cancelReplace, name):
+				// Repair replaces it and the update is not sent yet: no successor, one fewer.
+				cancelReplace = append(cancelReplace, name)
+			case !g.removingLocked(m) && !slices.Contains(names, name):
 				names = append(names, name)
 				if m.serverID != "" {
 					serverIDs = append(serverIDs, m.serverID)
@@ -292,7 +301,7 @@ func (g *Group) DeleteInstances(ids []string) error {
 			return fmt.Errorf("node group %q: %q is not a member of stack %s: %w", g.cfg.Name, id, g.stackName, nodegroup.ErrNotMember)
 		}
 	}
-	if target := g.targetLocked(); len(names) > 0 && target-len(names)-cancelPending < g.cfg.MinSize {
+	if target := g.targetLocked(); len(names)+len(cancelReplace) > 0 && target-len(names)-len(cancelReplace)-cancelPending < g.cfg.MinSize {
 		g.mu.Unlock()
 		return fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
 			g.cfg.Name, len(names), target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
@@ -304,7 +313,8 @@ func (g *Group) DeleteInstances(ids []string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.removal = append(g.removal, names...)
-	g.pendingDelta -= cancelPending
+	g.pendingDelta -= cancelPending + len(cancelReplace)
+	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(cancelReplace, n) })
 	g.poke()
 	klog.InfoS("scaling down", "group", g.cfg.Name, "stack", g.stackName, "members", names, "cancelled", cancelPending, "target", g.targetLocked())
 	return nil
@@ -330,6 +340,7 @@ func (g *Group) Replace(serverID string) error {
 		return fmt.Errorf("node group %q: member %s is already being removed", g.cfg.Name, name)
 	}
 	g.removal = append(g.removal, name)
+	g.replacing = append(g.replacing, name)
 	g.pendingDelta++ // the member's place stays: Heat creates its successor in the same update
 	g.poke()
 	klog.InfoS("replacing member", "group", g.cfg.Name, "stack", g.stackName, "member", name, "server", serverID)

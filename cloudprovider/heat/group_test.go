@@ -345,3 +345,36 @@ func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
 		t.Errorf("count %s, want 2", got)
 	}
 }
+
+// The autoscaler deletes a node whose member repair is replacing, before the replacement
+// reached the stack: the group's target goes down by one, and the stack loses that member
+// without a successor.
+func TestDeletingAMemberUnderReplacementLowersTheTarget(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 3)
+	held := true
+	cloud.HeatFault = func(r *http.Request) int {
+		if r.Method == http.MethodPatch && held {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	}
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	broken := cloud.MemberServers(nodes, "1")[0]
+	if err := g.Replace(broken); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.DeleteInstances([]string{membership.ProviderID(broken)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d after deleting the member under replacement, want 2", got)
+	}
+	cloud.HeatFault = nil
+	held = false
+	openstacktest.Eventually(t, "the stack updated", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) >= 1 })
+	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
+		t.Errorf("members %v, want %v (no successor for member 1)", got, want)
+	}
+}

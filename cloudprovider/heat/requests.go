@@ -68,6 +68,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	}
 	// A member named for removal that went away by other hands is not counted off again.
 	g.removal = slices.DeleteFunc(g.removal, func(name string) bool { return !present[name] })
+	g.replacing = slices.DeleteFunc(g.replacing, func(name string) bool { return !slices.Contains(g.removal, name) })
 	if state.status == "UPDATE_FAILED" {
 		g.lastErr = "stack update failed: " + state.reason
 	}
@@ -359,6 +360,7 @@ func (g *Group) applyOnce() error {
 func (g *Group) commitLocked(sent *sentUpdate, status string) {
 	g.pendingDelta -= sent.delta
 	g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return slices.Contains(sent.named, n) })
+	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(sent.named, n) })
 	g.stack.count, g.stack.removal, g.stack.status = sent.count, ParseList(sent.removal), status
 	g.lastErr = ""
 }

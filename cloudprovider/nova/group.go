@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,11 @@ type Group struct {
 	faults  map[string]servers.Fault // faults read of failed creations the listing showed without one
 	// replaceAfter holds replacements whose successor failed until their next try.
 	replaceAfter map[string]time.Time
+	// replacing maps the server under replacement to its name (its successor's); a name in
+	// cancelled is a replacement whose node the autoscaler deleted meanwhile: the successor does
+	// not count, and goes as soon as it exists.
+	replacing map[string]string
+	cancelled map[string]bool
 	creating     map[string]time.Time // server names whose POST has not answered yet
 	failed       map[string]nodegroup.ErrorInfo
 	deleting     map[string]time.Time // server IDs whose deletion was requested
@@ -91,7 +97,7 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 		Backoff: openstack.DefaultBackoff, events: events,
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
-		replaceAfter: map[string]time.Time{},
+		replaceAfter: map[string]time.Time{}, replacing: map[string]string{}, cancelled: map[string]bool{},
 		sem:          make(chan struct{}, maxParallelCreates),
 	}
 }
@@ -129,7 +135,7 @@ func (g *Group) targetLocked() int {
 		}
 	}
 	for name := range g.creating {
-		if !listed[name] { // a listing may show the server before its POST answers
+		if !listed[name] && !g.cancelled[name] { // a listing may show the server before its POST answers
 			n++
 		}
 	}
@@ -250,13 +256,17 @@ func (g *Group) placeholder(serverName string) string {
 func (g *Group) DeleteInstances(ids []string) error {
 	g.deleteMu.Lock()
 	defer g.deleteMu.Unlock()
-	servers, failures, err := g.checkDeletion(ids)
+	servers, failures, replaced, err := g.checkDeletion(ids)
 	if err != nil {
 		return err
 	}
 	membership.MarkDeletion(g.compute, g.Backoff, servers)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	for _, name := range replaced {
+		g.cancelled[name] = true
+		klog.InfoS("the node of a server under replacement was deleted: its successor goes too", "group", g.cfg.Name, "server", name)
+	}
 	for _, id := range failures {
 		delete(g.failed, id)
 	}
@@ -276,7 +286,7 @@ func (g *Group) startDeleteLocked(id string) {
 }
 
 // checkDeletion says which servers to delete and which failed creations to drop, or why not.
-func (g *Group) checkDeletion(ids []string) (servers, failures []string, err error) {
+func (g *Group) checkDeletion(ids []string) (servers, failures, replaced []string, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, id := range ids {
@@ -286,25 +296,30 @@ func (g *Group) checkDeletion(ids []string) (servers, failures []string, err err
 		}
 		if name, ok := strings.CutPrefix(id, g.placeholder("")); ok {
 			if _, creating := g.creating[name]; creating {
-				return nil, nil, fmt.Errorf("node group %q: %s is still being created; delete it once its server exists", g.cfg.Name, name)
+				return nil, nil, nil, fmt.Errorf("node group %q: %s is still being created; delete it once its server exists", g.cfg.Name, name)
 			}
 		}
 		serverID, ok := membership.ServerID(id)
 		m, member := g.members[serverID]
 		if !ok || !member {
-			return nil, nil, fmt.Errorf("node group %q: %q is not a member (its server is not tagged %s=%s, %s=%s): %w",
+			return nil, nil, nil, fmt.Errorf("node group %q: %q is not a member (its server is not tagged %s=%s, %s=%s): %w",
 				g.cfg.Name, id, membership.ClusterKey, g.cluster, membership.NodeGroupKey, g.cfg.Name, nodegroup.ErrNotMember)
 		}
 		if g.isDeletingLocked(serverID, m) {
-			continue // already going
+			// Already going; if repair is replacing it, its successor must not stay.
+			if name, ok := g.replacing[serverID]; ok && !g.cancelled[name] && !slices.Contains(replaced, name) {
+				replaced = append(replaced, name)
+			}
+			continue
 		}
 		servers = append(servers, serverID)
 	}
-	if target := g.targetLocked(); len(servers) > 0 && target-len(servers)-len(failures) < g.cfg.MinSize {
-		return nil, nil, fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
-			g.cfg.Name, len(servers), target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
+	lowered := len(servers) + len(replaced)
+	if target := g.targetLocked(); lowered > 0 && target-lowered-len(failures) < g.cfg.MinSize {
+		return nil, nil, nil, fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
+			g.cfg.Name, lowered, target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
 	}
-	return servers, failures, nil
+	return servers, failures, replaced, nil
 }
 
 // DecreaseTargetSize cancels failed creations the autoscaler has not deleted; it never deletes a
@@ -478,6 +493,7 @@ func (g *Group) checkReplace(serverID string) (string, error) {
 func (g *Group) startReplaceLocked(serverID, name string) {
 	g.deleting[serverID] = time.Now()
 	g.creating[name] = time.Now()
+	g.replacing[serverID] = name
 	g.inflight.Add(1)
 	go g.replace(serverID, name)
 }

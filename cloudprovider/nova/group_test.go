@@ -289,3 +289,39 @@ func TestReplacementSurvivesARestart(t *testing.T) {
 		t.Errorf("target %d, want 1", got)
 	}
 }
+
+// The autoscaler deletes a node whose server repair is replacing: the group's target goes down
+// by one (it used to keep its size: the deletion was skipped as "already going"), and the
+// successor, once made, is deleted too.
+func TestDeletingANodeUnderReplacementLowersTheTarget(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
+	release := make(chan struct{})
+	cloud.Fault = func(r *http.Request) int {
+		if isPost(r) {
+			<-release // the successor's creation takes its time
+		}
+		return 0
+	}
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	if err := g.Replace(old); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 1 {
+		t.Fatalf("target %d during the replacement, want 1", got)
+	}
+	if err := g.DeleteInstances([]string{membership.ProviderID(old)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 0 {
+		t.Errorf("target %d after deleting the node under replacement, want 0", got)
+	}
+	close(release)
+	g.Wait()
+	observe(t, cloud, g)
+	g.Wait()
+	if left := cloud.Servers(); len(left) != 0 {
+		t.Errorf("servers left: %v, want none (the old server and its successor deleted)", left)
+	}
+}

@@ -174,6 +174,26 @@ func (g *Group) replace(id, name string) {
 	g.inflight.Add(1)
 	g.create(name)
 	g.mu.Lock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.replacing, id)
+		delete(g.cancelled, name)
+		g.mu.Unlock()
+	}()
+	if g.cancelled[name] {
+		// The autoscaler deleted the node meanwhile: neither the old server nor its successor
+		// stays.
+		delete(g.failed, g.placeholder(name))
+		for sid, m := range g.members {
+			if m.server.Name == name && sid != id {
+				g.startDeleteLocked(sid)
+			}
+		}
+		g.mu.Unlock()
+		g.inflight.Add(1)
+		g.delete(id)
+		return
+	}
 	if info, failed := g.failed[g.placeholder(name)]; failed {
 		// Not a failed scale-up for the autoscaler to undo: the old server stays a member, and
 		// the next refresh after replaceRetry tries again.
