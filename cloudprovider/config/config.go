@@ -53,6 +53,12 @@ type Repair struct {
 	// DrainTimeout bounds the eviction of a node's pods before its replacement (default 5m);
 	// when PodDisruptionBudgets hold pods that long, the replacement goes ahead and says so.
 	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+	// MaxClusterUnhealthyPercent: above this share of unhealthy nodes across every group, no
+	// node is repaired (default 30): a wide fault is not one broken node per group.
+	MaxClusterUnhealthyPercent int `json:"maxClusterUnhealthyPercent,omitempty"`
+	// MaxZoneUnhealthyPercent: the same within one availability zone (the nodes'
+	// topology.kubernetes.io/zone label; default 50).
+	MaxZoneUnhealthyPercent int `json:"maxZoneUnhealthyPercent,omitempty"`
 	RepairPolicy
 }
 
@@ -260,6 +266,12 @@ func (c *Config) setDefaults() {
 	}
 	if r.MaxUnhealthyPercent == 0 {
 		r.MaxUnhealthyPercent = 40
+	}
+	if r.MaxClusterUnhealthyPercent == 0 {
+		r.MaxClusterUnhealthyPercent = 30
+	}
+	if r.MaxZoneUnhealthyPercent == 0 {
+		r.MaxZoneUnhealthyPercent = 50
 	}
 }
 
@@ -504,6 +516,14 @@ func (r Repair) validate() []string {
 	}
 	if r.DrainTimeout.Duration < 0 {
 		errs = append(errs, fmt.Sprintf("drainTimeout %s: must be positive (default 5m)", r.DrainTimeout.Duration))
+	}
+	for _, p := range []struct {
+		field string
+		value int
+	}{{"maxClusterUnhealthyPercent", r.MaxClusterUnhealthyPercent}, {"maxZoneUnhealthyPercent", r.MaxZoneUnhealthyPercent}} {
+		if p.value < 0 || p.value > 100 {
+			errs = append(errs, fmt.Sprintf("%s %d: a percentage from 1 to 100", p.field, p.value))
+		}
 	}
 	return errs
 }

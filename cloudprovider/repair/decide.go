@@ -73,6 +73,9 @@ type GroupState struct {
 	// Stale says why the provider's view of OpenStack cannot be trusted now (its last refresh is
 	// old, or the group's failed); "" when it is fresh. Nothing is repaired on a stale view.
 	Stale string
+	// WideFault says why the node's zone, or the whole cluster, has too many unhealthy nodes
+	// across groups ("" when it has not): a zone or network fault, not one broken node per group.
+	WideFault string
 }
 
 // Unhealthy says whether the node needs repair, ignoring the group.
@@ -95,6 +98,7 @@ const (
 	HoldDisabled Hold = "disabled"
 	HoldRemoving Hold = "removing"
 	HoldStale    Hold = "stale"
+	HoldWide     Hold = "wide-fault"
 )
 
 // Decide returns the step to take now, why, and — for an unhealthy node given no step — what
@@ -114,6 +118,9 @@ func (p Policy) Decide(n NodeState, g GroupState, now time.Time) (Action, string
 	}
 	if g.Scaling {
 		return None, "the group has a scale operation in flight", HoldScaling
+	}
+	if g.WideFault != "" {
+		return None, g.WideFault, HoldWide
 	}
 	// A lone unhealthy node says nothing of the network: it is repaired even in a group of one.
 	if g.Unhealthy > 1 && float64(g.Unhealthy)/float64(g.Nodes) > p.MaxUnhealthyFraction {
@@ -146,4 +153,14 @@ func (p Policy) nextStep(n NodeState, now time.Time) (Action, string) {
 	}
 	// A replacement normally deletes the node; one still here after the delay failed.
 	return Replace, "still here " + now.Sub(n.LastStepAt).Round(time.Second).String() + " after its replacement was started"
+}
+
+// WideFault says whether unhealthy of nodes, across groups, is too many (more than one, and a
+// share above max), and how to say so; scope names them ("the cluster", "zone nova-a").
+func WideFault(scope string, unhealthy, nodes int, max float64) string {
+	if unhealthy <= 1 || float64(unhealthy)/float64(nodes) <= max {
+		return ""
+	}
+	return fmt.Sprintf("%d of %d nodes of %s are unhealthy (more than %.0f%%): a zone or network fault, not one broken node per group",
+		unhealthy, nodes, scope, max*100)
 }

@@ -42,6 +42,8 @@ func TestDecide(t *testing.T) {
 		{"replaced node still here", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE", LastStep: Replace, LastStepAt: now.Add(-6 * time.Minute)}, group, Replace, "after its replacement"},
 		{"being removed by the autoscaler", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ERROR", Removing: true}, group, None, "ToBeDeletedByClusterAutoscaler"},
 		{"stale view of OpenStack", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "SHUTOFF"}, GroupState{Nodes: 5, Unhealthy: 1, Stale: "no refresh for 2m"}, None, "stale"},
+		{"lone unhealthy node of its group in a wide fault", NodeState{Created: old, Ready: "False", ReadySince: old, ServerStatus: "ACTIVE"},
+			GroupState{Nodes: 2, Unhealthy: 1, WideFault: WideFault("zone nova-a", 6, 8, 0.5)}, None, "6 of 8 nodes of zone nova-a"},
 	} {
 		got, reason, _ := p.Decide(tc.node, tc.group, now)
 		if got != tc.want || !strings.Contains(reason, tc.reason) {
@@ -58,5 +60,16 @@ func TestStateOfReadsTheAutoscalersRemovalTaint(t *testing.T) {
 	}
 	if stateOf(&corev1.Node{}, servers.Server{}).Removing {
 		t.Error("an untainted node is seen as being removed")
+	}
+}
+
+func TestWideFault(t *testing.T) {
+	for _, tc := range []struct {
+		unhealthy, nodes int
+		wide             bool
+	}{{1, 1, false}, {1, 10, false}, {3, 10, false}, {4, 10, true}, {2, 2, true}} {
+		if got := WideFault("the cluster", tc.unhealthy, tc.nodes, 0.3) != ""; got != tc.wide {
+			t.Errorf("%d of %d unhealthy, 30%%: wide %v, want %v", tc.unhealthy, tc.nodes, got, tc.wide)
+		}
 	}
 }

@@ -64,6 +64,9 @@ type Loop struct {
 	Cloud Cloud
 	// PolicyFor returns a group's policy; ok false means repair is off for the group.
 	PolicyFor func(group nodegroup.Group) (policy Policy, ok bool)
+	// MaxClusterUnhealthy and MaxZoneUnhealthy: above these shares of unhealthy nodes across
+	// every group, or within one availability zone, no node there is repaired (0: no limit).
+	MaxClusterUnhealthy, MaxZoneUnhealthy float64
 	// Gate, when set, says whether this replica may repair now, and why not (see
 	// WithAutoscaler); while it says no, no node is repaired.
 	Gate func(ctx context.Context) (ok bool, reason string)
@@ -146,6 +149,7 @@ func (l *Loop) Pass(ctx context.Context) {
 		byGroup[g.ID()] = append(byGroup[g.ID()], candidate{node: n, server: s, state: state})
 	}
 	now := l.now()
+	wide := l.wideFaults(byGroup, now)
 	gauged := map[string]bool{}
 	defer func() {
 		// A group that lost its last node, or whose repair was turned off, reports nothing
@@ -181,6 +185,8 @@ func (l *Loop) Pass(ctx context.Context) {
 			if l.isActive(c.node.Name) {
 				continue
 			}
+			gs := gs
+			gs.WideFault = wide(c.node)
 			action, reason, hold := policy.Decide(c.state, gs, now)
 			switch {
 			case action == None && hold == NotHeld && c.state.LastStep != None:
@@ -191,6 +197,46 @@ func (l *Loop) Pass(ctx context.Context) {
 				l.begin(ctx, group, c, action, reason)
 			}
 		}
+	}
+}
+
+// ZoneLabel is the label that names a node's availability zone.
+const ZoneLabel = "topology.kubernetes.io/zone"
+
+// wideFaults counts unhealthy nodes across every group, in all and per zone (with the group
+// guard's rule: a node counts as soon as it is not Ready), and returns what holds a node
+// because of them ("" when nothing does).
+func (l *Loop) wideFaults(byGroup map[string][]candidate, now time.Time) func(*corev1.Node) string {
+	type count struct{ nodes, unhealthy int }
+	var all count
+	zones := map[string]*count{}
+	for _, cands := range byGroup {
+		for _, c := range cands {
+			zone := c.node.Labels[ZoneLabel]
+			if zones[zone] == nil {
+				zones[zone] = &count{}
+			}
+			all.nodes++
+			zones[zone].nodes++
+			if DefaultPolicy.Unhealthy(c.state, now) || c.state.Ready != string(corev1.ConditionTrue) {
+				all.unhealthy++
+				zones[zone].unhealthy++
+			}
+		}
+	}
+	cluster := ""
+	if l.MaxClusterUnhealthy > 0 {
+		cluster = WideFault("the cluster", all.unhealthy, all.nodes, l.MaxClusterUnhealthy)
+	}
+	return func(n *corev1.Node) string {
+		if cluster != "" {
+			return cluster
+		}
+		zone := n.Labels[ZoneLabel]
+		if z := zones[zone]; l.MaxZoneUnhealthy > 0 && zone != "" && z != nil {
+			return WideFault("zone "+zone, z.unhealthy, z.nodes, l.MaxZoneUnhealthy)
+		}
+		return ""
 	}
 }
 
@@ -265,7 +311,7 @@ func (l *Loop) tellOnce(node *corev1.Node, key string, eventType, reason, messag
 func (l *Loop) held(group string, c candidate, hold Hold, reason string) {
 	l.Metrics.held.WithLabelValues(group, string(hold)).Inc()
 	klog.V(2).InfoS("unhealthy node left alone", "node", c.node.Name, "group", group, "hold", hold, "reason", reason)
-	if hold == HoldTooMany || hold == HoldScaling || hold == HoldStale || hold == HoldRemoving {
+	if hold == HoldTooMany || hold == HoldScaling || hold == HoldStale || hold == HoldRemoving || hold == HoldWide {
 		l.tellOnce(c.node, string(hold), corev1.EventTypeWarning, ReasonHeld, "not repaired: "+reason)
 	}
 }

@@ -378,3 +378,57 @@ func TestRepairActsOnlyWhereTheAutoscalerLeads(t *testing.T) {
 		t.Errorf("expired autoscaler Lease: calls %v, want none", cloud.Calls())
 	}
 }
+
+// twoGroups is a cloud of two groups of fakeCloud servers (one broken node each is each
+// group's lone unhealthy node, which the group guard alone would repair).
+type twoGroups map[string]*namedGroup
+
+type namedGroup struct {
+	*fakeCloud
+	id string
+}
+
+func (g *namedGroup) ID() string { return g.id }
+
+func (c twoGroups) Member(providerID string) (nodegroup.Repairable, servers.Server, bool) {
+	for _, g := range c {
+		if _, s, ok := g.fakeCloud.Member(providerID); ok {
+			return g, s, true
+		}
+	}
+	return nil, servers.Server{}, false
+}
+func (c twoGroups) Start(ctx context.Context, id string) error { return c["g1"].Start(ctx, id) }
+func (c twoGroups) Reboot(ctx context.Context, id string, hard bool) error {
+	return c["g1"].Reboot(ctx, id, hard)
+}
+
+// One node broken in each of two small groups of the same zone: each is its group's lone
+// unhealthy node, but half the zone (and the cluster) is down: a wide fault, nothing repaired.
+func TestAWideFaultIsNotOneBrokenNodePerGroup(t *testing.T) {
+	inZone := func(n *corev1.Node, zone string) *corev1.Node {
+		n.Labels = map[string]string{ZoneLabel: zone}
+		return n
+	}
+	g1 := &fakeCloud{servers: map[string]servers.Server{"a1": {ID: "a1", Status: "ACTIVE"}, "a2": {ID: "a2", Status: "ACTIVE"}}}
+	g2 := &fakeCloud{servers: map[string]servers.Server{"b1": {ID: "b1", Status: "ACTIVE"}, "b2": {ID: "b2", Status: "ACTIVE"}}}
+	cloud := twoGroups{"g1": {g1, "g1"}, "g2": {g2, "g2"}}
+	h := newHarness(t, g1,
+		inZone(node("a1", "a1", corev1.ConditionFalse), "nova-a"), inZone(node("a2", "a2", corev1.ConditionTrue), "nova-a"),
+		inZone(node("b1", "b1", corev1.ConditionFalse), "nova-a"), inZone(node("b2", "b2", corev1.ConditionTrue), "nova-a"))
+	h.loop.Cloud = cloud
+	h.loop.MaxZoneUnhealthy = 0.4
+	h.pass(t)
+	if calls := append(g1.Calls(), g2.Calls()...); len(calls) != 0 {
+		t.Errorf("calls %v: want none (2 of 4 nodes of zone nova-a unhealthy)", calls)
+	}
+	if held := testutil.ToFloat64(h.loop.Metrics.held.WithLabelValues("g1", string(HoldWide))); held != 1 {
+		t.Errorf("held{g1, wide-fault} = %v, want 1", held)
+	}
+	// Without the zone guard, each group's lone unhealthy node would be rebooted.
+	h.loop.MaxZoneUnhealthy = 0
+	h.pass(t)
+	if calls := g1.Calls(); len(calls) != 2 {
+		t.Errorf("without the zone guard: calls %v, want the two soft reboots", calls)
+	}
+}

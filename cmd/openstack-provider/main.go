@@ -130,6 +130,7 @@ func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, 
 	}
 	host, _ := os.Hostname()
 	loop := &repair.Loop{Cloud: p, PolicyFor: p.RepairPolicy, Stale: p.RepairStale, Interval: cfg.Repair.Interval.Duration,
+		MaxClusterUnhealthy: float64(cfg.Repair.MaxClusterUnhealthyPercent) / 100, MaxZoneUnhealthy: float64(cfg.Repair.MaxZoneUnhealthyPercent) / 100,
 		DrainTimeout: cfg.Repair.DrainTimeout.Duration, DryRun: cfg.Repair.DryRun, Metrics: repair.NewMetrics(reg)}
 	election := repair.Election{Namespace: rf.namespace, Name: rf.lease, Identity: fmt.Sprintf("%s_%d", host, os.Getpid())}
 	if rf.autoscalerLease != "" {
