@@ -341,7 +341,7 @@ func (g *Group) applyOnce() error {
 		removal = nil
 	}
 	sent := &sentUpdate{count: count, removal: strings.Join(removal, ","), delta: delta, named: asked}
-	if err := g.update(ctx, name, id, count, removal); err != nil {
+	if err := g.update(ctx, name, id, kind, count, removal); err != nil {
 		if openstack.Retryable(err) {
 			g.mu.Lock()
 			g.lastSent = sent
@@ -399,11 +399,11 @@ func (g *Group) waitIdle(ctx context.Context, name, id, kind string) (stackState
 
 // update sends one stack update. It is not retried here: a retry must start from a fresh read
 // of the stack (someone else may have updated it, or this update may have been applied).
-func (g *Group) update(ctx context.Context, name, id string, count int, removal []string) error {
+func (g *Group) update(ctx context.Context, name, id, kind string, count int, removal []string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	params := map[string]any{g.cfg.Heat.CountParameter: count}
-	if g.kind == resourceGroupType {
+	if kind == resourceGroupType {
 		params[g.cfg.Heat.RemovalParameter] = strings.Join(removal, ",")
 	}
 	return stacks.UpdatePatch(ctx, g.client, name, id, stacks.UpdateOpts{Parameters: params}).ExtractErr()
