@@ -58,11 +58,11 @@ type Group struct {
 	// not count, and goes as soon as it exists.
 	replacing map[string]string
 	cancelled map[string]bool
-	creating     map[string]time.Time // server names whose POST has not answered yet
-	failed       map[string]nodegroup.ErrorInfo
-	deleting     map[string]time.Time // server IDs whose deletion was requested
-	sem          chan struct{}
-	inflight     sync.WaitGroup
+	creating  map[string]time.Time // server names whose POST has not answered yet
+	failed    map[string]nodegroup.ErrorInfo
+	deleting  map[string]time.Time // server IDs whose deletion was requested
+	sem       chan struct{}
+	inflight  sync.WaitGroup
 }
 
 type member struct {
@@ -98,7 +98,7 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
 		replaceAfter: map[string]time.Time{}, replacing: map[string]string{}, cancelled: map[string]bool{},
-		sem:          make(chan struct{}, maxParallelCreates),
+		sem: make(chan struct{}, maxParallelCreates),
 	}
 }
 
