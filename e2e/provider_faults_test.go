@@ -92,6 +92,18 @@ func TestProviderReachesKeystoneOverTLSWithTheCloudsCA(t *testing.T) {
 	}
 }
 
+// proxiedNovaGroupUnderTest starts a provider with one nova group (0 to maxSize) whose
+// OpenStack calls cross a fault proxy (passing everything until the test says otherwise), and
+// removes the group's servers when the test ends.
+func proxiedNovaGroupUnderTest(t *testing.T, group string, maxSize int) (*framework.World, *faultproxy.Proxy, *framework.Provider, *autoscaler.Driver) {
+	t.Helper()
+	w := framework.Connect(t)
+	proxy, clouds := proxiedClouds(t, w)
+	cleanupGroupServers(t, w, group)
+	p := framework.StartProvider(t, withClouds(novaConfig(w, group, 0, maxSize), w, clouds))
+	return w, proxy, p, &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+}
+
 // withClouds points a provider configuration at another clouds.yaml.
 func withClouds(cfg string, w *framework.World, path string) string {
 	return strings.Replace(cfg, w.Env["OS_CLIENT_CONFIG_FILE"], path, 1)
@@ -176,13 +188,8 @@ func TestHeatStandbyReplicaRemovesExactlyTheNamedMember(t *testing.T) {
 // target the autoscaler asked for, with no duplicate.
 func TestNovaProviderKilledBeforeCreationsAreAnsweredReachesTheTarget(t *testing.T) {
 	const group = "nova-killed"
-	w := framework.Connect(t)
+	w, proxy, p, d := proxiedNovaGroupUnderTest(t, group, 5)
 	ctx := context.Background()
-	proxy, clouds := proxiedClouds(t, w)
-	cfg := withClouds(novaConfig(w, group, 0, 5), w, clouds)
-	cleanupGroupServers(t, w, group)
-	p := framework.StartProvider(t, cfg)
-	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
 	proxy.Delay = 20 * time.Second
 	posts := 0
 	proxy.Decide = func(r *http.Request) faultproxy.Fault {
@@ -391,13 +398,8 @@ func TestSoakThroughOpenStackFaults(t *testing.T) {
 // got one through: the provider that starts next deletes exactly the named server.
 func TestNovaAcceptedDeletionSurvivesAKill(t *testing.T) {
 	const group = "nova-delete-kill"
-	w := framework.Connect(t)
+	w, proxy, p, d := proxiedNovaGroupUnderTest(t, group, 3)
 	ctx := context.Background()
-	proxy, clouds := proxiedClouds(t, w)
-	cfg := withClouds(novaConfig(w, group, 0, 3), w, clouds)
-	cleanupGroupServers(t, w, group)
-	p := framework.StartProvider(t, cfg)
-	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
 	if err := d.IncreaseSize(ctx, group, 2); err != nil {
 		t.Fatal(err)
 	}
