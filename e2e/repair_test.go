@@ -5,7 +5,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -368,4 +372,111 @@ func TestRepairEscalatesFromSoftToHardReboot(t *testing.T) {
 		`openstack_autoscaler_repair_actions_total{action="hard-reboot",group="repair-reboot",outcome="ok"} 1`,
 		`openstack_autoscaler_repair_repaired_total{action="hard-reboot",group="repair-reboot"} 1`,
 	)
+}
+
+// holdLease keeps a Lease held by holder (as cluster-autoscaler renews its own) until the test
+// ends or the returned function names another holder.
+func holdLease(t *testing.T, w *framework.World, namespace, name, holder string) (setHolder func(string)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	leases := w.Kube.CoordinationV1().Leases(namespace)
+	renew := func() error {
+		mu.Lock()
+		h := holder
+		mu.Unlock()
+		l, err := leases.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: &h, LeaseDurationSeconds: ptr.To(int32(15)), RenewTime: &metav1.MicroTime{Time: time.Now()}}}, metav1.CreateOptions{})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &h, ptr.To(int32(15)), &metav1.MicroTime{Time: time.Now()}
+		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	}
+	if err := renew(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			_ = renew()
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = leases.Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return func(h string) {
+		mu.Lock()
+		holder = h
+		mu.Unlock()
+		_ = renew()
+	}
+}
+
+// The chart's two pods each run an autoscaler and a provider with repair on. Only the provider of
+// the pod whose autoscaler holds the autoscaler's Lease repairs (only there is the scaling in
+// progress seen); when the other pod's autoscaler takes over, so does its provider.
+func TestRepairRunsOnlyBesideTheLeadingAutoscaler(t *testing.T) {
+	const group = "repair-two-pods"
+	w := framework.Connect(t)
+	ctx := context.Background()
+	w.SetNodeGroups(t, novaConfig(w, group, 0, 3))
+	cleanupGroupServers(t, w, group)
+	setHolder := holdLease(t, w, "kube-system", "cluster-autoscaler-"+group, "pod-b")
+	pod := func(name string) *framework.Provider {
+		return framework.StartProvider(t, repairConfig(w, group, 3), "--kubeconfig", w.Env["KUBECONFIG"],
+			"--repair-with-autoscaler-lease", "kube-system/cluster-autoscaler-"+group, "--repair-identity", name)
+	}
+	podA, podB := pod("pod-a"), pod("pod-b")
+	d := &autoscaler.Driver{Client: podB.Client, Kube: w.Kube}
+	if err := d.IncreaseSize(ctx, group, 2); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 120*time.Second, time.Second, "2 ready nodes", func() (bool, error) {
+		n := len(groupNodes(t, w, group))
+		return n == 2, fmt.Errorf("%d ready", n)
+	})
+	nodes := groupNodes(t, w, group)
+
+	stop := func(n corev1.Node) {
+		serverID := serverOf(t, n)
+		if err := servers.Stop(ctx, w.Project.Compute, serverID).ExtractErr(); err != nil {
+			t.Fatal(err)
+		}
+		waitForEvent(t, w, n, repair.ReasonStart, 60*time.Second)
+		framework.Eventually(t, 90*time.Second, time.Second, "server "+serverID+" ACTIVE again", func() (bool, error) {
+			s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
+			return err == nil && s.Status == "ACTIVE", fmt.Errorf("%v %v", s, err)
+		})
+	}
+	stop(nodes[0])
+	wantMetrics(t, podB, `openstack_autoscaler_repair_actions_total{action="start",group="`+group+`",outcome="ok"} 1`,
+		`openstack_autoscaler_repair_leader 1`)
+	wantMetrics(t, podA, `openstack_autoscaler_repair_leader 0`)
+	if m, _ := podA.Metrics(ctx); strings.Contains(m, `openstack_autoscaler_repair_actions_total{`) {
+		t.Errorf("pod-a, whose autoscaler does not lead, took a repair step:\n%s", framework.Tail(m, 1500))
+	}
+
+	// pod-a's autoscaler takes over: pod-a's provider repairs now, pod-b's does not.
+	setHolder("pod-a")
+	framework.Eventually(t, 30*time.Second, time.Second, "pod-a leads repair", func() (bool, error) {
+		m, err := podA.Metrics(ctx)
+		return err == nil && strings.Contains(m, "openstack_autoscaler_repair_leader 1"), err
+	})
+	stop(nodes[1])
+	wantMetrics(t, podA, `openstack_autoscaler_repair_actions_total{action="start",group="`+group+`",outcome="ok"} 1`)
+	wantMetrics(t, podB, `openstack_autoscaler_repair_actions_total{action="start",group="`+group+`",outcome="ok"} 1`,
+		`openstack_autoscaler_repair_leader 0`)
 }

@@ -112,7 +112,13 @@ type candidate struct {
 // Pass makes one look at the nodes; steps it decides on run in the background.
 func (l *Loop) Pass(ctx context.Context) {
 	if l.Gate != nil {
-		if ok, reason := l.Gate(ctx); !ok {
+		ok, reason := l.Gate(ctx)
+		if ok {
+			l.Metrics.leader.Set(1)
+		} else {
+			l.Metrics.leader.Set(0)
+		}
+		if !ok {
 			l.Metrics.held.WithLabelValues("", string(HoldElsewhere)).Inc()
 			l.mu.Lock()
 			if l.gateReason != reason {

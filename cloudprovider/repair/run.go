@@ -68,16 +68,7 @@ type Election struct {
 // (a renewal failed: the API server was slow, or another replica took the Lease) stops the loop
 // and the replica campaigns again: it is never out for good.
 func RunElected(ctx context.Context, kube kubernetes.Interface, election Election, loop *Loop) {
-	factory := informers.NewSharedInformerFactory(kube, 10*time.Minute)
-	loop.Nodes = factory.Core().V1().Nodes().Lister()
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
-
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	loop.Recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "openstack-autoscaler-repair"})
-	loop.Kube = kube
+	defer prepare(ctx, kube, loop)()
 
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: election.Namespace, Name: election.Name},
@@ -122,4 +113,27 @@ func RunElected(ctx context.Context, kube kubernetes.Interface, election Electio
 			klog.InfoS("node repair: campaigning again for the Lease", "lease", election.Namespace+"/"+election.Name)
 		}
 	}
+}
+
+// RunWithAutoscaler runs the loop until ctx ends, acting only while loop.Gate says this pod's
+// cluster-autoscaler leads (WithAutoscaler): the autoscaler's own Lease is then the election,
+// so repair runs where the scaling in progress is seen, and a second Lease could only pick the
+// other pod and leave nobody repairing.
+func RunWithAutoscaler(ctx context.Context, kube kubernetes.Interface, loop *Loop) {
+	defer prepare(ctx, kube, loop)()
+	loop.Run(ctx)
+}
+
+// prepare watches the Nodes and sets up the loop's clients and Events; the returned function
+// stops the Events.
+func prepare(ctx context.Context, kube kubernetes.Interface, loop *Loop) func() {
+	factory := informers.NewSharedInformerFactory(kube, 10*time.Minute)
+	loop.Nodes = factory.Core().V1().Nodes().Lister()
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	loop.Recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "openstack-autoscaler-repair"})
+	loop.Kube = kube
+	return broadcaster.Shutdown
 }

@@ -132,14 +132,20 @@ func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, 
 	loop := &repair.Loop{Cloud: p, PolicyFor: p.RepairPolicy, Stale: p.RepairStale, Interval: cfg.Repair.Interval.Duration,
 		MaxClusterUnhealthy: float64(cfg.Repair.MaxClusterUnhealthyPercent) / 100, MaxZoneUnhealthy: float64(cfg.Repair.MaxZoneUnhealthyPercent) / 100,
 		DrainTimeout: cfg.Repair.DrainTimeout.Duration, DryRun: cfg.Repair.DryRun, Metrics: repair.NewMetrics(reg)}
-	election := repair.Election{Namespace: rf.namespace, Name: rf.lease, Identity: fmt.Sprintf("%s_%d", host, os.Getpid())}
 	if rf.autoscalerLease != "" {
+		// The autoscaler's Lease elects the pod that repairs: see repair.RunWithAutoscaler.
 		ns, name, ok := strings.Cut(rf.autoscalerLease, "/")
 		if !ok || ns == "" || name == "" {
 			return nil, fmt.Errorf("--repair-with-autoscaler-lease %q: write it as namespace/name", rf.autoscalerLease)
 		}
 		loop.Gate = repair.WithAutoscaler(kube, ns, name, cmp.Or(rf.identity, host))
+		go func() {
+			defer close(done)
+			repair.RunWithAutoscaler(ctx, kube, loop)
+		}()
+		return done, nil
 	}
+	election := repair.Election{Namespace: rf.namespace, Name: rf.lease, Identity: fmt.Sprintf("%s_%d", host, os.Getpid())}
 	go func() {
 		defer close(done)
 		repair.RunElected(ctx, kube, election, loop)
