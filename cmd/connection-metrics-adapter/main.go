@@ -52,7 +52,7 @@ func main() {
 	fs.StringVar(&clientCert, "agent-client-cert", "", "client certificate (PEM) the agents accept")
 	fs.StringVar(&clientKey, "agent-client-key", "", "its key (PEM)")
 	fs.StringVar(&agentCA, "agent-ca", "", "CA (PEM) of the agents' serving certificates")
-	fs.StringVar(&agentServerName, "agent-server-name", "", "name the agents' serving certificates are checked against (e.g. connection-agent.<namespace>.svc); empty: the address pulled (pod IP)")
+	fs.StringVar(&agentServerName, "agent-server-name", "", "name the agents' serving certificates are checked against (e.g. connection-agent.<namespace>.svc); empty: the address pulled (pod IP), and a renewed --agent-ca is then read only at start")
 	fs.DurationVar(&interval, "pull-interval", 5*time.Second, "how often every agent is pulled")
 	fs.DurationVar(&timeout, "pull-timeout", 3*time.Second, "timeout of one pull")
 	fs.DurationVar(&window, "window", 30*time.Second, "sliding window tcp_connections is averaged over")

@@ -4,7 +4,6 @@ package certs
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -78,7 +77,9 @@ func ServerConfig(ctx context.Context, certFlags, certFile, keyFile, caFlag, cli
 
 // ClientConfig is a client TLS configuration whose certificate and key, and the CA the server
 // is verified against, are re-read whenever their files change. serverName, when set, is the
-// name the server's certificate must carry (instead of the address dialled).
+// name the server's certificate must carry. Without it the server is checked against the
+// address dialled by Go's own verification, with the CA as read at start (a renewed CA then
+// needs a restart).
 func ClientConfig(ctx context.Context, certFlags, certFile, keyFile, caFlag, caFile, serverName string) (*tls.Config, error) {
 	if _, err := KeyPair(certFlags, certFile, keyFile); err != nil {
 		return nil, err
@@ -99,7 +100,7 @@ func ClientConfig(ctx context.Context, certFlags, certFile, keyFile, caFlag, caF
 	var mu sync.Mutex
 	var cachedPEM []byte
 	var cached *tls.Certificate
-	return &tls.Config{
+	conf := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			certPEM, keyPEM := pair.CurrentCertKeyContent()
@@ -114,21 +115,26 @@ func ClientConfig(ctx context.Context, certFlags, certFile, keyFile, caFlag, caF
 			}
 			return cached, nil
 		},
-		// The server is verified below, against the CA as it is now.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			opts, ok := ca.VerifyOptions()
-			if !ok || len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("%s: no CA to verify the server with", caFlag)
-			}
-			opts.DNSName = cmp.Or(serverName, cs.ServerName)
-			opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-			opts.Intermediates = x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				opts.Intermediates.AddCert(c)
-			}
-			_, err := cs.PeerCertificates[0].Verify(opts)
-			return err
-		},
-	}, nil
+	}
+	if serverName == "" {
+		conf.RootCAs, _ = Pool(caFlag, caFile)
+		return conf, nil
+	}
+	// The server is verified here, against the CA as it is now and the name given.
+	conf.InsecureSkipVerify = true
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		opts, ok := ca.VerifyOptions()
+		if !ok || len(cs.PeerCertificates) == 0 {
+			return fmt.Errorf("%s: no CA to verify the server with", caFlag)
+		}
+		opts.DNSName = serverName
+		opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		_, err := cs.PeerCertificates[0].Verify(opts)
+		return err
+	}
+	return conf, nil
 }

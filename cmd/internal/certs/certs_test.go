@@ -211,3 +211,36 @@ func TestClientConfigFollowsRenewedFiles(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Without a server name, the server is checked against the address dialled (its IP), as the
+// standard verification does: a certificate of the CA for another address is refused.
+func TestClientConfigChecksTheAddressWithoutAServerName(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
+	agents, clients := newAuthority(t, "agents"), newAuthority(t, "clients")
+	c, k := clients.issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth)
+	write(t, certFile, c)
+	write(t, keyFile, k)
+	write(t, caFile, agents.pem)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conf, err := ClientConfig(ctx, "--agent-client-cert/--agent-client-key", certFile, keyFile, "--agent-ca", caFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(url string) error {
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: conf, DisableKeepAlives: true}}).Get(url)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	ipCert, ipKey := agents.issue(t, "agent", x509.ExtKeyUsageServerAuth) // for 127.0.0.1
+	pair, _ := tls.X509KeyPair(ipCert, ipKey)
+	if err := get(server(t, pair, clients)); err != nil {
+		t.Errorf("a certificate for the address dialled: %v", err)
+	}
+	if err := get(server(t, agents.issueServer(t, "elsewhere.svc"), clients)); err == nil {
+		t.Error("a certificate of the CA for another name was accepted for 127.0.0.1")
+	}
+}
