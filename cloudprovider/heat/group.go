@@ -64,12 +64,18 @@ type Group struct {
 	// replacing lists members of removal that repair replaces (their successor is counted in
 	// pendingDelta until the update is sent).
 	replacing []string
-	lastSent  *sentUpdate
-	members   []member
-	servers   map[string]servers.Server // by server ID, from the Nova listing
-	lastErr   string
-	kick      chan struct{}
-	once      sync.Once
+	// inFlight lists the removal an update being sent (or whose answer was lost) carries:
+	// those replacements can no longer be cancelled.
+	inFlight []string
+	// commits counts the updates recorded: a refresh that read the stack before one does not
+	// write its older reading over it.
+	commits  int
+	lastSent *sentUpdate
+	members  []member
+	servers  map[string]servers.Server // by server ID, from the Nova listing
+	lastErr  string
+	kick     chan struct{}
+	once     sync.Once
 }
 
 // stackState is what the provider reads of its stack.
@@ -280,7 +286,7 @@ func (g *Group) DeleteInstances(ids []string) error {
 		case ok:
 			m := g.memberLocked(name)
 			switch {
-			case slices.Contains(g.replacing, name) && !slices.Contains(cancelReplace, name):
+			case slices.Contains(g.replacing, name) && !slices.Contains(g.inFlight, name) && !slices.Contains(cancelReplace, name):
 				// Repair replaces it and the update is not sent yet: no successor, one fewer.
 				cancelReplace = append(cancelReplace, name)
 			case !g.removingLocked(m) && !slices.Contains(names, name):
@@ -312,6 +318,14 @@ func (g *Group) DeleteInstances(ids []string) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	// The lock was released while the servers were marked: what was decided must still hold.
+	names = slices.DeleteFunc(names, func(n string) bool { return g.removingLocked(g.memberLocked(n)) })
+	cancelReplace = slices.DeleteFunc(cancelReplace, func(n string) bool {
+		return !slices.Contains(g.replacing, n) || slices.Contains(g.inFlight, n)
+	})
+	if cancelPending > len(g.pendingLocked()) {
+		return fmt.Errorf("node group %q: the pending members asked to go were created meanwhile: delete them by node: %w", g.cfg.Name, nodegroup.ErrOutOfRange)
+	}
 	g.removal = append(g.removal, names...)
 	g.pendingDelta -= cancelPending + len(cancelReplace)
 	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(cancelReplace, n) })

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -376,5 +377,102 @@ func TestDeletingAMemberUnderReplacementLowersTheTarget(t *testing.T) {
 	openstacktest.Eventually(t, "the stack updated", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) >= 1 })
 	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
 		t.Errorf("members %v, want %v (no successor for member 1)", got, want)
+	}
+}
+
+// holdNext holds the answer of the next stack read (GET /stacks/<name>/<id>) once armed, until
+// released: a refresh that read the stack just before an update lands after it.
+type holdNext struct {
+	base    http.RoundTripper
+	armed   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdNext) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := h.base.RoundTrip(r)
+	if r.Method == http.MethodGet && strings.Count(strings.TrimPrefix(r.URL.Path, "/heat/v1/project/stacks/"), "/") == 1 &&
+		h.armed.CompareAndSwap(true, false) {
+		close(h.held)
+		<-h.release
+	}
+	return resp, err
+}
+
+// A refresh read the stack (count 2) before an update to 5 was sent and recorded, and lands
+// after it: the group keeps the update's count, it does not fall back to 2 (the autoscaler,
+// seeing its nodes gone from the target, would ask again and the stack would reach 8).
+func TestARefreshThatReadBeforeAnUpdateDoesNotUndoIt(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, _ := workers(cloud, 2)
+	clients := cloud.Clients()
+	hold := &holdNext{base: clients.Provider.HTTPClient.Transport, held: make(chan struct{}), release: make(chan struct{})}
+	if hold.base == nil {
+		hold.base = http.DefaultTransport
+	}
+	clients.Provider.HTTPClient.Transport = hold
+	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
+		cluster, clients.Orchestration)
+	g.PollInterval = 5 * time.Millisecond
+	mustObserve(t, cloud, g)
+	hold.armed.Store(true)
+	observed := make(chan error)
+	go func() { observed <- observe(t, cloud, g) }()
+	<-hold.held // the refresh has read count 2
+	if err := g.IncreaseSize(3); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the update recorded", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 && !g.Busy() == false })
+	openstacktest.Eventually(t, "the stack at 5", func() bool { return cloud.StackParam(stack, "count") == "5" })
+	time.Sleep(50 * time.Millisecond) // the update loop records what it sent
+	close(hold.release)
+	if err := <-observed; err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 5 {
+		t.Errorf("target %d after a refresh that read the stack before the update, want 5", got)
+	}
+}
+
+// The autoscaler deletes a member under replacement while the update that replaces it is
+// being sent: the replacement stands (its successor is on its way), and no later update lowers
+// the count without naming a member.
+func TestDeletingAMemberWhoseReplacementIsInFlightNamesNothingElse(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 4)
+	var patches atomic.Int32
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	cloud.HeatFault = func(r *http.Request) int {
+		if r.Method == http.MethodPatch && patches.Add(1) == 1 {
+			close(entered)
+			<-proceed // the update is in flight (the cloud's lock is not held by this hook's caller's peers)
+		}
+		return 0
+	}
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	broken := cloud.MemberServers(nodes, "1")[0]
+	if err := g.Replace(broken); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	deleted := make(chan error)
+	go func() { deleted <- g.DeleteInstances([]string{membership.ProviderID(broken)}) }()
+	time.Sleep(20 * time.Millisecond)
+	close(proceed)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the group settles", func() bool { return observe(t, cloud, g) == nil && !g.Busy() })
+	updates, _ := cloud.StackUpdates(stack)
+	for _, u := range updates[1:] {
+		if u["removal"] == "" || u["removal"] == "1" {
+			if n := u["count"]; n != "4" {
+				t.Errorf("update %v lowers the count without naming a new member", u)
+			}
+		}
+	}
+	if got := cloud.StackMembers(nodes); len(got) != 4 || slices.Contains(got, "1") {
+		t.Errorf("members %v, want 4 with member 1 replaced", got)
 	}
 }

@@ -38,6 +38,9 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	if found == nil {
 		return fmt.Errorf("stack %q not found in the project: create it (see examples/heat-node-group.yaml) or fix heat.stack", g.cfg.Heat.Stack)
 	}
+	g.mu.Lock()
+	commits := g.commits
+	g.mu.Unlock()
 	tagged := map[string]bool{}
 	byID := map[string]servers.Server{}
 	for _, s := range snap.Servers {
@@ -57,7 +60,10 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.stackName, g.stackID, g.kind, g.flavor = found.Name, found.ID, kind, flavor
-	g.stack, g.members, g.servers, g.initialized = state, members, byID, true
+	g.servers, g.initialized = byID, true
+	if g.commits == commits { // else an update was recorded while this refresh read: it is newer
+		g.stack, g.members = state, members
+	}
 	present := map[string]bool{}
 	for _, m := range members {
 		present[m.name] = true
@@ -305,6 +311,8 @@ func (g *Group) applyOnce() error {
 		if state.count == sent.count && strings.Join(state.removal, ",") == sent.removal {
 			g.commitLocked(sent, state.status)
 			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", name, "count", sent.count)
+		} else {
+			g.inFlight = nil
 		}
 	}
 	if !g.needsUpdateLocked() {
@@ -332,20 +340,29 @@ func (g *Group) applyOnce() error {
 	count = max(count-len(named), 0)
 	removal := append(again, named...)
 	asked := slices.Clone(g.removal)
+	g.inFlight = asked
 	g.mu.Unlock()
 
 	if kind == autoScalingGroupType && len(named) > 0 {
+		wanted := count
 		if count, err = g.markForRemoval(ctx, members, named, count); err != nil {
+			g.clearInFlight()
 			return fmt.Errorf("preparing the removal of members: %w", err)
 		}
+		// An AutoScalingGroup is shrunk to its members less the marked ones first; what the
+		// target has beyond that (a scale-up, a replacement's successor) stays pending for the
+		// next update.
+		delta -= wanted - count
 		removal = nil
 	}
 	sent := &sentUpdate{count: count, removal: strings.Join(removal, ","), delta: delta, named: asked}
 	if err := g.update(ctx, name, id, kind, count, removal); err != nil {
 		if openstack.Retryable(err) {
 			g.mu.Lock()
-			g.lastSent = sent
+			g.lastSent = sent // may have been applied: its replacements stay in flight
 			g.mu.Unlock()
+		} else {
+			g.clearInFlight()
 		}
 		return err
 	}
@@ -358,11 +375,20 @@ func (g *Group) applyOnce() error {
 
 // commitLocked records an update the stack took: its changes are no longer pending.
 func (g *Group) commitLocked(sent *sentUpdate, status string) {
+	g.commits++
+	g.inFlight = nil
 	g.pendingDelta -= sent.delta
 	g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return slices.Contains(sent.named, n) })
 	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(sent.named, n) })
 	g.stack.count, g.stack.removal, g.stack.status = sent.count, ParseList(sent.removal), status
 	g.lastErr = ""
+}
+
+// clearInFlight ends an update attempt that did not reach the stack.
+func (g *Group) clearInFlight() {
+	g.mu.Lock()
+	g.inFlight = nil
+	g.mu.Unlock()
 }
 
 // backOff records a failed attempt (surfaced as the group's error) and waits before the next.

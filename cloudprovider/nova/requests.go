@@ -208,6 +208,17 @@ func (g *Group) replace(id, name string) {
 	g.mu.Unlock()
 	g.inflight.Add(1)
 	g.delete(id)
+	// The autoscaler may have deleted the node while the old server was being deleted: its
+	// successor goes too.
+	g.mu.Lock()
+	if g.cancelled[name] {
+		for sid, m := range g.members {
+			if m.server.Name == name && sid != id && !g.isDeletingLocked(sid, m) {
+				g.startDeleteLocked(sid)
+			}
+		}
+	}
+	g.mu.Unlock()
 }
 
 // Start powers on a stopped server.
