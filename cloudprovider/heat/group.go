@@ -67,9 +67,9 @@ type Group struct {
 	// inFlight lists the removal an update being sent (or whose answer was lost) carries:
 	// those replacements can no longer be cancelled.
 	inFlight []string
-	// commits counts the updates recorded: a refresh that read the stack before one does not
-	// write its older reading over it.
-	commits  int
+	// sends counts the updates sent: a refresh that began reading the stack before one was sent
+	// may hold an older reading, and does not write it over what the update recorded.
+	sends    int
 	lastSent *sentUpdate
 	members  []member
 	servers  map[string]servers.Server // by server ID, from the Nova listing
@@ -299,18 +299,21 @@ func (g *Group) DeleteInstances(ids []string) error {
 			pending = slices.DeleteFunc(pending, func(p string) bool { return p == id })
 			cancelPending++
 		case strings.HasPrefix(id, g.placeholder("pending-")):
-			g.mu.Unlock()
-			return fmt.Errorf("node group %q: %q is not a pending member of stack %s (pending now: %d): %w",
+			err := fmt.Errorf("node group %q: %q is not a pending member of stack %s (pending now: %d): %w",
 				g.cfg.Name, id, g.stackName, len(g.pendingLocked()), nodegroup.ErrNotMember)
-		default:
 			g.mu.Unlock()
-			return fmt.Errorf("node group %q: %q is not a member of stack %s: %w", g.cfg.Name, id, g.stackName, nodegroup.ErrNotMember)
+			return err
+		default:
+			err := fmt.Errorf("node group %q: %q is not a member of stack %s: %w", g.cfg.Name, id, g.stackName, nodegroup.ErrNotMember)
+			g.mu.Unlock()
+			return err
 		}
 	}
 	if target := g.targetLocked(); len(names)+len(cancelReplace) > 0 && target-len(names)-len(cancelReplace)-cancelPending < g.cfg.MinSize {
-		g.mu.Unlock()
-		return fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
+		err := fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
 			g.cfg.Name, len(names), target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
+		g.mu.Unlock()
+		return err
 	}
 	g.mu.Unlock()
 	if g.Compute != nil {

@@ -353,10 +353,9 @@ func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
 func TestDeletingAMemberUnderReplacementLowersTheTarget(t *testing.T) {
 	cloud := openstacktest.NewCloud(t)
 	stack, nodes := workers(cloud, 3)
-	held := true
 	cloud.HeatFault = func(r *http.Request) int {
-		if r.Method == http.MethodPatch && held {
-			return http.StatusServiceUnavailable
+		if r.Method == http.MethodPatch {
+			return http.StatusServiceUnavailable // the replacement stays unsent
 		}
 		return 0
 	}
@@ -373,7 +372,6 @@ func TestDeletingAMemberUnderReplacementLowersTheTarget(t *testing.T) {
 		t.Errorf("target %d after deleting the member under replacement, want 2", got)
 	}
 	cloud.HeatFault = nil
-	held = false
 	openstacktest.Eventually(t, "the stack updated", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) >= 1 })
 	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
 		t.Errorf("members %v, want %v (no successor for member 1)", got, want)
@@ -445,7 +443,7 @@ func TestDeletingAMemberWhoseReplacementIsInFlightNamesNothingElse(t *testing.T)
 	cloud.HeatFault = func(r *http.Request) int {
 		if r.Method == http.MethodPatch && patches.Add(1) == 1 {
 			close(entered)
-			<-proceed // the update is in flight (the cloud's lock is not held by this hook's caller's peers)
+			<-proceed // the update is in flight (the fake cloud answers nothing else meanwhile)
 		}
 		return 0
 	}

@@ -39,7 +39,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		return fmt.Errorf("stack %q not found in the project: create it (see examples/heat-node-group.yaml) or fix heat.stack", g.cfg.Heat.Stack)
 	}
 	g.mu.Lock()
-	commits := g.commits
+	sends := g.sends
 	g.mu.Unlock()
 	tagged := map[string]bool{}
 	byID := map[string]servers.Server{}
@@ -61,7 +61,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	defer g.mu.Unlock()
 	g.stackName, g.stackID, g.kind, g.flavor = found.Name, found.ID, kind, flavor
 	g.servers, g.initialized = byID, true
-	if g.commits == commits { // else an update was recorded while this refresh read: it is newer
+	if g.sends == sends { // else an update was sent while this refresh read: what it recorded is newer
 		g.stack, g.members = state, members
 	}
 	present := map[string]bool{}
@@ -341,6 +341,7 @@ func (g *Group) applyOnce() error {
 	removal := append(again, named...)
 	asked := slices.Clone(g.removal)
 	g.inFlight = asked
+	g.sends++
 	g.mu.Unlock()
 
 	if kind == autoScalingGroupType && len(named) > 0 {
@@ -375,7 +376,6 @@ func (g *Group) applyOnce() error {
 
 // commitLocked records an update the stack took: its changes are no longer pending.
 func (g *Group) commitLocked(sent *sentUpdate, status string) {
-	g.commits++
 	g.inFlight = nil
 	g.pendingDelta -= sent.delta
 	g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return slices.Contains(sent.named, n) })

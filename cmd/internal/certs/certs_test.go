@@ -164,29 +164,44 @@ func server(t *testing.T, cert tls.Certificate, clients authority) string {
 	return "https://" + lis.Addr().String() + "/"
 }
 
-// The adapter's client certificate and the agents' CA are renewed: the client takes both
-// without a restart; the server is checked against the name given, not the address dialled.
-func TestClientConfigFollowsRenewedFiles(t *testing.T) {
+// clientFixture is an adapter client (ClientConfig) with its files, its agents' CA and the CA
+// of its client certificate, and a get that reports whether a request through it got an answer.
+type clientFixture struct {
+	certFile, keyFile, caFile string
+	agents, clients           authority
+	get                       func(url string) error
+}
+
+func newClientFixture(t *testing.T, serverName string) clientFixture {
+	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
-	agents, clients := newAuthority(t, "agents-1"), newAuthority(t, "clients-1")
-	c, k := clients.issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth)
-	write(t, certFile, c)
-	write(t, keyFile, k)
-	write(t, caFile, agents.pem)
+	f := clientFixture{certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), caFile: filepath.Join(dir, "ca.crt"),
+		agents: newAuthority(t, "agents-1"), clients: newAuthority(t, "clients-1")}
+	c, k := f.clients.issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth)
+	write(t, f.certFile, c)
+	write(t, f.keyFile, k)
+	write(t, f.caFile, f.agents.pem)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	conf, err := ClientConfig(ctx, "--agent-client-cert/--agent-client-key", certFile, keyFile, "--agent-ca", caFile, "agent.svc")
+	t.Cleanup(cancel)
+	conf, err := ClientConfig(ctx, "--agent-client-cert/--agent-client-key", f.certFile, f.keyFile, "--agent-ca", f.caFile, serverName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func(url string) error {
+	f.get = func(url string) error {
 		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: conf, DisableKeepAlives: true}}).Get(url)
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err
 	}
+	return f
+}
+
+// The adapter's client certificate and the agents' CA are renewed: the client takes both
+// without a restart; the server is checked against the name given, not the address dialled.
+func TestClientConfigFollowsRenewedFiles(t *testing.T) {
+	f := newClientFixture(t, "agent.svc")
+	certFile, keyFile, caFile, agents, clients, get := f.certFile, f.keyFile, f.caFile, f.agents, f.clients, f.get
 	if err := get(server(t, agents.issueServer(t, "agent.svc"), clients)); err != nil {
 		t.Fatalf("before the renewal: %v", err)
 	}
@@ -215,26 +230,8 @@ func TestClientConfigFollowsRenewedFiles(t *testing.T) {
 // Without a server name, the server is checked against the address dialled (its IP), as the
 // standard verification does: a certificate of the CA for another address is refused.
 func TestClientConfigChecksTheAddressWithoutAServerName(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
-	agents, clients := newAuthority(t, "agents"), newAuthority(t, "clients")
-	c, k := clients.issue(t, "connection-metrics-adapter", x509.ExtKeyUsageClientAuth)
-	write(t, certFile, c)
-	write(t, keyFile, k)
-	write(t, caFile, agents.pem)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	conf, err := ClientConfig(ctx, "--agent-client-cert/--agent-client-key", certFile, keyFile, "--agent-ca", caFile, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := func(url string) error {
-		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: conf, DisableKeepAlives: true}}).Get(url)
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	}
+	f := newClientFixture(t, "")
+	agents, clients, get := f.agents, f.clients, f.get
 	ipCert, ipKey := agents.issue(t, "agent", x509.ExtKeyUsageServerAuth) // for 127.0.0.1
 	pair, _ := tls.X509KeyPair(ipCert, ipKey)
 	if err := get(server(t, pair, clients)); err != nil {
