@@ -65,8 +65,13 @@ type Group struct {
 	// pendingDelta until the update is sent).
 	replacing []string
 	// inFlight lists the removal an update being sent (or whose answer was lost) carries:
-	// those replacements can no longer be cancelled.
-	inFlight []string
+	// those replacements can no longer be cancelled. dropAfterSend lists those of them whose
+	// node the autoscaler deleted meanwhile: if the update reaches the stack, their successor
+	// goes; if not, the replacement is cancelled.
+	inFlight      []string
+	dropAfterSend []string
+	// replaced lists the replacements updates took, until the member is gone from the stack.
+	replaced []replacement
 	// sends counts the updates sent: a refresh that began reading the stack before one was sent
 	// may hold an older reading, and does not write it over what the update recorded.
 	sends    int
@@ -92,6 +97,16 @@ type sentUpdate struct {
 	removal string
 	delta   int
 	named   []string // the group's removal list when it was sent
+	before  []string // the stack's members when it was sent
+}
+
+// replacement is a member an update replaces: its successor is a member of the stack that was
+// not among before. drop: the autoscaler deleted the member's node meanwhile, so the successor
+// is named for removal as soon as it exists (the target already counts it off).
+type replacement struct {
+	name   string
+	before []string
+	drop   bool
 }
 
 type member struct {
@@ -154,7 +169,18 @@ func (g *Group) TargetSize() int {
 }
 
 func (g *Group) targetLocked() int {
-	return g.stack.count + g.pendingDelta - len(g.removal)
+	return g.stack.count + g.pendingDelta - len(g.removal) - g.droppingLocked()
+}
+
+// droppingLocked counts successors the autoscaler asked away that are not named yet.
+func (g *Group) droppingLocked() int {
+	n := len(g.dropAfterSend)
+	for _, r := range g.replaced {
+		if r.drop {
+			n++
+		}
+	}
+	return n
 }
 
 // HasServer says whether the server is a member of the stack's group.
@@ -279,16 +305,20 @@ func (g *Group) DeleteInstances(ids []string) error {
 	var names, serverIDs []string
 	pending := g.pendingLocked()
 	cancelPending := 0
-	var cancelReplace []string
+	var cancelReplace, dropSuccessor []string
 	for _, id := range ids {
 		name, ok := g.memberNameLocked(id)
 		switch {
 		case ok:
 			m := g.memberLocked(name)
 			switch {
-			case slices.Contains(g.replacing, name) && !slices.Contains(g.inFlight, name) && !slices.Contains(cancelReplace, name):
+			case slices.Contains(cancelReplace, name) || slices.Contains(dropSuccessor, name):
+			case slices.Contains(g.replacing, name) && !slices.Contains(g.inFlight, name):
 				// Repair replaces it and the update is not sent yet: no successor, one fewer.
 				cancelReplace = append(cancelReplace, name)
+			case g.replacementLocked(name, false) != nil:
+				// The update that replaces it is sent or taken: its successor goes instead.
+				dropSuccessor = append(dropSuccessor, name)
 			case !g.removingLocked(m) && !slices.Contains(names, name):
 				names = append(names, name)
 				if m.serverID != "" {
@@ -309,7 +339,7 @@ func (g *Group) DeleteInstances(ids []string) error {
 			return err
 		}
 	}
-	if target := g.targetLocked(); len(names)+len(cancelReplace) > 0 && target-len(names)-len(cancelReplace)-cancelPending < g.cfg.MinSize {
+	if target := g.targetLocked(); len(names)+len(cancelReplace)+len(dropSuccessor) > 0 && target-len(names)-len(cancelReplace)-len(dropSuccessor)-cancelPending < g.cfg.MinSize {
 		err := fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
 			g.cfg.Name, len(names), target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
 		g.mu.Unlock()
@@ -329,11 +359,36 @@ func (g *Group) DeleteInstances(ids []string) error {
 	if cancelPending > len(g.pendingLocked()) {
 		return fmt.Errorf("node group %q: the pending members asked to go were created meanwhile: delete them by node: %w", g.cfg.Name, nodegroup.ErrOutOfRange)
 	}
+	for _, n := range dropSuccessor {
+		switch r := g.replacementLocked(n, true); {
+		case r != nil:
+			r.drop = true
+		case slices.Contains(g.replacing, n) && slices.Contains(g.inFlight, n):
+			g.dropAfterSend = append(g.dropAfterSend, n)
+		case slices.Contains(g.replacing, n): // the update did not reach the stack meanwhile
+			cancelReplace = append(cancelReplace, n)
+		}
+	}
 	g.removal = append(g.removal, names...)
 	g.pendingDelta -= cancelPending + len(cancelReplace)
 	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(cancelReplace, n) })
 	g.poke()
-	klog.InfoS("scaling down", "group", g.cfg.Name, "stack", g.stackName, "members", names, "cancelled", cancelPending, "target", g.targetLocked())
+	klog.InfoS("scaling down", "group", g.cfg.Name, "stack", g.stackName, "members", names, "cancelled", cancelPending,
+		"successorsDropped", dropSuccessor, "target", g.targetLocked())
+	return nil
+}
+
+// replacementLocked finds the replacement of the member that an update carries: being sent
+// (only with taken false), or taken by the stack and not dropped yet.
+func (g *Group) replacementLocked(name string, taken bool) *replacement {
+	for i := range g.replaced {
+		if r := &g.replaced[i]; r.name == name && !r.drop {
+			return r
+		}
+	}
+	if !taken && slices.Contains(g.replacing, name) && slices.Contains(g.inFlight, name) && !slices.Contains(g.dropAfterSend, name) {
+		return &replacement{name: name}
+	}
 	return nil
 }
 
@@ -341,7 +396,7 @@ func (g *Group) DeleteInstances(ids []string) error {
 func (g *Group) Busy() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return strings.HasSuffix(g.stack.status, "_IN_PROGRESS") || g.pendingDelta != 0 || len(g.removal) > 0
+	return strings.HasSuffix(g.stack.status, "_IN_PROGRESS") || g.pendingDelta != 0 || len(g.removal) > 0 || g.droppingLocked() > 0
 }
 
 // Replace names the member in the next update's removal_policies with the count unchanged: Heat
@@ -363,6 +418,10 @@ func (g *Group) Replace(serverID string) error {
 	klog.InfoS("replacing member", "group", g.cfg.Name, "stack", g.stackName, "member", name, "server", serverID)
 	return nil
 }
+
+// ReplaceFailed is always "": a stack update that fails is sent again (see the update loop),
+// and the member stays named in removal_policies until Heat has removed it.
+func (g *Group) ReplaceFailed(string) string { return "" }
 
 func (g *Group) memberLocked(name string) member {
 	for _, m := range g.members {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -433,9 +434,10 @@ func TestARefreshThatReadBeforeAnUpdateDoesNotUndoIt(t *testing.T) {
 }
 
 // The autoscaler deletes a member under replacement while the update that replaces it is
-// being sent: the replacement stands (its successor is on its way), and no later update lowers
-// the count without naming a member.
-func TestDeletingAMemberWhoseReplacementIsInFlightNamesNothingElse(t *testing.T) {
+// being sent: the replacement stands (its successor is on its way), so the successor is named
+// for removal once it exists and the group ends one smaller. It used to keep its size (the
+// deletion was skipped as "already going"). No update lowers the count without naming a member.
+func TestDeletingAMemberWhoseReplacementIsInFlightDropsItsSuccessor(t *testing.T) {
 	cloud := openstacktest.NewCloud(t)
 	stack, nodes := workers(cloud, 4)
 	var patches atomic.Int32
@@ -461,16 +463,62 @@ func TestDeletingAMemberWhoseReplacementIsInFlightNamesNothingElse(t *testing.T)
 	if err := <-deleted; err != nil {
 		t.Fatal(err)
 	}
-	openstacktest.Eventually(t, "the group settles", func() bool { return observe(t, cloud, g) == nil && !g.Busy() })
-	updates, _ := cloud.StackUpdates(stack)
-	for _, u := range updates[1:] {
-		if u["removal"] == "" || u["removal"] == "1" {
-			if n := u["count"]; n != "4" {
-				t.Errorf("update %v lowers the count without naming a new member", u)
-			}
-		}
+	if got := g.TargetSize(); got != 3 {
+		t.Errorf("target %d after deleting the member under replacement, want 3", got)
 	}
-	if got := cloud.StackMembers(nodes); len(got) != 4 || slices.Contains(got, "1") {
-		t.Errorf("members %v, want 4 with member 1 replaced", got)
+	openstacktest.Eventually(t, "the group settles", func() bool { return observe(t, cloud, g) == nil && !g.Busy() })
+	checkShrunkByName(t, cloud, stack, nodes, 4)
+}
+
+// checkShrunkByName checks that a stack of `from` members whose member 1 was replaced and then
+// deleted by the autoscaler ends with from-1 members, none of them 1 or its successor, and that
+// every update that lowered the count named a member it had not named before.
+func checkShrunkByName(t *testing.T, cloud *openstacktest.Cloud, stack *openstacktest.Stack, nodes *openstacktest.StackGroup, from int) {
+	t.Helper()
+	updates, _ := cloud.StackUpdates(stack)
+	prevCount, prevRemoval := from, []string{}
+	for _, u := range updates {
+		removal := heat.ParseList(u["removal"])
+		named := slices.ContainsFunc(removal, func(n string) bool { return !slices.Contains(prevRemoval, n) })
+		count, _ := strconv.Atoi(u["count"])
+		if count < prevCount && !named {
+			t.Errorf("update %v lowers the count without naming a new member", u)
+		}
+		prevCount, prevRemoval = count, removal
+	}
+	got := cloud.StackMembers(nodes)
+	if len(got) != from-1 || slices.Contains(got, "1") || slices.Contains(got, fmt.Sprint(from)) {
+		t.Errorf("members %v (updates %v), want %d: member 1 and its successor %d gone", got, updates, from-1, from)
+	}
+}
+
+// The autoscaler deletes a member whose replacement the stack took (the update failed once,
+// as when Heat could not delete the member yet, so the member is still there): the successor
+// the update creates when sent again is named for removal once it exists; the target is lower
+// at once.
+func TestDeletingAMemberBeingReplacedByHeatDropsItsSuccessor(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 4)
+	stack.FailUpdates = 1
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	broken := cloud.MemberServers(nodes, "1")[0]
+	if err := g.Replace(broken); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the replacement sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	mustObserve(t, cloud, g)
+	if err := g.DeleteInstances([]string{membership.ProviderID(broken)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 3 {
+		t.Errorf("target %d after deleting the member Heat is replacing, want 3", got)
+	}
+	openstacktest.Eventually(t, "the group settles", func() bool {
+		return observe(t, cloud, g) == nil && !g.Busy() && len(cloud.StackMembers(nodes)) == 3
+	})
+	checkShrunkByName(t, cloud, stack, nodes, 4)
+	if got := g.TargetSize(); got != 3 {
+		t.Errorf("target %d once settled, want 3", got)
 	}
 }

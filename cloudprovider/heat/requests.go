@@ -75,6 +75,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	// A member named for removal that went away by other hands is not counted off again.
 	g.removal = slices.DeleteFunc(g.removal, func(name string) bool { return !present[name] })
 	g.replacing = slices.DeleteFunc(g.replacing, func(name string) bool { return !slices.Contains(g.removal, name) })
+	g.dropSuccessorsLocked()
 	if state.status == "UPDATE_FAILED" {
 		g.lastErr = "stack update failed: " + state.reason
 	}
@@ -312,9 +313,10 @@ func (g *Group) applyOnce() error {
 			g.commitLocked(sent, state.status)
 			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", name, "count", sent.count)
 		} else {
-			g.inFlight = nil
+			g.notSentLocked()
 		}
 	}
+	g.dropSuccessorsLocked()
 	if !g.needsUpdateLocked() {
 		g.mu.Unlock()
 		return nil
@@ -356,7 +358,11 @@ func (g *Group) applyOnce() error {
 		delta -= wanted - count
 		removal = nil
 	}
-	sent := &sentUpdate{count: count, removal: strings.Join(removal, ","), delta: delta, named: asked}
+	var before []string
+	for _, m := range members {
+		before = append(before, m.name)
+	}
+	sent := &sentUpdate{count: count, removal: strings.Join(removal, ","), delta: delta, named: asked, before: before}
 	if err := g.update(ctx, name, id, kind, count, removal); err != nil {
 		if openstack.Retryable(err) {
 			g.mu.Lock()
@@ -376,6 +382,12 @@ func (g *Group) applyOnce() error {
 
 // commitLocked records an update the stack took: its changes are no longer pending.
 func (g *Group) commitLocked(sent *sentUpdate, status string) {
+	for _, n := range g.replacing {
+		if slices.Contains(sent.named, n) {
+			g.replaced = append(g.replaced, replacement{name: n, before: sent.before, drop: slices.Contains(g.dropAfterSend, n)})
+		}
+	}
+	g.dropAfterSend = nil
 	g.inFlight = nil
 	g.pendingDelta -= sent.delta
 	g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return slices.Contains(sent.named, n) })
@@ -387,8 +399,68 @@ func (g *Group) commitLocked(sent *sentUpdate, status string) {
 // clearInFlight ends an update attempt that did not reach the stack.
 func (g *Group) clearInFlight() {
 	g.mu.Lock()
-	g.inFlight = nil
+	g.notSentLocked()
 	g.mu.Unlock()
+}
+
+// notSentLocked ends an update that did not reach the stack: a replacement whose node was
+// deleted meanwhile is cancelled (no successor, its member still named: one fewer).
+func (g *Group) notSentLocked() {
+	g.inFlight = nil
+	g.pendingDelta -= len(g.dropAfterSend)
+	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(g.dropAfterSend, n) })
+	g.dropAfterSend = nil
+}
+
+// dropSuccessorsLocked names for removal the successors of replaced members whose node the
+// autoscaler deleted, once they exist (a member the stack did not have when the replacing update
+// was sent), and forgets replacements whose member is gone. Nothing is chosen while the stack
+// is updating: its members are not final.
+func (g *Group) dropSuccessorsLocked() {
+	if strings.HasSuffix(g.stack.status, "_IN_PROGRESS") {
+		return
+	}
+	present := map[string]bool{}
+	for _, m := range g.members {
+		present[m.name] = true
+	}
+	kept := g.replaced[:0]
+	for _, r := range g.replaced {
+		if !r.drop {
+			if present[r.name] {
+				kept = append(kept, r)
+			}
+			continue
+		}
+		successor := ""
+		for _, m := range g.members {
+			if !slices.Contains(r.before, m.name) && !g.removingLocked(m) && (successor == "" || memberOrder(m.name) > memberOrder(successor)) {
+				successor = m.name
+			}
+		}
+		switch {
+		case successor != "":
+			g.removal = append(g.removal, successor)
+			klog.InfoS("the node of a replaced member was deleted: its successor goes too", "group", g.cfg.Name, "member", r.name, "successor", successor)
+		case !present[r.name] && g.stack.status != "UPDATE_FAILED":
+			// The member went and no successor appeared: the count is lowered by itself.
+			g.pendingDelta--
+			klog.InfoS("the node of a replaced member was deleted and no successor appeared: lowering the count", "group", g.cfg.Name, "member", r.name)
+		default:
+			kept = append(kept, r) // its successor is still to come
+		}
+	}
+	g.replaced = kept
+}
+
+// memberOrder orders members by their ResourceGroup index (names that are not indices, as an
+// AutoScalingGroup's, rank lowest: the first found is taken).
+func memberOrder(name string) int {
+	n, err := strconv.Atoi(name)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // backOff records a failed attempt (surfaced as the group's error) and waits before the next.

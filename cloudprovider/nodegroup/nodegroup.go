@@ -114,6 +114,9 @@ type Repairable interface {
 	// Replace deletes exactly this member's server and makes another in its place, keeping the
 	// target size. It returns once the replacement is under way.
 	Replace(serverID string) error
+	// ReplaceFailed says why the server's last replacement was given up, "" if it was not: the
+	// server then stays a member (the target is unchanged) until Replace is asked again.
+	ReplaceFailed(serverID string) string
 }
 
 // Snapshot is one refresh's view of OpenStack.

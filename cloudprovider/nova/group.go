@@ -51,8 +51,12 @@ type Group struct {
 	mu      sync.Mutex
 	members map[string]*member       // by server ID
 	faults  map[string]servers.Fault // faults read of failed creations the listing showed without one
-	// replaceAfter holds replacements whose successor failed until their next try.
-	replaceAfter map[string]time.Time
+	// SuccessorPoll and SuccessorTimeout: how often a replacement's successor is read, and how
+	// long it may take to become ACTIVE before the replacement is given up (defaults 5 s, 15 min).
+	SuccessorPoll, SuccessorTimeout time.Duration
+	// replaceFailed holds, per old server, why its replacement was given up; it stays a member,
+	// and the replacement waits for the next Replace (repair's next step).
+	replaceFailed map[string]string
 	// replacing maps the server under replacement to its name (its successor's); a name in
 	// cancelled is a replacement whose node the autoscaler deleted meanwhile: the successor does
 	// not count, and goes as soon as it exists.
@@ -97,7 +101,7 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 		Backoff: openstack.DefaultBackoff, events: events,
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
-		replaceAfter: map[string]time.Time{}, replacing: map[string]string{}, cancelled: map[string]bool{},
+		replaceFailed: map[string]string{}, replacing: map[string]string{}, cancelled: map[string]bool{},
 		sem: make(chan struct{}, maxParallelCreates),
 	}
 }
@@ -206,12 +210,20 @@ func (g *Group) Instances() []nodegroup.Instance {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make([]nodegroup.Instance, 0, len(g.members)+len(g.creating)+len(g.failed))
+	// A replacement's successor that fails is the replacement's to handle (giveUpLocked): shown
+	// as a failed creation, the autoscaler would delete it and lower the target.
+	successors := map[string]bool{}
+	for _, name := range g.replacing {
+		if !g.cancelled[name] {
+			successors[name] = true
+		}
+	}
 	for id, m := range g.members {
 		inst := nodegroup.Instance{ID: g.IDs.ProviderID(id), State: nodegroup.Running}
 		switch {
 		case g.isDeletingLocked(id, m):
 			inst.State = nodegroup.Deleting
-		case m.server.Status == "BUILD":
+		case m.server.Status == "BUILD", successors[m.server.Name] && m.server.Status == "ERROR":
 			inst.State = nodegroup.Creating
 		case nodegroup.FailedCreation(m.server):
 			inst.State = nodegroup.Creating
@@ -383,7 +395,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 			delete(g.members, id)
 			delete(g.deleting, id)
 			delete(g.faults, id)
-			delete(g.replaceAfter, id)
+			delete(g.replaceFailed, id)
 		}
 	}
 	for id, m := range g.members {
@@ -397,6 +409,9 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		if _, ok := g.members[id]; !ok {
 			delete(g.deleting, id)
 			continue
+		}
+		if _, replacing := g.replacing[id]; replacing {
+			continue // its deletion waits for the successor (or the replacement's end)
 		}
 		// A deletion that failed or was lost is issued again.
 		if time.Since(asked) > redeleteAfter && g.members[id].server.TaskState != "deleting" {
@@ -487,7 +502,23 @@ func (g *Group) checkReplace(serverID string) (string, error) {
 	if _, clash := g.creating[name]; clash {
 		return "", fmt.Errorf("node group %q: a server named %s is already being created", g.cfg.Name, name)
 	}
+	for id, other := range g.members {
+		if id != serverID && other.server.Name == name {
+			return "", fmt.Errorf("node group %q: server %s (%s) already has the name of the successor (a failed successor still being deleted?): try again once it is gone",
+				g.cfg.Name, id, other.server.Status)
+		}
+	}
+	delete(g.replaceFailed, serverID)
 	return name, nil
+}
+
+// ReplaceFailed says why the last replacement of the server was given up ("" if it was not,
+// or a later one was asked): its successor could not be created, went to ERROR, or was not
+// ACTIVE within SuccessorTimeout. The server then stays a member and the target is unchanged.
+func (g *Group) ReplaceFailed(serverID string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.replaceFailed[serverID]
 }
 
 func (g *Group) startReplaceLocked(serverID, name string) {
@@ -498,28 +529,37 @@ func (g *Group) startReplaceLocked(serverID, name string) {
 	go g.replace(serverID, name)
 }
 
-// replaceRetry is how long a replacement whose successor could not be made waits before the
-// next try.
-const replaceRetry = time.Minute
-
-// resumeReplacementsLocked goes on with replacements recorded in servers' names (by this
-// process or one before it): the old server goes once its successor exists.
+// resumeReplacementsLocked goes on with replacements recorded in servers' names by a process
+// before this one (or one this process gave up, once Replace is asked again): the old server
+// goes once its successor is ACTIVE; a successor in ERROR, or not ACTIVE in time, goes instead.
 func (g *Group) resumeReplacementsLocked() {
-	names := map[string]string{} // server name -> ID
+	names := map[string]string{} // server name -> ID, of servers not being deleted
 	for id, m := range g.members {
-		names[m.server.Name] = id
+		if !g.isDeletingLocked(id, m) {
+			names[m.server.Name] = id
+		}
 	}
 	for id, m := range g.members {
 		name, marked := strings.CutSuffix(m.server.Name, membership.ReplacedSuffix)
-		if !marked || g.isDeletingLocked(id, m) || time.Now().Before(g.replaceAfter[id]) {
+		if !marked || g.isDeletingLocked(id, m) || g.replaceFailed[id] != "" {
 			continue
 		}
 		if _, creating := g.creating[name]; creating {
 			continue
 		}
-		if successor, ok := names[name]; ok && successor != id {
-			klog.InfoS("finishing a replacement: its successor exists, deleting the old server", "group", g.cfg.Name, "server", name, "old", id)
-			g.startDeleteLocked(id)
+		if sid, ok := names[name]; ok && sid != id {
+			successor := g.members[sid]
+			done, failure := successorState(successor.server)
+			if failure == "" && !done && time.Since(successor.knownSince) > g.successorTimeout() {
+				failure = fmt.Sprintf("successor %s was not ACTIVE within %s (status %s)", sid, g.successorTimeout(), successor.server.Status)
+			}
+			switch {
+			case done:
+				klog.InfoS("finishing a replacement: its successor is ACTIVE, deleting the old server", "group", g.cfg.Name, "server", name, "old", id)
+				g.startDeleteLocked(id)
+			case failure != "":
+				g.giveUpLocked(id, name, sid, failure)
+			}
 			continue
 		}
 		klog.InfoS("resuming a replacement recorded in the server's name", "group", g.cfg.Name, "server", name, "old", id)

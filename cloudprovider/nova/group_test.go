@@ -32,6 +32,7 @@ func newGroup(cloud *openstacktest.Cloud, compute func(*openstack.Clients), minS
 		Nova: &config.Nova{Flavor: "m1.small", Image: "world-node-image"}}
 	g := nova.New(cfg, cluster, clients.Compute, "image-id", "flavor-id", nil)
 	g.Backoff = fastBackoff
+	g.SuccessorPoll = time.Millisecond
 	return g
 }
 
@@ -237,6 +238,7 @@ func serversNamed(cloud *openstacktest.Cloud, name string) []string {
 func TestReplaceMakesTheSuccessorThenDeletesTheOldServer(t *testing.T) {
 	cloud := openstacktest.NewCloud(t)
 	old := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
+	cloud.OnCreate = func(s map[string]any) { s["status"] = "ACTIVE" }
 	g := newGroup(cloud, nil, 0, 5)
 	observe(t, cloud, g)
 	if err := g.Replace(old); err != nil {
@@ -258,6 +260,7 @@ func TestReplaceMakesTheSuccessorThenDeletesTheOldServer(t *testing.T) {
 func TestReplacementSurvivesARestart(t *testing.T) {
 	cloud := openstacktest.NewCloud(t)
 	old := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
+	cloud.OnCreate = func(s map[string]any) { s["status"] = "ACTIVE" }
 	cloud.Fault = func(r *http.Request) int {
 		killed := strings.Contains(r.UserAgent(), "killed-replica")
 		if killed && (r.Method == http.MethodPost || r.Method == http.MethodDelete) {
@@ -323,5 +326,108 @@ func TestDeletingANodeUnderReplacementLowersTheTarget(t *testing.T) {
 	g.Wait()
 	if left := cloud.Servers(); len(left) != 0 {
 		t.Errorf("servers left: %v, want none (the old server and its successor deleted)", left)
+	}
+}
+
+// The successor of a replacement (of a node NotReady after a hard reboot) goes to ERROR (no
+// valid host): the old server must stay a
+// member and the group keep its size; the failed successor goes. It used to be the other way
+// round: the old server was deleted as soon as the successor's POST answered, and the successor
+// in ERROR was then a failed creation the autoscaler removes, lowering the target.
+func TestFailedSuccessorKeepsTheOldServerAndTheSize(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a", "ACTIVE", membership.Metadata(cluster, "workers"))
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	cloud.OnCreate = func(s map[string]any) {
+		s["status"] = "ERROR"
+		s["fault"] = map[string]any{"code": 500, "message": "No valid host was found. "}
+	}
+	if err := g.Replace(old); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	if cloud.ServerBody(old) == nil {
+		t.Fatal("the old server was deleted although its successor failed")
+	}
+	if left := serversNamed(cloud, "prod-workers-a"); len(left) != 0 {
+		t.Errorf("the failed successor is left: %v", left)
+	}
+	observe(t, cloud, g)
+	if got := g.TargetSize(); got != 1 {
+		t.Errorf("target %d after a failed replacement, want 1", got)
+	}
+	if msg := g.ReplaceFailed(old); !strings.Contains(msg, "No valid host") {
+		t.Errorf("ReplaceFailed(old) = %q, want the successor's fault", msg)
+	}
+	for _, inst := range g.Instances() {
+		if inst.Error != nil {
+			t.Errorf("instance %s reported with error %+v: the autoscaler would delete it and lower the target", inst.ID, inst.Error)
+		}
+	}
+	// The failure is not retried behind repair's back: the next Replace (repair's next step) is.
+	observe(t, cloud, g)
+	g.Wait()
+	if len(cloud.Servers()) != 1 {
+		t.Errorf("servers %v after a refresh: a failed replacement was retried without being asked", cloud.Servers())
+	}
+	cloud.OnCreate = func(s map[string]any) { s["status"] = "ACTIVE" }
+	if err := g.Replace(old); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	if cloud.ServerBody(old) != nil || len(serversNamed(cloud, "prod-workers-a")) != 1 {
+		t.Errorf("the retried replacement did not finish: old present %v, successors %v", cloud.ServerBody(old) != nil, serversNamed(cloud, "prod-workers-a"))
+	}
+	if msg := g.ReplaceFailed(old); msg != "" {
+		t.Errorf("ReplaceFailed(old) = %q after the retry, want none", msg)
+	}
+}
+
+// A successor that never leaves BUILD is given up after SuccessorTimeout, like one in ERROR.
+func TestSuccessorThatNeverBuildsIsGivenUp(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a", "SHUTOFF", membership.Metadata(cluster, "workers"))
+	g := newGroup(cloud, nil, 0, 5)
+	g.SuccessorTimeout = 50 * time.Millisecond
+	observe(t, cloud, g)
+	if err := g.Replace(old); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	if cloud.ServerBody(old) == nil {
+		t.Fatal("the old server was deleted although its successor never became ACTIVE")
+	}
+	if msg := g.ReplaceFailed(old); !strings.Contains(msg, "ACTIVE") {
+		t.Errorf("ReplaceFailed(old) = %q, want why (not ACTIVE in time)", msg)
+	}
+	observe(t, cloud, g)
+	if got := g.TargetSize(); got != 1 {
+		t.Errorf("target %d, want 1", got)
+	}
+}
+
+// A provider restarts during a replacement whose successor then went to ERROR: it must not take
+// the successor's existence for success (it used to delete the old server): the successor goes,
+// the old server stays.
+func TestRestartedReplacementWithAFailedSuccessorKeepsTheOldServer(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a"+membership.ReplacedSuffix, "ACTIVE", membership.Metadata(cluster, "workers"))
+	successor := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	g.Wait()
+	if cloud.ServerBody(old) == nil {
+		t.Fatal("the old server was deleted although its successor is in ERROR")
+	}
+	if cloud.ServerBody(successor) != nil {
+		t.Error("the failed successor was left")
+	}
+	if msg := g.ReplaceFailed(old); !strings.Contains(msg, "ERROR") {
+		t.Errorf("ReplaceFailed(old) = %q, want the successor's failure", msg)
+	}
+	observe(t, cloud, g)
+	if got := g.TargetSize(); got != 1 {
+		t.Errorf("target %d, want 1", got)
 	}
 }

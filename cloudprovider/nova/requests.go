@@ -70,8 +70,9 @@ func (g *Group) CreateOpts(name string) (servers.CreateOptsBuilder, servers.Sche
 // create makes one server. A POST that fails in a way that may have created the server anyway
 // (timeout, lost answer, 5xx) is not repeated blindly: the server is looked up by its unique
 // name first, and while the look-up fails nothing is posted. A server created by a POST whose
-// outcome stayed unknown is adopted by the next listing (Observe).
-func (g *Group) create(name string) {
+// outcome stayed unknown is adopted by the next listing (Observe). It returns the server's ID
+// ("" when the creation failed).
+func (g *Group) create(name string) string {
 	defer g.inflight.Done()
 	g.sem <- struct{}{}
 	defer func() { <-g.sem }()
@@ -106,7 +107,7 @@ func (g *Group) create(name string) {
 		g.failed[g.placeholder(name)] = info
 		g.events.ServerCreateFailed(g.cfg.Name, info.Class)
 		klog.ErrorS(err, "creating server failed", "group", g.cfg.Name, "server", name, "class", info.Class)
-		return
+		return ""
 	}
 	if _, listed := g.members[server.ID]; !listed {
 		server.Name, server.Status, server.Metadata = name, "BUILD", membership.Metadata(g.cluster, g.cfg.Name)
@@ -114,6 +115,7 @@ func (g *Group) create(name string) {
 	}
 	g.events.ServerCreated(g.cfg.Name)
 	klog.InfoS("server created", "group", g.cfg.Name, "server", name, "id", server.ID)
+	return server.ID
 }
 
 func (g *Group) findByName(ctx context.Context, name string) (*servers.Server, error) {
@@ -168,11 +170,17 @@ func (g *Group) delete(id string) {
 
 // replace creates the successor under the name (the old server was renamed <name>-replaced, so
 // a creation looked up by name finds only the successor) and deletes the old server once the
-// successor exists.
+// successor is ACTIVE. A successor that cannot be created, goes to ERROR or is not ACTIVE
+// within SuccessorTimeout is deleted instead, and the old server stays a member: the group
+// keeps its size, and ReplaceFailed says why until Replace is asked again.
 func (g *Group) replace(id, name string) {
 	defer g.inflight.Done()
 	g.inflight.Add(1)
-	g.create(name)
+	successor := g.create(name)
+	failure := ""
+	if successor != "" {
+		failure = g.awaitSuccessor(successor, name)
+	}
 	g.mu.Lock()
 	defer func() {
 		g.mu.Lock()
@@ -185,7 +193,7 @@ func (g *Group) replace(id, name string) {
 		// stays.
 		delete(g.failed, g.placeholder(name))
 		for sid, m := range g.members {
-			if m.server.Name == name && sid != id {
+			if m.server.Name == name && sid != id && !g.isDeletingLocked(sid, m) {
 				g.startDeleteLocked(sid)
 			}
 		}
@@ -195,14 +203,13 @@ func (g *Group) replace(id, name string) {
 		return
 	}
 	if info, failed := g.failed[g.placeholder(name)]; failed {
-		// Not a failed scale-up for the autoscaler to undo: the old server stays a member, and
-		// the next refresh after replaceRetry tries again.
+		// Not a failed scale-up for the autoscaler to undo: the replacement failed.
 		delete(g.failed, g.placeholder(name))
-		delete(g.deleting, id)
-		g.replaceAfter[id] = time.Now().Add(replaceRetry)
+		failure = "creating the successor: " + info.Message
+	}
+	if failure != "" {
+		g.giveUpLocked(id, name, successor, failure)
 		g.mu.Unlock()
-		klog.ErrorS(errors.New(info.Message), "replacement not done: the old server stays until its successor exists; trying again later",
-			"group", g.cfg.Name, "server", name, "id", id)
 		return
 	}
 	g.mu.Unlock()
@@ -219,6 +226,78 @@ func (g *Group) replace(id, name string) {
 		}
 	}
 	g.mu.Unlock()
+}
+
+// giveUpLocked ends a replacement that failed: the successor (if any) is deleted, the old
+// server counts again, and why is kept for ReplaceFailed.
+func (g *Group) giveUpLocked(id, name, successor, failure string) {
+	if successor != "" {
+		if m, ok := g.members[successor]; !ok || !g.isDeletingLocked(successor, m) {
+			g.startDeleteLocked(successor)
+		}
+	}
+	delete(g.deleting, id)
+	g.replaceFailed[id] = failure
+	klog.ErrorS(errors.New(failure), "replacement given up: the old server stays a member and the group keeps its size; the next repair step tries again",
+		"group", g.cfg.Name, "server", name, "id", id, "successor", successor)
+}
+
+func (g *Group) successorPoll() time.Duration {
+	if g.SuccessorPoll > 0 {
+		return g.SuccessorPoll
+	}
+	return 5 * time.Second
+}
+
+func (g *Group) successorTimeout() time.Duration {
+	if g.SuccessorTimeout > 0 {
+		return g.SuccessorTimeout
+	}
+	return 15 * time.Minute
+}
+
+// awaitSuccessor reads the successor until it is ACTIVE (""), or says why it will not be: in
+// ERROR, gone, or not ACTIVE within SuccessorTimeout. A replacement cancelled meanwhile stops
+// the wait ("").
+func (g *Group) awaitSuccessor(id, name string) string {
+	deadline := time.Now().Add(g.successorTimeout())
+	status := "BUILD"
+	for {
+		g.mu.Lock()
+		cancelled := g.cancelled[name]
+		g.mu.Unlock()
+		if cancelled {
+			return ""
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		s, err := servers.Get(ctx, g.compute, id).Extract()
+		cancel()
+		switch {
+		case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+			return fmt.Sprintf("successor %s disappeared before it was ACTIVE", id)
+		case err == nil:
+			status = s.Status
+			done, failure := successorState(*s)
+			if done || failure != "" {
+				return failure
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Sprintf("successor %s was not ACTIVE within %s (status %s)", id, g.successorTimeout(), status)
+		}
+		time.Sleep(g.successorPoll())
+	}
+}
+
+// successorState says whether a replacement's successor is ready (ACTIVE) or failed (why).
+func successorState(s servers.Server) (done bool, failure string) {
+	switch s.Status {
+	case "ACTIVE":
+		return true, ""
+	case "ERROR":
+		return false, fmt.Sprintf("successor %s went to ERROR: %s", s.ID, ServerError(s).Message)
+	}
+	return false, ""
 }
 
 // Start powers on a stopped server.

@@ -75,10 +75,12 @@ type Loop struct {
 	Stale        func(group nodegroup.Group) string
 	Interval     time.Duration
 	DrainTimeout time.Duration
-	DryRun       bool
-	Recorder     record.EventRecorder
-	Metrics      *Metrics
-	Now          func() time.Time
+	// ReplacePoll is how often a replacement's progress is read (default 1 s).
+	ReplacePoll time.Duration
+	DryRun      bool
+	Recorder    record.EventRecorder
+	Metrics     *Metrics
+	Now         func() time.Time
 
 	mu     sync.Mutex
 	active map[string]bool     // nodes with a step under way
@@ -426,12 +428,21 @@ func (l *Loop) replace(ctx context.Context, group nodegroup.Repairable, node *co
 		return "failed", err
 	}
 	providerID := node.Spec.ProviderID
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 15*time.Minute, true, func(context.Context) (bool, error) {
+	var gaveUp string
+	err = wait.PollUntilContextTimeout(ctx, l.replacePoll(), 20*time.Minute, true, func(context.Context) (bool, error) {
+		if gaveUp = group.ReplaceFailed(serverID); gaveUp != "" {
+			return true, nil
+		}
 		_, _, member := l.Cloud.Member(providerID)
 		return !member, nil
 	})
+	if gaveUp != "" {
+		// Not done: the old server stays a member and the group keeps its size; the node keeps
+		// its step, so the next step (after EscalateAfter) asks for the replacement again.
+		return "failed", fmt.Errorf("replacement given up, the server stays in the group (its size is unchanged) and the next repair step tries again: %s", gaveUp)
+	}
 	if err != nil {
-		return outcome, fmt.Errorf("server %s still listed after its replacement was asked: %w", serverID, err)
+		return "failed", fmt.Errorf("server %s still listed after its replacement was asked: %w", serverID, err)
 	}
 	// Only this Node object: a node of the same name registered since has another UID.
 	uid := node.UID
@@ -441,6 +452,13 @@ func (l *Loop) replace(ctx context.Context, group nodegroup.Repairable, node *co
 	}
 	klog.InfoS("node replaced", "node", node.Name, "oldServer", serverID, "outcome", outcome)
 	return outcome, nil
+}
+
+func (l *Loop) replacePoll() time.Duration {
+	if l.ReplacePoll > 0 {
+		return l.ReplacePoll
+	}
+	return time.Second
 }
 
 func pluralPods(n int) string {

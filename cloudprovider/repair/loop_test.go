@@ -41,6 +41,9 @@ type fakeCloud struct {
 	calls    []string
 	busy     bool
 	replaced map[string]bool
+	// giveUp, when set, is why every replacement fails: the server stays.
+	giveUp string
+	failed map[string]string
 }
 
 func (c *fakeCloud) ID() string               { return "g" }
@@ -74,9 +77,22 @@ func (c *fakeCloud) Reboot(_ context.Context, id string, hard bool) error {
 func (c *fakeCloud) Replace(id string) error {
 	c.record("replace " + id)
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.giveUp != "" {
+		if c.failed == nil {
+			c.failed = map[string]string{}
+		}
+		c.failed[id] = c.giveUp // the successor failed: the old server stays
+		return nil
+	}
 	delete(c.servers, id) // the server goes, as Nova deletes it
-	c.mu.Unlock()
 	return nil
+}
+
+func (c *fakeCloud) ReplaceFailed(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failed[id]
 }
 
 func (c *fakeCloud) Calls() []string {
@@ -430,5 +446,48 @@ func TestAWideFaultIsNotOneBrokenNodePerGroup(t *testing.T) {
 	h.pass(t)
 	if calls := g1.Calls(); len(calls) != 2 {
 		t.Errorf("without the zone guard: calls %v, want the two soft reboots", calls)
+	}
+}
+
+// A replacement the group gives up (its successor went to ERROR) is a failed step, said in an
+// Event, never "replaced": the node is not deleted, the group keeps its server, and the next
+// step (after EscalateAfter) asks for the replacement again. The loop used to wait for the
+// server to go for 15 minutes and then report nothing but "still listed".
+func TestGivenUpReplacementIsAFailedStepAndIsRetried(t *testing.T) {
+	cloud := &fakeCloud{giveUp: "successor s9 went to ERROR: No valid host was found.",
+		servers: map[string]servers.Server{"s1": {ID: "s1", Status: "ERROR"}, "s2": {ID: "s2", Status: "ACTIVE"}, "s3": {ID: "s3", Status: "ACTIVE"}}}
+	h := newHarness(t, cloud, node("n1", "s1", corev1.ConditionFalse), node("n2", "s2", corev1.ConditionTrue), node("n3", "s3", corev1.ConditionTrue))
+	h.loop.ReplacePoll = time.Millisecond
+	done := make(chan struct{})
+	go func() { h.pass(t); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the replacement step did not end although the group gave it up")
+	}
+	evs := h.events()
+	if countPrefix(evs, "Warning "+ReasonFailed+" replace server s1 failed: replacement given up") != 1 ||
+		!slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, "No valid host") }) {
+		t.Errorf("events = %v, want one %s naming the successor's fault", evs, ReasonFailed)
+	}
+	if _, err := h.kube.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{}); err != nil {
+		t.Errorf("node n1 after a failed replacement: %v (it must stay)", err)
+	}
+	if got := testutil.ToFloat64(h.loop.Metrics.actions.WithLabelValues("g", string(Replace), "failed")); got != 1 {
+		t.Errorf("failed replace actions = %v, want 1", got)
+	}
+	// The next step, once EscalateAfter has passed, asks again (and this time it works).
+	h.waitCached(t, "n1", func(n *corev1.Node) bool { return n.Annotations[StepAnnotation] == string(Replace) })
+	cloud.mu.Lock()
+	cloud.giveUp = ""
+	delete(cloud.failed, "s1")
+	cloud.mu.Unlock()
+	h.loop.Now = func() time.Time { return t0.Add(DefaultPolicy.EscalateAfter + time.Second) }
+	h.pass(t)
+	if got := cloud.Calls(); countPrefix(got, "replace s1") != 2 {
+		t.Errorf("calls = %v, want the replacement asked again by the next step", got)
+	}
+	if _, err := h.kube.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("node n1 after the second, successful replacement: %v, want it deleted", err)
 	}
 }
