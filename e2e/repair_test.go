@@ -185,6 +185,63 @@ func TestRepairReplacesAServerInError(t *testing.T) {
 	}
 }
 
+// No silent shrink: the successor of a replacement cannot be created (the project's instance
+// quota is used up). The replacement is a failed step, said in a RepairFailed Event; the old
+// server and its node stay, the group keeps its size and reports no failed instance for the
+// autoscaler to remove. Once there is room again, the next step replaces the server.
+func TestRepairFailedReplacementKeepsTheGroupsSizeAndTriesAgain(t *testing.T) {
+	const group = "repair-fail"
+	w, p, nodes := repairGroupUnderTest(t, group, 1, true)
+	node, serverID := nodes[0], serverOf(t, nodes[0])
+	ctx := context.Background()
+	restore := useUpInstanceQuota(t, w)
+
+	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitForEvent(t, w, node, repair.ReasonReplace, 60*time.Second)
+	ev := waitForEvent(t, w, node, repair.ReasonFailed, 60*time.Second)
+	t.Logf("event: %s %s", ev.Reason, ev.Message)
+	if !strings.Contains(ev.Message, "given up") || !strings.Contains(strings.ToLower(ev.Message), "quota") {
+		t.Errorf("RepairFailed says %q, want the replacement given up and the quota named", ev.Message)
+	}
+	if s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract(); err != nil || s.Status != "ERROR" {
+		t.Fatalf("old server after the failed replacement: %+v, %v (it must stay)", s, err)
+	}
+	if n, err := w.Kube.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{}); err != nil || n.UID != node.UID {
+		t.Fatalf("node %s after the failed replacement: %v (it must stay)", node.Name, err)
+	}
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	if size, err := d.TargetSize(ctx, group); err != nil || size != 1 {
+		t.Errorf("target size %d (%v) after the failed replacement, want 1", size, err)
+	}
+	instances, err := d.Instances(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range instances {
+		if inst.GetStatus().GetErrorInfo().GetErrorCode() != "" {
+			t.Errorf("instance %s reported failed (%s): the autoscaler would remove it and shrink the group", inst.GetId(), inst.GetStatus().GetErrorInfo().GetErrorMessage())
+		}
+	}
+
+	restore()
+	took := framework.Eventually(t, 180*time.Second, time.Second, "node Ready on a new server after the next step", func() (bool, error) {
+		ready := groupNodes(t, w, group)
+		if len(ready) != 1 {
+			return false, fmt.Errorf("%d ready nodes", len(ready))
+		}
+		return ready[0].Spec.ProviderID != node.Spec.ProviderID, fmt.Errorf("node still on %s", ready[0].Spec.ProviderID)
+	})
+	t.Logf("replaced by the next step %s after the quota was restored", took.Round(time.Second))
+	if _, err := servers.Get(ctx, w.Project.Compute, serverID).Extract(); err == nil {
+		t.Errorf("old server %s still exists", serverID)
+	}
+	if left := groupServers(t, w, group); len(left) != 1 {
+		t.Errorf("%d servers in the group, want 1", len(left))
+	}
+}
+
 // A PodDisruptionBudget that forbids eviction holds the replacement until the drain timeout; the
 // timeout is reported on the node, and then the server is replaced.
 func TestRepairDrainHonoursPodDisruptionBudgetUntilTimeout(t *testing.T) {
