@@ -5,24 +5,27 @@ package e2e
 import (
 	"context"
 	"fmt"
-	coordinationv1 "k8s.io/api/coordination/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/ptr"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/repair"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/autoscaler"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/faultproxy"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
 )
 
@@ -240,6 +243,157 @@ func TestRepairFailedReplacementKeepsTheGroupsSizeAndTriesAgain(t *testing.T) {
 	if left := groupServers(t, w, group); len(left) != 1 {
 		t.Errorf("%d servers in the group, want 1", len(left))
 	}
+}
+
+// waitForEventSaying waits for an Event of the reason on the Node whose message contains text.
+func waitForEventSaying(t *testing.T, w *framework.World, node corev1.Node, reason, text string, timeout time.Duration) corev1.Event {
+	t.Helper()
+	var found corev1.Event
+	framework.Eventually(t, timeout, 500*time.Millisecond, fmt.Sprintf("Event %s saying %q on node %s", reason, text, node.Name), func() (bool, error) {
+		for _, ev := range nodeEvents(t, w, node, reason) {
+			if strings.Contains(ev.Message, text) {
+				found = ev
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return found
+}
+
+// Repair holds for what it cannot see through, in the world: a node the autoscaler is removing
+// (its ToBeDeletedByClusterAutoscaler taint), a fault across groups (three groups of one node,
+// all broken: each group's own guard would repair its lone node), and a stale view of
+// OpenStack (the provider's listings fail). Each hold is said on the node; once it lifts, the
+// node is repaired.
+func TestRepairHoldsForTheAutoscalerAWideFaultAndAStaleView(t *testing.T) {
+	w := framework.Connect(t)
+	ctx := context.Background()
+	groups := []string{"hold-a", "hold-b", "hold-c"}
+	cfg := novaConfig(w, groups[0], 0, 2)
+	for _, g := range groups[1:] {
+		more := novaConfig(w, g, 0, 2)
+		cfg += more[strings.Index(more, "- name:"):]
+	}
+	w.SetNodeGroups(t, cfg)
+	for _, g := range groups {
+		cleanupGroupServers(t, w, g)
+	}
+	plain := framework.StartProvider(t, cfg)
+	d := &autoscaler.Driver{Client: plain.Client, Kube: w.Kube}
+	nodes := map[string]corev1.Node{}
+	for _, g := range groups {
+		if err := d.IncreaseSize(ctx, g, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range groups {
+		framework.Eventually(t, 120*time.Second, time.Second, "a ready node in "+g, func() (bool, error) {
+			ready := groupNodes(t, w, g)
+			if len(ready) == 1 {
+				nodes[g] = ready[0]
+			}
+			return len(ready) == 1, fmt.Errorf("%d ready", len(ready))
+		})
+	}
+	a, b, c := nodes["hold-a"], nodes["hold-b"], nodes["hold-c"]
+	// The autoscaler is removing a's node; then all three servers stop, while no provider
+	// repairs (as after a restart during an outage).
+	patch := fmt.Sprintf(`{"spec":{"taints":[{"key":%q,"value":"%d","effect":"NoSchedule"}]}}`, repair.ToBeDeletedTaint, time.Now().Unix())
+	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, a.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []corev1.Node{a, b, c} {
+		if err := servers.Stop(ctx, w.Project.Compute, serverOf(t, n)).ExtractErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range groups {
+		framework.Eventually(t, 60*time.Second, time.Second, "node of "+g+" NotReady", func() (bool, error) {
+			return len(groupNodes(t, w, g)) == 0, nil
+		})
+	}
+	plain.Stop()
+	proxy, clouds := proxiedClouds(t, w)
+	repairCfg := strings.Replace(cfg, "nodeGroups:", `repair:
+  enabled: true
+  interval: 1s
+  unhealthyAfter: 3s
+  grace: 1s
+  escalateAfter: 30s
+nodeGroups:`, 1)
+	p := framework.StartProvider(t, withClouds(repairCfg, w, clouds), "--kubeconfig", w.Env["KUBECONFIG"],
+		"--leader-elect-namespace", "kube-system", "--leader-elect-lease", "repair-holds")
+
+	ev := waitForEventSaying(t, w, a, repair.ReasonHeld, repair.ToBeDeletedTaint, 60*time.Second)
+	t.Logf("%s: %s", a.Name, ev.Message)
+	for _, n := range []corev1.Node{b, c} {
+		ev := waitForEventSaying(t, w, n, repair.ReasonHeld, "of the cluster are unhealthy", 60*time.Second)
+		t.Logf("%s: %s", n.Name, ev.Message)
+	}
+	stillStopped := func(ns ...corev1.Node) {
+		t.Helper()
+		time.Sleep(5 * time.Second) // five passes
+		for _, n := range ns {
+			s, err := servers.Get(ctx, w.Project.Compute, serverOf(t, n)).Extract()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Status != "SHUTOFF" {
+				t.Errorf("server of %s is %s: it was repaired while held", n.Name, s.Status)
+			}
+			if evs := nodeEvents(t, w, n, repair.ReasonStart); len(evs) > 0 {
+				t.Errorf("node %s got %s: %s", n.Name, repair.ReasonStart, evs[0].Message)
+			}
+		}
+	}
+	stillStopped(a, b, c)
+
+	// The wide fault ends (b and c come back by other hands): a, alone now, stays held for
+	// the autoscaler.
+	for _, n := range []corev1.Node{b, c} {
+		if err := servers.Start(ctx, w.Project.Compute, serverOf(t, n)).ExtractErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range []string{"hold-b", "hold-c"} {
+		framework.Eventually(t, 60*time.Second, time.Second, "node of "+g+" Ready again", func() (bool, error) {
+			return len(groupNodes(t, w, g)) == 1, nil
+		})
+	}
+	stillStopped(a)
+
+	// The provider loses OpenStack (its server listings fail), then the autoscaler gives the
+	// node back: the view is stale, so a is still not repaired.
+	proxy.Decide = func(r *http.Request) faultproxy.Fault {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/servers") {
+			return faultproxy.Unavailable
+		}
+		return faultproxy.Pass
+	}
+	time.Sleep(8 * time.Second) // more than three refresh intervals (2 s) without a refresh
+	if _, err := w.Kube.CoreV1().Nodes().Patch(ctx, a.Name, types.MergePatchType, []byte(`{"spec":{"taints":null}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev = waitForEventSaying(t, w, a, repair.ReasonHeld, "stale", 60*time.Second)
+	t.Logf("%s: %s", a.Name, ev.Message)
+	stillStopped(a)
+	metrics, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hold := range []repair.Hold{repair.HoldRemoving, repair.HoldWide, repair.HoldStale} {
+		if !strings.Contains(metrics, fmt.Sprintf(`hold=%q`, hold)) {
+			t.Errorf("metrics lack a count of %s holds", hold)
+		}
+	}
+
+	// OpenStack is back: a is repaired.
+	proxy.Decide = nil
+	waitForEvent(t, w, a, repair.ReasonStart, 60*time.Second)
+	framework.Eventually(t, 60*time.Second, time.Second, "node of hold-a Ready again", func() (bool, error) {
+		return len(groupNodes(t, w, "hold-a")) == 1, nil
+	})
 }
 
 // A PodDisruptionBudget that forbids eviction holds the replacement until the drain timeout; the
