@@ -5,7 +5,9 @@ package netns
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,4 +73,38 @@ func DiagSocket(nsPath string, wantIno uint64) (int, error) {
 		return err
 	})
 	return fd, err
+}
+
+// SetSysctl writes a sysctl (dotted name, as sysctl(8) takes it) in the network namespace at
+// nsPath and reads it back: /proc/sys/net answers for the namespace of the thread that opens
+// it. It returns the value it replaced. The agent's init container uses it on the host's
+// namespace (/proc/1/ns/net, with hostPID), whose net.ipv4.tcp_child_ehash_entries sizes the
+// TCP hash table of every pod namespace created afterwards.
+func SetSysctl(nsPath, name, value string) (previous string, err error) {
+	if name == "" || strings.Contains(name, "/") || strings.Contains(name, "..") || !strings.HasPrefix(name, "net.") {
+		return "", fmt.Errorf("sysctl %q: only net.* sysctls of a network namespace can be set", name)
+	}
+	path := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
+	err = Do(nsPath, 0, func() error {
+		old, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		previous = strings.TrimSpace(string(old))
+		if err := os.WriteFile(path, []byte(value), 0); err != nil {
+			return err
+		}
+		now, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if got := strings.Join(strings.Fields(string(now)), " "); got != strings.Join(strings.Fields(value), " ") {
+			return fmt.Errorf("%s reads %q after writing %q", name, got, value)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("setting %s=%s in %s: %w", name, value, nsPath, err)
+	}
+	return previous, nil
 }

@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/agent"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/netns"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/sockdiag"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 )
@@ -46,7 +47,23 @@ func main() {
 	procRoot := flag.String("proc", "/proc", "the host's /proc")
 	loopback := flag.Bool("include-loopback-peers", false, "count connections whose peer is loopback (a mesh sidecar's)")
 	unsupported := flag.String("unsupported-runtime-classes", "gvisor,kata,kata-qemu,kata-clh,runsc", "RuntimeClasses whose pods' sockets are outside the node's kernel")
+	setHostSysctl := flag.String("set-host-sysctl", "", "set this net.* sysctl (name=value) in the host's network namespace (/proc/1/ns/net: needs hostPID and privilege), then exit: the DaemonSet's init container")
 	flag.Parse()
+
+	if *setHostSysctl != "" {
+		name, value, ok := strings.Cut(*setHostSysctl, "=")
+		if !ok {
+			klog.ErrorS(nil, "--set-host-sysctl takes name=value, e.g. net.ipv4.tcp_child_ehash_entries=65536", "got", *setHostSysctl)
+			os.Exit(2)
+		}
+		previous, err := netns.SetSysctl(netns.ProcPath(1), name, value)
+		if err != nil {
+			klog.ErrorS(err, "setting the host's sysctl (the init container needs hostPID and privileged: true)")
+			os.Exit(1)
+		}
+		klog.InfoS("host sysctl set", "name", name, "value", value, "previous", previous)
+		return
+	}
 
 	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *clientName, *interval, *procRoot, *loopback, *unsupported); err != nil {
 		klog.ErrorS(err, "connection-agent stopped")

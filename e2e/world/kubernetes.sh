@@ -130,8 +130,13 @@ gen_kwok_config() {
 
 # make_pki: cluster CA, front-proxy CA, serving and client certificates, SA keys (openssl only).
 make_pki() {
-  [ -f "$PKI/admin.crt" ] && return 0
-  mkdir -p "$PKI"
+  # A PKI made before the Service range moved lacks the kubernetes Service's address: remade
+  # (only while the API server is down; etcd starts empty with it anyway).
+  if [ -f "$PKI/admin.crt" ] && ! openssl x509 -in "$PKI/apiserver.crt" -noout -text | grep -q "IP Address:$KUBERNETES_SVC_IP"; then
+    pid_alive "$RUN" kube-apiserver || rm -rf "$PKI"
+  fi
+  if [ ! -f "$PKI/admin.crt" ]; then
+    mkdir -p "$PKI"
   (
     cd "$PKI"
     ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2" \
@@ -150,7 +155,7 @@ subjectAltName=$5"
     ca ca world-kubernetes-ca
     ca front-proxy-ca world-front-proxy-ca
     leaf apiserver ca "/CN=kube-apiserver" serverAuth \
-      "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1,IP:$HOST_IP"
+      "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP,IP:$HOST_IP"
     leaf apiserver-kubelet-client ca "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
     leaf admin ca "/O=system:masters/CN=kubernetes-admin" clientAuth
     leaf controller-manager ca "/CN=system:kube-controller-manager" clientAuth
@@ -159,6 +164,8 @@ subjectAltName=$5"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
+    log "pki: written to $PKI"
+  fi
   local f user cert
   for f in admin:kubernetes-admin:admin controller-manager:system:kube-controller-manager:controller-manager \
     scheduler:system:kube-scheduler:scheduler; do
@@ -169,7 +176,7 @@ kind: Config
 clusters:
 - name: world
   cluster:
-    server: https://127.0.0.1:6443
+    server: https://$HOST_IP:6443
     certificate-authority: $PKI/ca.crt
 users:
 - name: $user
@@ -182,7 +189,6 @@ contexts:
 current-context: world
 KC
   done
-  log "pki: written to $PKI"
 }
 
 cmd_up() {
@@ -204,13 +210,14 @@ cmd_up() {
   wait_ok etcd http://127.0.0.1:2379/health 60 "$RUN"
   start_bg "$RUN" "$LOGS" kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers=http://127.0.0.1:2379 \
-    --bind-address=127.0.0.1 --secure-port=6443 --advertise-address="$HOST_IP" \
+    --bind-address="$HOST_IP" --secure-port=6443 --advertise-address="$HOST_IP" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --authorization-mode=Node,RBAC --allow-privileged=true \
     --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
@@ -218,7 +225,7 @@ cmd_up() {
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --enable-aggregator-routing=true
   # Ready, not just listening: RBAC bootstrap must be done before the controllers start.
-  wait_ok kube-apiserver https://127.0.0.1:6443/readyz 120 "$RUN" --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key"
+  wait_ok kube-apiserver "https://$HOST_IP:6443/readyz" 120 "$RUN" --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key"
   # The HPA controller runs every 5 s and scales down after 30 s of stability so tests and the demo
   # see whole cycles in minutes (production defaults: 15 s and 5 min).
   start_bg "$RUN" "$LOGS" kube-controller-manager "$K8S_BIN/kube-controller-manager" \

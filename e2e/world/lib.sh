@@ -14,6 +14,15 @@ OSA_STATE=${OSA_STATE:-/var/tmp/openstack-autoscaler}
 HOST_IP=${HOST_IP:-198.51.100.10}
 NODE_IP=${NODE_IP:-198.51.100.11}
 POD_CIDR=${POD_CIDR:-198.51.100.128/25}
+# .32/27 = Service IPs (the kubernetes Service is .33): inside the world's range, so no packet is
+# ever addressed to a private range, even one kube-proxy rewrites. .64/27 = the real node's pods
+# (a CNI bridge); its kubelet serves on HOST_IP.
+SERVICE_CIDR=${SERVICE_CIDR:-198.51.100.32/27}
+KUBERNETES_SVC_IP=${KUBERNETES_SVC_IP:-198.51.100.33}
+REAL_NODE=${REAL_NODE:-world-real-node}
+REAL_POD_CIDR=${REAL_POD_CIDR:-198.51.100.64/27}
+REAL_BRIDGE=${REAL_BRIDGE:-osa-rn0}
+REAL_KUBELET_PORT=${REAL_KUBELET_PORT:-10350}
 # The Debian python that has the OpenStack libraries (a pyenv python3 earlier on PATH does not).
 PY=/usr/bin/python3
 export DEBIAN_FRONTEND=noninteractive

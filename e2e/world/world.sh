@@ -37,6 +37,10 @@ cmd_up() {
   "$WORLD_DIR/kubernetes.sh" build
   with_progress "build the world's tools (registrar, sandboxes, load generator)" 60 "$LOGS/build-tools.log" build_tools
   "$WORLD_DIR/kubernetes.sh" up
+  # The real node runs the product's images: built here (static binaries packed by
+  # cmd/build-images), imported into its containerd.
+  with_progress "build the product's images (make images)" 120 "$LOGS/images.log" make -C "$REPO_DIR" images
+  "$WORLD_DIR/realnode.sh" up
   log "waiting for OpenStack:"
   while kill -0 "$os_pid" 2>/dev/null; do
     sleep 20
@@ -64,6 +68,7 @@ export OSA_WORLD_RABBITMQ_CA=$OSA_STATE/openstack/rabbitmq/tls/ca.crt
 export OSA_WORLD_HOST_IP=$HOST_IP
 export OSA_WORLD_BIN=$BIN
 export OSA_WORLD_K8S_BIN=$OSA_CACHE/kubernetes-$K8S_VERSION/bin
+export OSA_WORLD_REAL_NODE=$REAL_NODE
 export PATH=$OSA_CACHE/kubernetes-$K8S_VERSION/bin:\$PATH
 ENV
   sleep 1
@@ -75,6 +80,7 @@ ENV
 cmd_down() {
   local t
   for t in world-loadgen world-sandboxes world-registrar; do stop_pid "$RUN" "$t"; done
+  "$WORLD_DIR/realnode.sh" down
   "$WORLD_DIR/kubernetes.sh" down
   "$WORLD_DIR/openstack.sh" down
   for t in "$HOST_IP" "$NODE_IP"; do ip addr del "$t/32" dev lo 2>/dev/null || true; done
@@ -83,12 +89,14 @@ cmd_down() {
 
 cmd_running() {
   [ -s "$ENV_FILE" ] && pid_alive "$RUN" world-registrar && pid_alive "$RUN" world-sandboxes &&
-    pid_alive "$OSA_STATE/kubernetes/run" kube-apiserver && pid_alive "$OSA_STATE/openstack/run" nova-api
+    pid_alive "$OSA_STATE/kubernetes/run" kube-apiserver && pid_alive "$OSA_STATE/openstack/run" nova-api &&
+    pid_alive "$OSA_STATE/realnode/run" kubelet
 }
 
 cmd_status() {
   echo "== openstack"; "$WORLD_DIR/openstack.sh" status
   echo "== kubernetes"; "$WORLD_DIR/kubernetes.sh" status
+  echo "== real node"; "$WORLD_DIR/realnode.sh" status
   echo "== test infrastructure"
   local t
   for t in "${TOOLS[@]}"; do

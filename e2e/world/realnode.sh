@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# The world's real node: a kubelet with containerd 2.x and runc, beside the kwok nodes. The
+# product's own pods run here, from the images `make images` builds (no registry can be reached).
+# It is a system node outside every node group. Builds are cached in $OSA_CACHE keyed by version.
+#
+# This machine's facts shape it: cgroup v1 controllers (so `failCgroupV1: false` and the cgroupfs
+# driver; production nodes should be cgroup v2), PID 1 is not systemd, overlayfs, no swap, and a
+# negative oom_score_adj is refused (containerd's `restrict_oom_score_adj`).
+#
+# usage: realnode.sh build|up|images|status|down
+. "$(dirname "$0")/lib.sh"
+
+RN=$OSA_STATE/realnode
+RUN=$RN/run
+LOGS=$RN/log
+K8S_BIN=$OSA_CACHE/kubernetes-$K8S_VERSION/bin
+CTR_BIN=$OSA_CACHE/containerd-$CONTAINERD_VERSION/bin
+RUNC_BIN=$OSA_CACHE/runc-$RUNC_VERSION/bin
+PKI=$OSA_STATE/kubernetes/pki
+SOCK=$RN/containerd/containerd.sock
+CNI_BIN=/usr/lib/cni
+SERVICES=(containerd kubelet kube-proxy)
+# The node's label and taint: only pods that ask for it (the product's, in the e2e tests) run
+# here; the tests' other pods stay on kwok nodes.
+REAL_NODE_LABEL=openstack-autoscaler.io/world-node
+
+build_containerd() {
+  mkdir -p "$CTR_BIN"
+  CGO_ENABLED=0 GOBIN="$CTR_BIN" go install -trimpath -ldflags "-s -w" -tags no_btrfs \
+    "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+}
+
+build_runc() {
+  mkdir -p "$RUNC_BIN"
+  CGO_ENABLED=1 GOBIN="$RUNC_BIN" go install -trimpath -tags seccomp "github.com/opencontainers/runc@$RUNC_VERSION"
+}
+
+# build_node_k8s: kubelet and kube-proxy from the world's Kubernetes wrapper module (kubernetes.sh
+# makes it). Its go.sum lacks modules only the kubelet needs, hence -mod=mod.
+build_node_k8s() {
+  local work=$OSA_CACHE/kubernetes-$K8S_VERSION/module v maj min ldf b p
+  [ -f "$work/go.mod" ] || die "the Kubernetes wrapper module is missing: run kubernetes.sh build first"
+  v=${K8S_VERSION#v}; maj=${v%%.*}; min=${v#*.}; min=${min%%.*}
+  ldf="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf="$ldf -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$maj -X $p.gitMinor=$min -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  for b in kubelet kube-proxy; do
+    [ -x "$K8S_BIN/$b" ] && continue
+    echo "building $b $K8S_VERSION"
+    (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "$ldf" -o "$K8S_BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b")
+    mv "$K8S_BIN/$b.tmp" "$K8S_BIN/$b"
+  done
+}
+
+cmd_build() {
+  mkdir -p "$LOGS"
+  apt_install containernetworking-plugins iptables conntrack libseccomp-dev gcc libc6-dev pkg-config \
+    >>"$LOGS/apt.log" 2>&1 || die "apt-get install of the real node's packages failed (see $LOGS/apt.log)"
+  if [ -x "$CTR_BIN/containerd" ] && [ -x "$CTR_BIN/containerd-shim-runc-v2" ] && [ -x "$CTR_BIN/ctr" ]; then
+    log "containerd $CONTAINERD_VERSION: cached in $CTR_BIN"
+  else
+    with_progress "build containerd $CONTAINERD_VERSION" 150 "$LOGS/build-containerd.log" build_containerd
+  fi
+  if [ -x "$RUNC_BIN/runc" ]; then log "runc $RUNC_VERSION: cached in $RUNC_BIN"
+  else with_progress "build runc $RUNC_VERSION" 30 "$LOGS/build-runc.log" build_runc; fi
+  if [ -x "$K8S_BIN/kubelet" ] && [ -x "$K8S_BIN/kube-proxy" ]; then log "kubelet, kube-proxy $K8S_VERSION: cached in $K8S_BIN"
+  else with_progress "build kubelet and kube-proxy $K8S_VERSION" 200 "$LOGS/build-node.log" build_node_k8s; fi
+}
+
+# preflight: what the node needs of this machine, each failure naming its cause.
+preflight() {
+  grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+  grep -qw overlay /proc/filesystems || die "the kernel has no overlayfs (containerd's snapshotter needs it): load the overlay module"
+  local c
+  for c in cpu memory pids; do
+    [ -d "/sys/fs/cgroup/$c" ] || [ -f /sys/fs/cgroup/cgroup.controllers ] ||
+      die "no cgroup hierarchy for the $c controller under /sys/fs/cgroup (the kubelet needs cgroups v1 or v2 mounted)"
+  done
+  for c in bridge host-local loopback portmap; do
+    [ -x "$CNI_BIN/$c" ] || die "CNI plugin $c missing in $CNI_BIN (Debian's containernetworking-plugins)"
+  done
+  [ -r "$PKI/ca.key" ] || die "the world's CA ($PKI) is missing: start Kubernetes first (kubernetes.sh up)"
+}
+
+# node_pki: the kubelet's client certificate (system:node:<name>, for the Node authorizer) and
+# its serving certificate for the node's address, from the world's CA.
+node_pki() {
+  local d=$RN/pki
+  # Certificates of an earlier CA (the world's PKI was remade) are remade too.
+  openssl verify -CAfile "$PKI/ca.crt" "$d/kubelet-client.crt" >/dev/null 2>&1 || rm -rf "$d"
+  [ -f "$d/kubelet-client.crt" ] && [ -f "$d/kubelet-serving.crt" ] && [ -f "$d/kube-proxy.crt" ] && return 0
+  mkdir -p "$d"
+  leaf() { # name subject eku [san]
+    local ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=$3"
+    [ -n "${4:-}" ] && ext="$ext
+subjectAltName=$4"
+    openssl req -newkey rsa:2048 -nodes -keyout "$d/$1.key" -out "$d/$1.csr" -subj "$2" 2>/dev/null
+    openssl x509 -req -in "$d/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -out "$d/$1.crt" -days 3650 \
+      -extfile <(echo "$ext") 2>/dev/null
+    rm -f "$d/$1.csr"
+  }
+  leaf kubelet-client "/O=system:nodes/CN=system:node:$REAL_NODE" clientAuth
+  leaf kubelet-serving "/O=system:nodes/CN=system:node:$REAL_NODE" serverAuth "DNS:$REAL_NODE,IP:$HOST_IP"
+  leaf kube-proxy "/CN=system:kube-proxy" clientAuth
+}
+
+kubeconfig() { # kubeconfig FILE USER CERT KEY
+  cat >"$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: world
+  cluster:
+    server: https://$HOST_IP:6443
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $2
+  user:
+    client-certificate: $3
+    client-key: $4
+contexts:
+- name: world
+  context: {cluster: world, user: $2}
+current-context: world
+KC
+}
+
+write_config() {
+  mkdir -p "$RN/cni" "$RN/containerd" "$RN/kubelet"
+  cat >"$RN/containerd.toml" <<TOML
+version = 3
+root = "$RN/containerd/root"
+state = "$RN/containerd/state"
+[grpc]
+  address = "$SOCK"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$PAUSE_IMAGE"
+[plugins."io.containerd.cri.v1.runtime"]
+  # This machine refuses a negative oom_score_adj; CRI asks for -998 for every sandbox.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "$RUNC_BIN/runc"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$CNI_BIN"]
+    conf_dir = "$RN/cni"
+TOML
+  cat >"$RN/cni/10-world.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "world-real-node", "plugins": [
+  {"type": "bridge", "bridge": "$REAL_BRIDGE", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "dataDir": "$RN/cni-ipam", "ranges": [[{"subnet": "$REAL_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "loopback"}]}
+JSON
+  cat >"$RN/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This machine has cgroup v1 controllers only; Kubernetes >= 1.35 refuses them unless told.
+# Production nodes should run cgroup v2.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$SOCK
+address: $HOST_IP
+port: $REAL_KUBELET_PORT
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10348
+authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $PKI/ca.crt}}
+authorization: {mode: Webhook}
+tlsCertFile: $RN/pki/kubelet-serving.crt
+tlsPrivateKeyFile: $RN/pki/kubelet-serving.key
+failSwapOn: false
+cgroupRoot: /
+staticPodPath: ""
+# No resolver: the host's (a private address) must not be reached from pods, and nothing the
+# world runs needs names. ClusterFirst pods get a MissingClusterDNS warning and no resolver.
+resolvConf: ""
+registerNode: true
+enforceNodeAllocatable: []
+cgroupsPerQOS: true
+localStorageCapacityIsolation: false
+serializeImagePulls: false
+YAML
+  cat >"$RN/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $RN/kube-proxy.kubeconfig}
+hostnameOverride: $REAL_NODE
+bindAddress: $HOST_IP
+healthzBindAddress: 127.0.0.1:10356
+metricsBindAddress: 127.0.0.1:10349
+mode: iptables
+clusterCIDR: $REAL_POD_CIDR
+# Only Services are rewritten, and only for traffic from the real node's pods and this host.
+conntrack: {maxPerCore: 0}
+YAML
+  kubeconfig "$RN/kubelet.kubeconfig" node "$RN/pki/kubelet-client.crt" "$RN/pki/kubelet-client.key"
+  kubeconfig "$RN/kube-proxy.kubeconfig" kube-proxy "$RN/pki/kube-proxy.crt" "$RN/pki/kube-proxy.key"
+}
+
+ctr_() { "$CTR_BIN/ctr" --address "$SOCK" -n k8s.io "$@"; }
+
+# cmd_images: import the images pods of the real node use: the sandbox image, the world's
+# workload, and the product's (`make images`).
+cmd_images() {
+  local out=$REPO_DIR/_output/images t
+  mkdir -p "$out/world-bin"
+  (cd "$REPO_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/world-bin/pause" ./e2e/cmd/world-pause) ||
+    die "building the pause program failed"
+  (cd "$REPO_DIR/cmd/build-images" && go run . --bin-dir "$out/world-bin" --out "$out/world" \
+    --registry "${PAUSE_IMAGE%/*}" --tag "${PAUSE_IMAGE##*:}" pause) >>"$LOGS/images.log" 2>&1 ||
+    die "packing the pause image failed (see $LOGS/images.log)"
+  ctr_ images import "$out/world/pause.tar" >>"$LOGS/images.log" 2>&1 || die "importing the pause image failed (see $LOGS/images.log)"
+  for t in "$out"/*.tar; do
+    [ -e "$t" ] || continue
+    ctr_ images import "$t" >>"$LOGS/images.log" 2>&1 || die "importing $t failed (see $LOGS/images.log)"
+  done
+  log "real node: images imported: $(ctr_ images ls -q | grep -v '^sha256:' | tr '\n' ' ')"
+}
+
+cmd_up() {
+  [ "$(id -u)" = 0 ] || die "the real node needs root"
+  cmd_build
+  preflight
+  mkdir -p "$RUN" "$LOGS"
+  node_pki
+  write_config
+  PATH=$CTR_BIN:$RUNC_BIN:$PATH start_bg "$RUN" "$LOGS" containerd "$CTR_BIN/containerd" --config "$RN/containerd.toml"
+  local i
+  for i in $(seq 60); do [ -S "$SOCK" ] && ctr_ version >/dev/null 2>&1 && break; sleep 0.5
+    pid_alive "$RUN" containerd || die "containerd exited: see $LOGS/containerd.log"; done
+  ctr_ version >/dev/null 2>&1 || die "containerd did not answer on $SOCK within 30 s: see $LOGS/containerd.log"
+  cmd_images
+  start_bg "$RUN" "$LOGS" kubelet "$K8S_BIN/kubelet" --config "$RN/kubelet.yaml" \
+    --kubeconfig "$RN/kubelet.kubeconfig" --hostname-override "$REAL_NODE" --node-ip "$HOST_IP" \
+    --root-dir "$RN/kubelet" --cert-dir "$RN/pki" \
+    --node-labels "$REAL_NODE_LABEL=real" --register-with-taints "$REAL_NODE_LABEL=real:NoSchedule"
+  start_bg "$RUN" "$LOGS" kube-proxy "$K8S_BIN/kube-proxy" --config "$RN/kube-proxy.yaml"
+  wait_ok kubelet http://127.0.0.1:10348/healthz 120 "$RUN"
+  local kc=$OSA_STATE/kubernetes/admin.kubeconfig
+  for i in $(seq 120); do
+    [ "$("$K8S_BIN/kubectl" --kubeconfig "$kc" get node "$REAL_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ] && break
+    pid_alive "$RUN" kubelet || die "kubelet exited: see $LOGS/kubelet.log"
+    sleep 1
+  done
+  [ "$i" -lt 120 ] || die "node $REAL_NODE not Ready within 2 minutes: see $LOGS/kubelet.log and $LOGS/containerd.log"
+  log "real node $REAL_NODE: Ready (kubelet $HOST_IP:$REAL_KUBELET_PORT, pods $REAL_POD_CIDR)"
+}
+
+cmd_status() {
+  local s
+  for s in "${SERVICES[@]}"; do
+    if pid_alive "$RUN" "$s"; then printf '%-24s running pid %s\n' "$s" "$(cat "$RUN/$s.pid")"
+    else printf '%-24s down\n' "$s"; fi
+  done
+}
+
+# cmd_down stops the node and leaves nothing behind: its pods' containers (their shims outlive
+# containerd), mounts, network namespaces, the bridge and its veths, cgroups and iptables rules.
+cmd_down() {
+  stop_pid "$RUN" kubelet
+  stop_pid "$RUN" kube-proxy
+  if pid_alive "$RUN" containerd; then
+    local c
+    for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true; done
+    sleep 1
+    for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks rm -f "$c" >/dev/null 2>&1 || true; done
+    for c in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers rm "$c" >/dev/null 2>&1 || true; done
+  fi
+  stop_pid "$RUN" containerd
+  # Shims whose containerd is gone: by the PIDs containerd recorded.
+  local f pid
+  for f in "$RN"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+  done
+  # Mounts under the node's directories (pod volumes, sandbox netns, overlay rootfs), deepest first.
+  awk -v rn="$RN" '$2 ~ "^"rn {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  for f in /run/netns/cni-*; do
+    [ -e "$f" ] || continue
+    # Only the namespaces CNI made for this node's pods: their IP is in the node's pod range.
+    if ip netns exec "$(basename "$f")" ip -o -4 addr show 2>/dev/null | grep -q " ${REAL_POD_CIDR%.*}\."; then
+      umount "$f" 2>/dev/null || true; rm -f "$f"
+    fi
+  done
+  ip link del "$REAL_BRIDGE" 2>/dev/null || true
+  # The kubelet's pod cgroups (its QoS tree lives under /kubepods in every v1 hierarchy).
+  local h
+  for h in /sys/fs/cgroup/*/kubepods; do
+    [ -d "$h" ] || continue
+    find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  # kube-proxy's and the kubelet's iptables chains (KUBE-*: no other kubelet runs on this host).
+  local ipt table chain rule
+  for ipt in iptables ip6tables; do
+    command -v "$ipt-save" >/dev/null || continue
+    for table in filter nat mangle; do
+      "$ipt-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | sed 's/^-A /-D /' | while read -r rule; do
+        eval "$ipt -t $table $rule" 2>/dev/null || true
+      done || true
+      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[A-Z0-9-]*\) .*/\1/p'); do
+        "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[A-Z0-9-]*\) .*/\1/p'); do
+        "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+  rm -rf "$RN/cni-ipam"
+}
+
+case ${1:-} in
+  build) cmd_build ;;
+  up) cmd_up ;;
+  images) cmd_images ;;
+  status) cmd_status ;;
+  down) cmd_down ;;
+  *) echo "usage: $0 build|up|images|status|down" >&2; exit 2 ;;
+esac
