@@ -6,7 +6,9 @@ package netns
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -107,4 +109,35 @@ func SetSysctl(nsPath, name, value string) (previous string, err error) {
 		return "", fmt.Errorf("setting %s=%s in %s: %w", name, value, nsPath, err)
 	}
 	return previous, nil
+}
+
+// HostPath finds the host's network namespace under procRoot (a /proc showing the host's
+// processes: hostPID): PID 1's, or, where PID 1's cannot be opened (a sandboxed init, as on
+// this project's test machine), the kubelet's, which always runs in the host's namespace.
+func HostPath(procRoot string) (string, error) {
+	first := filepath.Join(procRoot, "1", "ns", "net")
+	fd, err := unix.Open(first, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		unix.Close(fd)
+		return first, nil
+	}
+	entries, readErr := os.ReadDir(procRoot)
+	if readErr != nil {
+		return "", fmt.Errorf("%s: %v; listing %s: %w", first, err, procRoot, readErr)
+	}
+	for _, e := range entries {
+		if _, convErr := strconv.Atoi(e.Name()); convErr != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join(procRoot, e.Name(), "comm"))
+		if strings.TrimSpace(string(comm)) != "kubelet" {
+			continue
+		}
+		path := filepath.Join(procRoot, e.Name(), "ns", "net")
+		if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			unix.Close(fd)
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("the host's network namespace: %s cannot be opened (%v) and no kubelet process was found in %s (the pod needs hostPID)", first, err, procRoot)
 }

@@ -3,6 +3,7 @@ package netns
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -59,5 +60,40 @@ func TestSetSysctlRefusesWhatIsNotANamespacesSysctl(t *testing.T) {
 		if _, err := SetSysctl("/proc/self/ns/net", name, "1"); err == nil || !strings.Contains(err.Error(), "net.*") {
 			t.Errorf("SetSysctl(%q) = %v, want refused", name, err)
 		}
+	}
+}
+
+// Where PID 1's namespace cannot be opened, the kubelet's is the host's.
+func TestHostPathFallsBackToTheKubelet(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to read its own namespace file")
+	}
+	proc := t.TempDir()
+	for pid, comm := range map[string]string{"7": "containerd", "42": "kubelet"} {
+		if err := os.MkdirAll(filepath.Join(proc, pid, "ns"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "comm"), []byte(comm+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/proc/self/ns/net", filepath.Join(proc, pid, "ns", "net")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := HostPath(proc)
+	if err != nil || got != filepath.Join(proc, "42", "ns", "net") {
+		t.Errorf("HostPath = %q, %v; want the kubelet's namespace", got, err)
+	}
+	if err := os.MkdirAll(filepath.Join(proc, "1", "ns"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/proc/self/ns/net", filepath.Join(proc, "1", "ns", "net")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := HostPath(proc); err != nil || got != filepath.Join(proc, "1", "ns", "net") {
+		t.Errorf("HostPath = %q, %v; want PID 1's namespace when it opens", got, err)
+	}
+	if _, err := HostPath(t.TempDir()); err == nil || !strings.Contains(err.Error(), "hostPID") {
+		t.Errorf("HostPath of an empty /proc = %v, want an error naming hostPID", err)
 	}
 }

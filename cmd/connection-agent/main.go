@@ -47,7 +47,7 @@ func main() {
 	procRoot := flag.String("proc", "/proc", "the host's /proc")
 	loopback := flag.Bool("include-loopback-peers", false, "count connections whose peer is loopback (a mesh sidecar's)")
 	unsupported := flag.String("unsupported-runtime-classes", "gvisor,kata,kata-qemu,kata-clh,runsc", "RuntimeClasses whose pods' sockets are outside the node's kernel")
-	setHostSysctl := flag.String("set-host-sysctl", "", "set this net.* sysctl (name=value) in the host's network namespace (/proc/1/ns/net: needs hostPID and privilege), then exit: the DaemonSet's init container")
+	setHostSysctl := flag.String("set-host-sysctl", "", "set this net.* sysctl (name=value) in the host's network namespace (PID 1's, else the kubelet's: needs hostPID and privilege), then exit: the DaemonSet's init container")
 	flag.Parse()
 
 	if *setHostSysctl != "" {
@@ -56,12 +56,17 @@ func main() {
 			klog.ErrorS(nil, "--set-host-sysctl takes name=value, e.g. net.ipv4.tcp_child_ehash_entries=65536", "got", *setHostSysctl)
 			os.Exit(2)
 		}
-		previous, err := netns.SetSysctl(netns.ProcPath(1), name, value)
+		host, err := netns.HostPath("/proc")
+		if err != nil {
+			klog.ErrorS(err, "finding the host's network namespace")
+			os.Exit(1)
+		}
+		previous, err := netns.SetSysctl(host, name, value)
 		if err != nil {
 			klog.ErrorS(err, "setting the host's sysctl (the init container needs hostPID and privileged: true)")
 			os.Exit(1)
 		}
-		klog.InfoS("host sysctl set", "name", name, "value", value, "previous", previous)
+		klog.InfoS("host sysctl set", "name", name, "value", value, "previous", previous, "namespace", host)
 		return
 	}
 
