@@ -4,20 +4,31 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/loadgen"
 )
 
 const hostEhashPath = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
@@ -25,7 +36,10 @@ const hostEhashPath = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
 // The chart's connection metrics run in real containers on the world's real node, from the
 // images `make images` built: the agent DaemonSet pod (privileged, hostPID, its sysctl init
 // container) and the adapter's two pods are Running and Ready, and the APIServices become
-// Available through the adapter's Service.
+// Available through the adapter's Service. Then a real HPA scales a Deployment of real containers
+// on the connections the load generator holds to its pods, counted by the agent pod in
+// containerd's cgroups and network namespaces; with the agent gone, the pods' values are
+// withdrawn and the HPA holds; when the load ends it scales back down.
 func TestChartRunsOnTheRealNode(t *testing.T) {
 	w := framework.Connect(t)
 	node := framework.RealNode(t, w)
@@ -44,8 +58,9 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 		"serviceMonitors": map[string]any{"enabled": false},
 		"connectionMetrics": map[string]any{
 			// Only the real node: other tests' kwok nodes come and go.
-			"agent":   map[string]any{"nodeSelector": selector, "tcpChildEhashEntries": 65536},
-			"adapter": map[string]any{"nodeSelector": selector, "tolerations": tolerations},
+			"agent": map[string]any{"nodeSelector": selector, "tcpChildEhashEntries": 65536, "interval": "2s"},
+			"adapter": map[string]any{"nodeSelector": selector, "tolerations": tolerations,
+				"window": "6s", "ttl": "10s", "pullInterval": "2s"},
 		},
 	}
 	raw, err := yaml.Marshal(values)
@@ -122,6 +137,154 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 	if err != nil || !strings.Contains(string(body), "tcp_connections") {
 		t.Errorf("discovery of custom.metrics.k8s.io/v1beta2 through the adapter's pods: %v\n%s", err, framework.Tail(string(body), 500))
 	}
+
+	realPodsScaleOnConnections(t, w, ns, rel)
+}
+
+// realPodsScaleOnConnections runs the workload image on the real node behind a Service, with a
+// real HPA on tcp_connections (10 per pod), and drives it with connections to the pods' IPs.
+func realPodsScaleOnConnections(t *testing.T, w *framework.World, ns, rel string) {
+	ctx := context.Background()
+	const app = "real-web"
+	selector, tolerations := framework.OnRealNode()
+	labels := map[string]string{"app": app}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{NodeSelector: selector, Tolerations: tolerations,
+					TerminationGracePeriodSeconds: ptr.To(int64(2)),
+					Containers: []corev1.Container{{Name: "web", Image: w.Env["OSA_WORLD_WORKLOAD_IMAGE"], ImagePullPolicy: corev1.PullNever,
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt(8080)}},
+							PeriodSeconds: 1},
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}}}}},
+			}},
+	}
+	if _, err := w.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt(8080)}}}}
+	if _, err := w.Kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
+			MinReplicas:    ptr.To(int32(1)), MaxReplicas: 4,
+			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
+				Metric: autoscalingv2.MetricIdentifier{Name: "tcp_connections"},
+				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse("10"))}}}},
+			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
+				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(10))}},
+		},
+	}
+	if _, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replicas := func() int32 {
+		d, err := w.Kube.AppsV1().Deployments(ns).Get(ctx, app, metav1.GetOptions{})
+		if err != nil {
+			return -1
+		}
+		return *d.Spec.Replicas
+	}
+	raw := func() metricValueList {
+		out := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/"+ns+"/pods/*/tcp_connections?labelSelector=app%3D"+app)
+		var list metricValueList
+		_ = json.Unmarshal([]byte(out), &list)
+		return list
+	}
+	framework.Eventually(t, 90*time.Second, time.Second, "tcp_connections served for the idle real pod", func() (bool, error) {
+		list := raw()
+		return len(list.Items) == 1 && list.Items[0].Value.IsZero(), fmt.Errorf("%+v", list)
+	})
+
+	// 30 connections held to the pods' IPs (through the real node's bridge): 3 pods of 10.
+	holder := &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]}
+	var total atomic.Int32
+	total.Store(30)
+	done := make(chan struct{})
+	go func() {
+		for {
+			var targets []string
+			pods, _ := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+			for _, p := range pods.Items {
+				if podReady(p) && p.DeletionTimestamp == nil {
+					targets = append(targets, net.JoinHostPort(p.Status.PodIP, "8080"))
+				}
+			}
+			if len(targets) > 0 {
+				_ = holder.Spread(ctx, targets, int(total.Load()))
+			}
+			select {
+			case <-done:
+				holder.CloseAll()
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	var once sync.Once
+	stopLoad := func() { once.Do(func() { close(done) }) }
+	t.Cleanup(stopLoad)
+	took := framework.Eventually(t, 120*time.Second, 2*time.Second, "3 replicas holding 10 connections each", func() (bool, error) {
+		list := raw()
+		if replicas() != 3 || len(list.Items) != 3 {
+			return false, fmt.Errorf("replicas %d, values %d", replicas(), len(list.Items))
+		}
+		for _, it := range list.Items {
+			if it.Value.Cmp(resource.MustParse("10")) != 0 {
+				return false, fmt.Errorf("%s = %s", it.DescribedObject.Name, it.Value.String())
+			}
+		}
+		return true, nil
+	})
+	t.Logf("30 connections → 3 real pods of 10 in %s", took.Round(time.Second))
+	// kubectl describe hpa shows the value (the HPA's status follows its next sync).
+	var describe string
+	framework.Eventually(t, 30*time.Second, time.Second, "kubectl describe hpa showing 10 / 10", func() (bool, error) {
+		describe = kubectl(t, w, "describe", "hpa", "-n", ns, app)
+		return strings.Contains(describe, `"tcp_connections" on pods:`) && strings.Contains(describe, "10 / 10"), nil
+	})
+	t.Logf("kubectl describe hpa: %s", strings.TrimSpace(describe[strings.Index(describe, `"tcp_connections" on pods:`):][:60]))
+
+	// The agent goes (its DaemonSet no longer matches the node): within the TTL the pods'
+	// values are withdrawn, and the HPA does not scale down on the missing data.
+	agentDS := rel + "-openstack-autoscaler-connection-agent"
+	patch := `{"spec":{"template":{"spec":{"nodeSelector":{"openstack-autoscaler.io/world-node":"none"}}}}}`
+	if _, err := w.Kube.AppsV1().DaemonSets(ns).Patch(ctx, agentDS, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gone := framework.Eventually(t, 60*time.Second, time.Second, "the pods' values withdrawn without their agent", func() (bool, error) {
+		list := raw()
+		return len(list.Items) == 0, fmt.Errorf("%d values still served", len(list.Items))
+	})
+	t.Logf("agent gone → values withdrawn in %s", gone.Round(time.Second))
+	holdUntil := time.Now().Add(20 * time.Second)
+	for time.Now().Before(holdUntil) {
+		if r := replicas(); r != 3 {
+			t.Fatalf("replicas %d while the agent was gone: the HPA scaled on missing data", r)
+		}
+		time.Sleep(time.Second)
+	}
+	restore := `{"spec":{"template":{"spec":{"nodeSelector":{"openstack-autoscaler.io/world-node":"real"}}}}}`
+	if _, err := w.Kube.AppsV1().DaemonSets(ns).Patch(ctx, agentDS, types.StrategicMergePatchType, []byte(restore), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 90*time.Second, time.Second, "values served again by the new agent pod", func() (bool, error) {
+		return len(raw().Items) == 3, nil
+	})
+
+	// The load ends: back to one replica.
+	stopLoad()
+	down := framework.Eventually(t, 120*time.Second, 2*time.Second, "back to 1 replica after the load", func() (bool, error) {
+		return replicas() == 1, fmt.Errorf("replicas %d", replicas())
+	})
+	t.Logf("load ended → 1 replica in %s", down.Round(time.Second))
 }
 
 func podReady(p corev1.Pod) bool {

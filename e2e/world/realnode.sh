@@ -222,6 +222,12 @@ cmd_images() {
     --registry "${PAUSE_IMAGE%/*}" --tag "${PAUSE_IMAGE##*:}" pause) >>"$LOGS/images.log" 2>&1 ||
     die "packing the pause image failed (see $LOGS/images.log)"
   ctr_ images import "$out/world/pause.tar" >>"$LOGS/images.log" 2>&1 || die "importing the pause image failed (see $LOGS/images.log)"
+  (cd "$REPO_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/world-bin/workload" ./e2e/cmd/world-workload) ||
+    die "building the workload program failed"
+  (cd "$REPO_DIR/cmd/build-images" && go run . --bin-dir "$out/world-bin" --out "$out/world" \
+    --registry "${WORKLOAD_IMAGE%/*}" --tag "${WORKLOAD_IMAGE##*:}" workload) >>"$LOGS/images.log" 2>&1 ||
+    die "packing the workload image failed (see $LOGS/images.log)"
+  ctr_ images import "$out/world/workload.tar" >>"$LOGS/images.log" 2>&1 || die "importing the workload image failed (see $LOGS/images.log)"
   for t in "$out"/*.tar; do
     [ -e "$t" ] || continue
     ctr_ images import "$t" >>"$LOGS/images.log" 2>&1 || die "importing $t failed (see $LOGS/images.log)"
