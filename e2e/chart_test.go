@@ -318,7 +318,8 @@ func TestChartTemplates(t *testing.T) {
 		}
 		var ds appsv1.DaemonSet
 		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &ds)
-		if ic := ds.Spec.Template.Spec.InitContainers; len(ic) != 1 || !strings.Contains(strings.Join(ic[0].Command, " "), "net.ipv4.tcp_child_ehash_entries=65536") {
+		if ic := ds.Spec.Template.Spec.InitContainers; len(ic) != 1 || ic[0].Image != ds.Spec.Template.Spec.Containers[0].Image ||
+			!slices.Contains(ic[0].Args, "--set-host-sysctl=net.ipv4.tcp_child_ehash_entries=65536") {
 			t.Errorf("agent sysctl init container: %+v", ic)
 		}
 		var pc schedulingv1.PriorityClass

@@ -203,9 +203,12 @@ func TestNovaProviderKilledBeforeCreationsAreAnsweredReachesTheTarget(t *testing
 	if err := d.IncreaseSize(ctx, group, 3); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(groupServers(t, w, group)); got != 3 {
-		t.Fatalf("IncreaseSize answered with %d of 3 servers accepted by Nova", got)
-	}
+	// IncreaseSize waits up to 3 s for Nova to accept them; a busy Nova may take longer, so the
+	// kill waits for the three servers (their answers are held 20 s: still on their way).
+	framework.Eventually(t, 15*time.Second, 200*time.Millisecond, "Nova holding the 3 servers", func() (bool, error) {
+		got := len(groupServers(t, w, group))
+		return got == 3, fmt.Errorf("%d servers", got)
+	})
 	p.Kill() // two POST answers are still on their way
 	proxy.Decide = nil
 	p.Restart(t)

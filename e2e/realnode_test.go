@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -294,4 +295,110 @@ func podReady(p corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// The seed's "HPA on CPU for a service with a remote database": examples/hpa-cpu.yaml and the
+// CPU half of examples/hpa-cpu-and-connections.yaml scale real containers on real CPU, read by
+// metrics-server from the real node's kubelet; kubectl describe hpa shows a real number against
+// the 65% target.
+func TestCPUExamplesScaleOnRealCPU(t *testing.T) {
+	w := framework.Connect(t)
+	framework.RealNode(t, w)
+	ctx := context.Background()
+	const ns = "osa-cpu"
+	testNamespace(t, w, ns)
+	selector, tolerations := framework.OnRealNode()
+	for _, file := range []string{"hpa-cpu.yaml", "hpa-cpu-and-connections.yaml"} {
+		for _, hpa := range readHPAs(t, file) {
+			app := hpa.Spec.ScaleTargetRef.Name
+			labels := map[string]string{"app": app}
+			dep := &appsv1.Deployment{
+				ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+				Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+					Template: corev1.PodTemplateSpec{
+						ObjectMeta: metav1.ObjectMeta{Labels: labels},
+						Spec: corev1.PodSpec{NodeSelector: selector, Tolerations: tolerations, TerminationGracePeriodSeconds: ptr.To(int64(2)),
+							Containers: []corev1.Container{{Name: "app", Image: w.Env["OSA_WORLD_WORKLOAD_IMAGE"], ImagePullPolicy: corev1.PullNever,
+								ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt(8080)}},
+									PeriodSeconds: 1},
+								Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}}}}},
+					}},
+			}
+			if _, err := w.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := kubectl(t, w, "apply", "-n", ns, "-f", filepath.Join("..", "examples", file))
+		if !strings.Contains(out, "created") {
+			t.Fatalf("kubectl apply -f examples/%s: %s", file, out)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kubectl describe hpa:\n%s", framework.Tail(kubectl(t, w, "describe", "hpa", "-n", ns), 6000))
+		}
+	})
+
+	// web gets work: every 250 ms, 50 ms of CPU on each pod (about 200m per pod against a 50m
+	// request).
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		client := &http.Client{Timeout: 5 * time.Second}
+		for {
+			pods, _ := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+			for _, p := range pods.Items {
+				if podReady(p) {
+					if resp, err := client.Get("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/burn?ms=50"); err == nil {
+						resp.Body.Close()
+					}
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+
+	cpuOf := func(name string) (utilization int32, ok bool) {
+		hpa, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return 0, false
+		}
+		for _, m := range hpa.Status.CurrentMetrics {
+			if m.Resource != nil && m.Resource.Name == corev1.ResourceCPU && m.Resource.Current.AverageUtilization != nil {
+				return *m.Resource.Current.AverageUtilization, true
+			}
+		}
+		return 0, false
+	}
+	took := framework.Eventually(t, 150*time.Second, 2*time.Second, "web scaled up on its CPU", func() (bool, error) {
+		u, ok := cpuOf("web")
+		d, err := w.Kube.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return ok && u > 65 && *d.Spec.Replicas > 1, fmt.Errorf("cpu %d%% (read: %v), replicas %d", u, ok, *d.Spec.Replicas)
+	})
+	u, _ := cpuOf("web")
+	t.Logf("web: CPU at %d%% of its request, scaled up %s after the work began", u, took.Round(time.Second))
+	framework.Eventually(t, 90*time.Second, 2*time.Second, "chat's CPU read (idle)", func() (bool, error) {
+		_, ok := cpuOf("chat")
+		return ok, nil
+	})
+	for _, name := range []string{"web", "chat"} {
+		describe := kubectl(t, w, "describe", "hpa", "-n", ns, name)
+		line := ""
+		for _, l := range strings.Split(describe, "\n") {
+			if strings.Contains(l, "cpu") && strings.Contains(l, "/ 65%") {
+				line = strings.TrimSpace(l)
+			}
+		}
+		if line == "" || strings.Contains(line, "<unknown>") {
+			t.Errorf("kubectl describe hpa %s shows no real CPU value against 65%%:\n%s", name, describe)
+		}
+		t.Logf("kubectl describe hpa %s: %s", name, line)
+	}
 }

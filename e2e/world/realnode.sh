@@ -19,7 +19,10 @@ RUNC_BIN=$OSA_CACHE/runc-$RUNC_VERSION/bin
 PKI=$OSA_STATE/kubernetes/pki
 SOCK=$RN/containerd/containerd.sock
 CNI_BIN=/usr/lib/cni
-SERVICES=(containerd kubelet kube-proxy)
+MS_BIN=$OSA_CACHE/metrics-server-$METRICS_SERVER_VERSION/bin
+SERVICES=(containerd kubelet kube-proxy metrics-server)
+# metrics-server listens on the world's address; the metrics.k8s.io APIService reaches it there.
+MS_PORT=4443
 # The node's label and taint: only pods that ask for it (the product's, in the e2e tests) run
 # here; the tests' other pods stay on kwok nodes.
 REAL_NODE_LABEL=openstack-autoscaler.io/world-node
@@ -55,6 +58,11 @@ build_node_k8s() {
   done
 }
 
+build_metrics_server() {
+  mkdir -p "$MS_BIN"
+  CGO_ENABLED=0 GOBIN="$MS_BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+}
+
 cmd_build() {
   mkdir -p "$LOGS"
   apt_install containernetworking-plugins iptables conntrack libseccomp-dev gcc libc6-dev pkg-config \
@@ -68,6 +76,8 @@ cmd_build() {
   else with_progress "build runc $RUNC_VERSION" 30 "$LOGS/build-runc.log" build_runc; fi
   if [ -x "$K8S_BIN/kubelet" ] && [ -x "$K8S_BIN/kube-proxy" ]; then log "kubelet, kube-proxy $K8S_VERSION: cached in $K8S_BIN"
   else with_progress "build kubelet and kube-proxy $K8S_VERSION" 200 "$LOGS/build-node.log" build_node_k8s; fi
+  if [ -x "$MS_BIN/metrics-server" ]; then log "metrics-server $METRICS_SERVER_VERSION: cached in $MS_BIN"
+  else with_progress "build metrics-server $METRICS_SERVER_VERSION" 150 "$LOGS/build-metrics-server.log" build_metrics_server; fi
 }
 
 # preflight: what the node needs of this machine, each failure naming its cause.
@@ -91,7 +101,7 @@ node_pki() {
   local d=$RN/pki
   # Certificates of an earlier CA (the world's PKI was remade) are remade too.
   openssl verify -CAfile "$PKI/ca.crt" "$d/kubelet-client.crt" >/dev/null 2>&1 || rm -rf "$d"
-  [ -f "$d/kubelet-client.crt" ] && [ -f "$d/kubelet-serving.crt" ] && [ -f "$d/kube-proxy.crt" ] && return 0
+  [ -f "$d/kubelet-client.crt" ] && [ -f "$d/kubelet-serving.crt" ] && [ -f "$d/kube-proxy.crt" ] && [ -f "$d/metrics-server.crt" ] && return 0
   mkdir -p "$d"
   leaf() { # name subject eku [san]
     local ext="basicConstraints=critical,CA:FALSE
@@ -107,10 +117,12 @@ subjectAltName=$4"
   leaf kubelet-client "/O=system:nodes/CN=system:node:$REAL_NODE" clientAuth
   leaf kubelet-serving "/O=system:nodes/CN=system:node:$REAL_NODE" serverAuth "DNS:$REAL_NODE,IP:$HOST_IP"
   leaf kube-proxy "/CN=system:kube-proxy" clientAuth
+  leaf metrics-server "/CN=system:metrics-server" clientAuth
+  leaf metrics-server-serving "/CN=metrics-server" serverAuth "DNS:metrics-server.kube-system.svc,IP:$HOST_IP"
 }
 
 kubeconfig() { # kubeconfig FILE USER CERT KEY
-  cat >"$1" <<KC
+  put "$1" <<KC
 apiVersion: v1
 kind: Config
 clusters:
@@ -130,9 +142,18 @@ current-context: world
 KC
 }
 
+# put FILE: write stdin to FILE only if it differs (kube-proxy exits when its configuration file
+# changes, so an idempotent `up` must not touch it).
+put() {
+  local tmp
+  tmp=$(mktemp "$1.XXXX")
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
 write_config() {
   mkdir -p "$RN/cni" "$RN/containerd" "$RN/kubelet"
-  cat >"$RN/containerd.toml" <<TOML
+  put "$RN/containerd.toml" <<TOML
 version = 3
 root = "$RN/containerd/root"
 state = "$RN/containerd/state"
@@ -156,14 +177,14 @@ state = "$RN/containerd/state"
     bin_dirs = ["$CNI_BIN"]
     conf_dir = "$RN/cni"
 TOML
-  cat >"$RN/cni/10-world.conflist" <<JSON
+  put "$RN/cni/10-world.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "world-real-node", "plugins": [
   {"type": "bridge", "bridge": "$REAL_BRIDGE", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "dataDir": "$RN/cni-ipam", "ranges": [[{"subnet": "$REAL_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}},
   {"type": "loopback"}]}
 JSON
-  cat >"$RN/kubelet.yaml" <<YAML
+  put "$RN/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has cgroup v1 controllers only; Kubernetes >= 1.35 refuses them unless told.
@@ -192,7 +213,7 @@ cgroupsPerQOS: true
 localStorageCapacityIsolation: false
 serializeImagePulls: false
 YAML
-  cat >"$RN/kube-proxy.yaml" <<YAML
+  put "$RN/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $RN/kube-proxy.kubeconfig}
@@ -207,6 +228,72 @@ conntrack: {maxPerCore: 0}
 YAML
   kubeconfig "$RN/kubelet.kubeconfig" node "$RN/pki/kubelet-client.crt" "$RN/pki/kubelet-client.key"
   kubeconfig "$RN/kube-proxy.kubeconfig" kube-proxy "$RN/pki/kube-proxy.crt" "$RN/pki/kube-proxy.key"
+  kubeconfig "$RN/metrics-server.kubeconfig" metrics-server "$RN/pki/metrics-server.crt" "$RN/pki/metrics-server.key"
+}
+
+# metrics_server_objects: metrics-server's RBAC (as its release manifests grant it) and the
+# metrics.k8s.io APIService, served by the process on this host through a Service without
+# selector whose endpoint is the world's address.
+metrics_server_objects() {
+  local ca
+  ca=$(base64 -w0 "$PKI/ca.crt")
+  "$K8S_BIN/kubectl" --kubeconfig "$OSA_STATE/kubernetes/admin.kubeconfig" apply -f - <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:metrics-server"}
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:metrics-server"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "metrics-server:system:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: metrics-server-auth-reader, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec:
+  ports: [{name: https, port: 443, targetPort: $MS_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: metrics-server-world
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: metrics-server}
+addressType: IPv4
+ports: [{name: https, port: $MS_PORT, protocol: TCP}]
+endpoints: [{addresses: ["$HOST_IP"], conditions: {ready: true}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {name: metrics-server, namespace: kube-system, port: 443}
+  caBundle: $ca
+YAML
 }
 
 ctr_() { "$CTR_BIN/ctr" --address "$SOCK" -n k8s.io "$@"; }
@@ -262,6 +349,17 @@ cmd_up() {
   done
   [ "$i" -lt 120 ] || die "node $REAL_NODE not Ready within 2 minutes: see $LOGS/kubelet.log and $LOGS/containerd.log"
   log "real node $REAL_NODE: Ready (kubelet $HOST_IP:$REAL_KUBELET_PORT, pods $REAL_POD_CIDR)"
+  metrics_server_objects >>"$LOGS/metrics-server-objects.log" 2>&1 || die "applying metrics-server's RBAC and APIService failed (see $LOGS/metrics-server-objects.log)"
+  # Only the real node: kwok nodes have no kubelet to scrape.
+  start_bg "$RUN" "$LOGS" metrics-server "$MS_BIN/metrics-server" \
+    --kubeconfig "$RN/metrics-server.kubeconfig" --authentication-kubeconfig "$RN/metrics-server.kubeconfig" \
+    --authorization-kubeconfig "$RN/metrics-server.kubeconfig" \
+    --bind-address "$HOST_IP" --secure-port "$MS_PORT" \
+    --tls-cert-file "$RN/pki/metrics-server-serving.crt" --tls-private-key-file "$RN/pki/metrics-server-serving.key" \
+    --kubelet-certificate-authority "$PKI/ca.crt" --kubelet-preferred-address-types InternalIP \
+    --kubelet-use-node-status-port --node-selector "$REAL_NODE_LABEL=real" --metric-resolution 15s
+  wait_ok metrics-server "https://$HOST_IP:$MS_PORT/livez" 60 "$RUN" --cacert "$PKI/ca.crt"
+  log "metrics-server $METRICS_SERVER_VERSION: serving metrics.k8s.io from the real node's kubelet"
 }
 
 cmd_status() {
@@ -275,6 +373,7 @@ cmd_status() {
 # cmd_down stops the node and leaves nothing behind: its pods' containers (their shims outlive
 # containerd), mounts, network namespaces, the bridge and its veths, cgroups and iptables rules.
 cmd_down() {
+  stop_pid "$RUN" metrics-server
   stop_pid "$RUN" kubelet
   stop_pid "$RUN" kube-proxy
   if pid_alive "$RUN" containerd; then
