@@ -59,21 +59,30 @@ func kwokNode(t *testing.T, w *framework.World, name, cpu string) {
 
 // spreadLoad keeps total connections spread over the app's ready pods until stop is called.
 func spreadLoad(t *testing.T, w *framework.World, app string, port int, total *int, mu *sync.Mutex) (holder *loadgen.Holder, stop func()) {
+	return holdSpread(t, w, func() []string {
+		var targets []string
+		for _, p := range podsOf(t, w, app) {
+			if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && len(framework.PodPIDs(string(p.UID))) > 0 {
+				targets = append(targets, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port)))
+			}
+		}
+		return targets
+	}, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return *total
+	})
+}
+
+// holdSpread keeps total() connections from the world's address spread over targets(), read
+// again every second, until stop (or the test's end).
+func holdSpread(t *testing.T, w *framework.World, targets func() []string, total func() int) (holder *loadgen.Holder, stop func()) {
 	holder = &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]}
 	done := make(chan struct{})
 	go func() {
 		for {
-			var targets []string
-			for _, p := range podsOf(t, w, app) {
-				if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && len(framework.PodPIDs(string(p.UID))) > 0 {
-					targets = append(targets, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port)))
-				}
-			}
-			mu.Lock()
-			n := *total
-			mu.Unlock()
-			if len(targets) > 0 {
-				_ = holder.Spread(context.Background(), targets, n)
+			if list := targets(); len(list) > 0 {
+				_ = holder.Spread(context.Background(), list, total())
 			}
 			select {
 			case <-done:
@@ -87,6 +96,24 @@ func spreadLoad(t *testing.T, w *framework.World, app string, port int, total *i
 	stop = func() { once.Do(func() { close(done) }) }
 	t.Cleanup(stop)
 	return holder, stop
+}
+
+// waitEachHolds waits until the Deployment has n replicas and the metric serves each of them
+// the value each.
+func waitEachHolds(t *testing.T, replicas func() int32, raw func() metricValueList, n int32, each string, timeout time.Duration) time.Duration {
+	t.Helper()
+	return framework.Eventually(t, timeout, 2*time.Second, fmt.Sprintf("%d replicas holding %s connections each", n, each), func() (bool, error) {
+		list := raw()
+		if replicas() != n || len(list.Items) != int(n) {
+			return false, fmt.Errorf("replicas %d, values %d", replicas(), len(list.Items))
+		}
+		for _, it := range list.Items {
+			if it.Value.Cmp(resource.MustParse(each)) != 0 {
+				return false, fmt.Errorf("%s = %s", it.DescribedObject.Name, it.Value.String())
+			}
+		}
+		return true, nil
+	})
 }
 
 // connectionsHPA runs a one-replica Deployment of sandbox pods listening on ports on node, and a
@@ -179,18 +206,7 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 		return replicas() > 1, fmt.Errorf("replicas %d", replicas())
 	})
 	t.Logf("surge → HPA scaled up in %s", took.Round(time.Second))
-	framework.Eventually(t, 120*time.Second, 2*time.Second, "4 replicas holding 10 connections each", func() (bool, error) {
-		list := raw()
-		if replicas() != 4 || len(list.Items) != 4 {
-			return false, fmt.Errorf("replicas %d, values %d", replicas(), len(list.Items))
-		}
-		for _, it := range list.Items {
-			if it.Value.Cmp(resource.MustParse("10")) != 0 {
-				return false, fmt.Errorf("%s = %s", it.DescribedObject.Name, it.Value.String())
-			}
-		}
-		return true, nil
-	})
+	waitEachHolds(t, replicas, raw, 4, "10", 120*time.Second)
 	held := 0
 	for _, n := range holder.Counts() {
 		held += n

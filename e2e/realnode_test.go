@@ -11,8 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,7 +27,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
-	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/loadgen"
 )
 
 const hostEhashPath = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
@@ -147,25 +144,8 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 func realPodsScaleOnConnections(t *testing.T, w *framework.World, ns, rel string) {
 	ctx := context.Background()
 	const app = "real-web"
-	selector, tolerations := framework.OnRealNode()
+	realWorkload(t, w, ns, app)
 	labels := map[string]string{"app": app}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{NodeSelector: selector, Tolerations: tolerations,
-					TerminationGracePeriodSeconds: ptr.To(int64(2)),
-					Containers: []corev1.Container{{Name: "web", Image: w.Env["OSA_WORLD_WORKLOAD_IMAGE"], ImagePullPolicy: corev1.PullNever,
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt(8080)}},
-							PeriodSeconds: 1},
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}}}}},
-			}},
-	}
-	if _, err := w.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
 		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt(8080)}}}}
 	if _, err := w.Kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
@@ -205,45 +185,17 @@ func realPodsScaleOnConnections(t *testing.T, w *framework.World, ns, rel string
 	})
 
 	// 30 connections held to the pods' IPs (through the real node's bridge): 3 pods of 10.
-	holder := &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]}
-	var total atomic.Int32
-	total.Store(30)
-	done := make(chan struct{})
-	go func() {
-		for {
-			var targets []string
-			pods, _ := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
-			for _, p := range pods.Items {
-				if podReady(p) && p.DeletionTimestamp == nil {
-					targets = append(targets, net.JoinHostPort(p.Status.PodIP, "8080"))
-				}
-			}
-			if len(targets) > 0 {
-				_ = holder.Spread(ctx, targets, int(total.Load()))
-			}
-			select {
-			case <-done:
-				holder.CloseAll()
-				return
-			case <-time.After(time.Second):
+	_, stopLoad := holdSpread(t, w, func() []string {
+		var targets []string
+		pods, _ := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		for _, p := range pods.Items {
+			if podReady(p) && p.DeletionTimestamp == nil {
+				targets = append(targets, net.JoinHostPort(p.Status.PodIP, "8080"))
 			}
 		}
-	}()
-	var once sync.Once
-	stopLoad := func() { once.Do(func() { close(done) }) }
-	t.Cleanup(stopLoad)
-	took := framework.Eventually(t, 120*time.Second, 2*time.Second, "3 replicas holding 10 connections each", func() (bool, error) {
-		list := raw()
-		if replicas() != 3 || len(list.Items) != 3 {
-			return false, fmt.Errorf("replicas %d, values %d", replicas(), len(list.Items))
-		}
-		for _, it := range list.Items {
-			if it.Value.Cmp(resource.MustParse("10")) != 0 {
-				return false, fmt.Errorf("%s = %s", it.DescribedObject.Name, it.Value.String())
-			}
-		}
-		return true, nil
-	})
+		return targets
+	}, func() int { return 30 })
+	took := waitEachHolds(t, replicas, raw, 3, "10", 120*time.Second)
 	t.Logf("30 connections → 3 real pods of 10 in %s", took.Round(time.Second))
 	// kubectl describe hpa shows the value (the HPA's status follows its next sync).
 	var describe string
@@ -288,6 +240,30 @@ func realPodsScaleOnConnections(t *testing.T, w *framework.World, ns, rel string
 	t.Logf("load ended → 1 replica in %s", down.Round(time.Second))
 }
 
+// realWorkload runs a one-replica Deployment of the world's workload image on the real node
+// (real containers, a 50m CPU request, Ready once it serves HTTP on 8080).
+func realWorkload(t *testing.T, w *framework.World, ns, app string) {
+	t.Helper()
+	selector, tolerations := framework.OnRealNode()
+	labels := map[string]string{"app": app}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{NodeSelector: selector, Tolerations: tolerations, TerminationGracePeriodSeconds: ptr.To(int64(2)),
+					Containers: []corev1.Container{{Name: "app", Image: w.Env["OSA_WORLD_WORKLOAD_IMAGE"], ImagePullPolicy: corev1.PullNever,
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt(8080)}},
+							PeriodSeconds: 1},
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}}}}},
+			}},
+	}
+	if _, err := w.Kube.AppsV1().Deployments(ns).Create(context.Background(), dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func podReady(p corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
@@ -307,26 +283,9 @@ func TestCPUExamplesScaleOnRealCPU(t *testing.T) {
 	ctx := context.Background()
 	const ns = "osa-cpu"
 	testNamespace(t, w, ns)
-	selector, tolerations := framework.OnRealNode()
 	for _, file := range []string{"hpa-cpu.yaml", "hpa-cpu-and-connections.yaml"} {
 		for _, hpa := range readHPAs(t, file) {
-			app := hpa.Spec.ScaleTargetRef.Name
-			labels := map[string]string{"app": app}
-			dep := &appsv1.Deployment{
-				ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
-				Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
-					Template: corev1.PodTemplateSpec{
-						ObjectMeta: metav1.ObjectMeta{Labels: labels},
-						Spec: corev1.PodSpec{NodeSelector: selector, Tolerations: tolerations, TerminationGracePeriodSeconds: ptr.To(int64(2)),
-							Containers: []corev1.Container{{Name: "app", Image: w.Env["OSA_WORLD_WORKLOAD_IMAGE"], ImagePullPolicy: corev1.PullNever,
-								ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt(8080)}},
-									PeriodSeconds: 1},
-								Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")}}}}},
-					}},
-			}
-			if _, err := w.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			realWorkload(t, w, ns, hpa.Spec.ScaleTargetRef.Name)
 		}
 		out := kubectl(t, w, "apply", "-n", ns, "-f", filepath.Join("..", "examples", file))
 		if !strings.Contains(out, "created") {

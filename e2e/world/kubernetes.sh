@@ -141,17 +141,7 @@ make_pki() {
     cd "$PKI"
     ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2" \
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null; }
-    leaf() { # name ca subject eku [san]
-      local ext="basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=$4"
-      [ -n "${5:-}" ] && ext="$ext
-subjectAltName=$5"
-      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$3" 2>/dev/null
-      openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -out "$1.crt" -days 3650 \
-        -extfile <(echo "$ext") 2>/dev/null
-      rm -f "$1.csr"
-    }
+    leaf() { sign_leaf "$@"; } # name ca subject eku [san], in $PKI
     ca ca world-kubernetes-ca
     ca front-proxy-ca world-front-proxy-ca
     leaf apiserver ca "/CN=kube-apiserver" serverAuth \
@@ -257,13 +247,7 @@ cmd_up() {
 
 SERVICES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
-cmd_status() {
-  local s
-  for s in "${SERVICES[@]}"; do
-    if pid_alive "$RUN" "$s"; then printf '%-24s running pid %s\n' "$s" "$(cat "$RUN/$s.pid")"
-    else printf '%-24s down\n' "$s"; fi
-  done
-}
+cmd_status() { print_status "$RUN" "${SERVICES[@]}"; }
 
 cmd_down() {
   local i

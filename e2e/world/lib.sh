@@ -65,6 +65,29 @@ start_bg() {
   log "$name: started (pid $!)"
 }
 
+# sign_leaf OUT CA SUBJECT EKU [SAN]: a key OUT.key and a certificate OUT.crt for SUBJECT, signed by
+# CA.crt/CA.key, for the extended key usage EKU (serverAuth, clientAuth) and the SAN if given.
+sign_leaf() {
+  local out=$1 ca=$2 ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=$4"
+  [ -n "${5:-}" ] && ext="$ext
+subjectAltName=$5"
+  openssl req -newkey rsa:2048 -nodes -keyout "$out.key" -out "$out.csr" -subj "$3" 2>/dev/null
+  openssl x509 -req -in "$out.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -out "$out.crt" -days 3650 \
+    -extfile <(echo "$ext") 2>/dev/null
+  rm -f "$out.csr"
+}
+
+# print_status RUNDIR NAME...: one line per recorded process, running (with its PID) or down.
+print_status() {
+  local rundir=$1 s; shift
+  for s in "$@"; do
+    if pid_alive "$rundir" "$s"; then printf '%-24s running pid %s\n' "$s" "$(cat "$rundir/$s.pid")"
+    else printf '%-24s down\n' "$s"; fi
+  done
+}
+
 # stop_pid RUNDIR NAME: TERM the recorded process group, wait up to 10 s, then KILL it.
 stop_pid() {
   local rundir=$1 name=$2 pid i

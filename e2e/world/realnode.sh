@@ -103,17 +103,7 @@ node_pki() {
   openssl verify -CAfile "$PKI/ca.crt" "$d/kubelet-client.crt" >/dev/null 2>&1 || rm -rf "$d"
   [ -f "$d/kubelet-client.crt" ] && [ -f "$d/kubelet-serving.crt" ] && [ -f "$d/kube-proxy.crt" ] && [ -f "$d/metrics-server.crt" ] && return 0
   mkdir -p "$d"
-  leaf() { # name subject eku [san]
-    local ext="basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=$3"
-    [ -n "${4:-}" ] && ext="$ext
-subjectAltName=$4"
-    openssl req -newkey rsa:2048 -nodes -keyout "$d/$1.key" -out "$d/$1.csr" -subj "$2" 2>/dev/null
-    openssl x509 -req -in "$d/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -out "$d/$1.crt" -days 3650 \
-      -extfile <(echo "$ext") 2>/dev/null
-    rm -f "$d/$1.csr"
-  }
+  leaf() { sign_leaf "$d/$1" "$PKI/ca" "${@:2}"; } # name subject eku [san]
   leaf kubelet-client "/O=system:nodes/CN=system:node:$REAL_NODE" clientAuth
   leaf kubelet-serving "/O=system:nodes/CN=system:node:$REAL_NODE" serverAuth "DNS:$REAL_NODE,IP:$HOST_IP"
   leaf kube-proxy "/CN=system:kube-proxy" clientAuth
@@ -298,23 +288,25 @@ YAML
 
 ctr_() { "$CTR_BIN/ctr" --address "$SOCK" -n k8s.io "$@"; }
 
+# world_image OUT NAME PACKAGE IMAGE: build one of the world's programs, pack it as IMAGE
+# (registry/name:tag, with cmd/build-images) and import it.
+world_image() {
+  local out=$1 name=$2 pkg=$3 image=$4
+  (cd "$REPO_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/world-bin/$name" "$pkg") ||
+    die "building $pkg failed"
+  (cd "$REPO_DIR/cmd/build-images" && go run . --bin-dir "$out/world-bin" --out "$out/world" \
+    --registry "${image%/*}" --tag "${image##*:}" "$name") >>"$LOGS/images.log" 2>&1 ||
+    die "packing $image failed (see $LOGS/images.log)"
+  ctr_ images import "$out/world/$name.tar" >>"$LOGS/images.log" 2>&1 || die "importing $image failed (see $LOGS/images.log)"
+}
+
 # cmd_images: import the images pods of the real node use: the sandbox image, the world's
 # workload, and the product's (`make images`).
 cmd_images() {
   local out=$REPO_DIR/_output/images t
   mkdir -p "$out/world-bin"
-  (cd "$REPO_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/world-bin/pause" ./e2e/cmd/world-pause) ||
-    die "building the pause program failed"
-  (cd "$REPO_DIR/cmd/build-images" && go run . --bin-dir "$out/world-bin" --out "$out/world" \
-    --registry "${PAUSE_IMAGE%/*}" --tag "${PAUSE_IMAGE##*:}" pause) >>"$LOGS/images.log" 2>&1 ||
-    die "packing the pause image failed (see $LOGS/images.log)"
-  ctr_ images import "$out/world/pause.tar" >>"$LOGS/images.log" 2>&1 || die "importing the pause image failed (see $LOGS/images.log)"
-  (cd "$REPO_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/world-bin/workload" ./e2e/cmd/world-workload) ||
-    die "building the workload program failed"
-  (cd "$REPO_DIR/cmd/build-images" && go run . --bin-dir "$out/world-bin" --out "$out/world" \
-    --registry "${WORKLOAD_IMAGE%/*}" --tag "${WORKLOAD_IMAGE##*:}" workload) >>"$LOGS/images.log" 2>&1 ||
-    die "packing the workload image failed (see $LOGS/images.log)"
-  ctr_ images import "$out/world/workload.tar" >>"$LOGS/images.log" 2>&1 || die "importing the workload image failed (see $LOGS/images.log)"
+  world_image "$out" pause ./e2e/cmd/world-pause "$PAUSE_IMAGE"
+  world_image "$out" workload ./e2e/cmd/world-workload "$WORKLOAD_IMAGE"
   for t in "$out"/*.tar; do
     [ -e "$t" ] || continue
     ctr_ images import "$t" >>"$LOGS/images.log" 2>&1 || die "importing $t failed (see $LOGS/images.log)"
@@ -362,13 +354,7 @@ cmd_up() {
   log "metrics-server $METRICS_SERVER_VERSION: serving metrics.k8s.io from the real node's kubelet"
 }
 
-cmd_status() {
-  local s
-  for s in "${SERVICES[@]}"; do
-    if pid_alive "$RUN" "$s"; then printf '%-24s running pid %s\n' "$s" "$(cat "$RUN/$s.pid")"
-    else printf '%-24s down\n' "$s"; fi
-  done
-}
+cmd_status() { print_status "$RUN" "${SERVICES[@]}"; }
 
 # cmd_down stops the node and leaves nothing behind: its pods' containers (their shims outlive
 # containerd), mounts, network namespaces, the bridge and its veths, cgroups and iptables rules.
