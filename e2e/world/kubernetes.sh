@@ -160,24 +160,7 @@ make_pki() {
   for f in admin:kubernetes-admin:admin controller-manager:system:kube-controller-manager:controller-manager \
     scheduler:system:kube-scheduler:scheduler; do
     cert=${f##*:}; user=${f#*:}; user=${user%:*}
-    cat >"$S/${f%%:*}.kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: world
-  cluster:
-    server: https://$HOST_IP:6443
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $user
-  user:
-    client-certificate: $PKI/$cert.crt
-    client-key: $PKI/$cert.key
-contexts:
-- name: world
-  context: {cluster: world, user: $user}
-current-context: world
-KC
+    kubeconfig_yaml "$user" "$PKI/$cert.crt" "$PKI/$cert.key" >"$S/${f%%:*}.kubeconfig"
   done
 }
 

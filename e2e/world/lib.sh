@@ -79,6 +79,29 @@ subjectAltName=$5"
   rm -f "$out.csr"
 }
 
+# kubeconfig_yaml USER CERT KEY: a kubeconfig for the world's API server (on stdout) with a client
+# certificate.
+kubeconfig_yaml() {
+  cat <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: world
+  cluster:
+    server: https://$HOST_IP:6443
+    certificate-authority: $OSA_STATE/kubernetes/pki/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $2
+    client-key: $3
+contexts:
+- name: world
+  context: {cluster: world, user: $1}
+current-context: world
+KC
+}
+
 # print_status RUNDIR NAME...: one line per recorded process, running (with its PID) or down.
 print_status() {
   local rundir=$1 s; shift

@@ -111,26 +111,7 @@ node_pki() {
   leaf metrics-server-serving "/CN=metrics-server" serverAuth "DNS:metrics-server.kube-system.svc,IP:$HOST_IP"
 }
 
-kubeconfig() { # kubeconfig FILE USER CERT KEY
-  put "$1" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: world
-  cluster:
-    server: https://$HOST_IP:6443
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $2
-  user:
-    client-certificate: $3
-    client-key: $4
-contexts:
-- name: world
-  context: {cluster: world, user: $2}
-current-context: world
-KC
-}
+kubeconfig() { kubeconfig_yaml "$2" "$3" "$4" | put "$1"; } # kubeconfig FILE USER CERT KEY
 
 # put FILE: write stdin to FILE only if it differs (kube-proxy exits when its configuration file
 # changes, so an idempotent `up` must not touch it).
