@@ -245,6 +245,43 @@ func TestRepairFailedReplacementKeepsTheGroupsSizeAndTriesAgain(t *testing.T) {
 	}
 }
 
+// The autoscaler deletes a node while repair is replacing its server (the server is already
+// renamed <name>-replaced, its successor on its way): the group's target goes down by one and
+// neither the old server nor a successor stays. The deletion used to be skipped as "already
+// going", and the group kept its size.
+func TestDeletingANodeUnderReplacementShrinksTheGroup(t *testing.T) {
+	const group = "repair-cancel"
+	w, p, nodes := repairGroupUnderTest(t, group, 2, true)
+	node, serverID := nodes[0], serverOf(t, nodes[0])
+	keep := serverOf(t, nodes[1])
+	ctx := context.Background()
+	if err := servers.ResetState(ctx, w.Admin.Compute, serverID, servers.StateError).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 60*time.Second, 100*time.Millisecond, "the replacement under way (server renamed)", func() (bool, error) {
+		s, err := servers.Get(ctx, w.Project.Compute, serverID).Extract()
+		return err == nil && strings.HasSuffix(s.Name, membership.ReplacedSuffix), err
+	})
+	d := &autoscaler.Driver{Client: p.Client, Kube: w.Kube}
+	if err := d.DeleteNodes(ctx, group, node); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := d.TargetSize(ctx, group); err != nil || size != 1 {
+		t.Errorf("target size %d (%v) right after deleting the node under replacement, want 1", size, err)
+	}
+	framework.Eventually(t, 120*time.Second, time.Second, "only the other node's server left", func() (bool, error) {
+		left := groupServers(t, w, group)
+		return len(left) == 1 && left[0].ID == keep, fmt.Errorf("%d servers", len(left))
+	})
+	time.Sleep(10 * time.Second) // no successor appears late
+	if left := groupServers(t, w, group); len(left) != 1 {
+		t.Errorf("%d servers 10 s later, want 1 (a successor was made after all)", len(left))
+	}
+	if size, err := d.TargetSize(ctx, group); err != nil || size != 1 {
+		t.Errorf("target size %d (%v) at the end, want 1", size, err)
+	}
+}
+
 // waitForEventSaying waits for an Event of the reason on the Node whose message contains text.
 func waitForEventSaying(t *testing.T, w *framework.World, node corev1.Node, reason, text string, timeout time.Duration) corev1.Event {
 	t.Helper()

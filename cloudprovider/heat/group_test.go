@@ -522,3 +522,28 @@ func TestDeletingAMemberBeingReplacedByHeatDropsItsSuccessor(t *testing.T) {
 		t.Errorf("target %d once settled, want 3", got)
 	}
 }
+
+// The answer of an update is lost after Heat applied it, and a refresh reads the stack before
+// the update loop looks again: the refresh must count the removal once. It counted it twice
+// (the stack's new count less the removal still pending): the target fell to 0 for 2, and the
+// autoscaler asked for more (the soak test caught it).
+func TestRefreshAfterALostUpdateAnswerCountsItOnce(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 4)
+	// Heat took the parameters and has not removed the members yet (the fake stores them and
+	// removes nothing when an update fails; the answer is lost either way).
+	stack.FailUpdates = 1
+	var patches atomic.Int32
+	cloud.LoseAnswer = func(r *http.Request) bool { return r.Method == http.MethodPatch && patches.Add(1) == 1 }
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g.PollInterval = time.Second // the update loop looks again 5 s after the lost answer
+	mustObserve(t, cloud, g)
+	if err := g.DeleteInstances([]string{providerID(cloud, nodes, "1"), providerID(cloud, nodes, "2")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the update applied, its answer lost", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	mustObserve(t, cloud, g)
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d after a refresh that read the applied update, want 2", got)
+	}
+}

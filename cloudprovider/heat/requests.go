@@ -63,6 +63,13 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	g.servers, g.initialized = byID, true
 	if g.sends == sends { // else an update was sent while this refresh read: what it recorded is newer
 		g.stack, g.members = state, members
+		// An update whose answer was lost is in the stack: it was applied. Recorded now, or its
+		// removal would count twice (the stack's new count less the removal still pending).
+		if sent := g.lastSent; sent != nil && state.count == sent.count && strings.Join(state.removal, ",") == sent.removal {
+			g.lastSent = nil
+			g.commitLocked(sent, state.status)
+			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", found.Name, "count", sent.count)
+		}
 	}
 	present := map[string]bool{}
 	for _, m := range members {
