@@ -134,7 +134,9 @@ func (g *Group) targetLocked() int {
 	listed := map[string]bool{}
 	for id, m := range g.members {
 		listed[m.server.Name] = true
-		if !g.isDeletingLocked(id, m) {
+		// A successor of a cancelled replacement (its node was deleted) goes as soon as the
+		// replacement sees it: not counted (the old server is named <name>-replaced).
+		if !g.isDeletingLocked(id, m) && !g.cancelled[m.server.Name] {
 			n++
 		}
 	}
@@ -221,7 +223,7 @@ func (g *Group) Instances() []nodegroup.Instance {
 	for id, m := range g.members {
 		inst := nodegroup.Instance{ID: g.IDs.ProviderID(id), State: nodegroup.Running}
 		switch {
-		case g.isDeletingLocked(id, m):
+		case g.isDeletingLocked(id, m), g.cancelled[m.server.Name]:
 			inst.State = nodegroup.Deleting
 		case m.server.Status == "BUILD", successors[m.server.Name] && m.server.Status == "ERROR":
 			inst.State = nodegroup.Creating

@@ -431,3 +431,34 @@ func TestRestartedReplacementWithAFailedSuccessorKeepsTheOldServer(t *testing.T)
 		t.Errorf("target %d, want 1", got)
 	}
 }
+
+// The autoscaler deletes the node of a server under replacement once the successor exists (it
+// is being built): the target goes down at once. It stayed up until the successor's deletion
+// began (the e2e test in the world caught it: target 2 for 1).
+func TestDeletingANodeWhoseSuccessorExistsLowersTheTargetAtOnce(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a", "ACTIVE", membership.Metadata(cluster, "workers"))
+	g := newGroup(cloud, nil, 0, 5)
+	g.SuccessorPoll = 20 * time.Millisecond // the successor stays BUILD: the replacement waits
+	observe(t, cloud, g)
+	if err := g.Replace(old); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the successor created", func() bool { return len(serversNamed(cloud, "prod-workers-a")) == 1 })
+	observe(t, cloud, g)
+	if got := g.TargetSize(); got != 1 {
+		t.Fatalf("target %d during the replacement, want 1", got)
+	}
+	if err := g.DeleteInstances([]string{membership.ProviderID(old)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 0 {
+		t.Errorf("target %d right after deleting the node whose successor exists, want 0", got)
+	}
+	g.Wait()
+	observe(t, cloud, g)
+	g.Wait()
+	if left := cloud.Servers(); len(left) != 0 {
+		t.Errorf("servers left: %v, want none", left)
+	}
+}
