@@ -47,6 +47,17 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 	waitMetricsAPIsFree(t, w)
 	testNamespace(t, w, ns)
 	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
+	t.Cleanup(func() { // runs before the uninstall: what the pods and the HPA saw
+		if t.Failed() {
+			t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
+			t.Logf("kubectl describe hpa:\n%s", framework.Tail(kubectl(t, w, "describe", "hpa", "-n", ns), 3000))
+			t.Logf("events:\n%s", framework.Tail(kubectl(t, w, "get", "events", "-n", ns, "--sort-by=.lastTimestamp"), 4000))
+			for _, component := range []string{"connection-agent", "connection-metrics-adapter"} {
+				t.Logf("%s logs:\n%s", component, framework.Tail(kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix",
+					"--tail=40", "-l", "app.kubernetes.io/component="+component), 4000))
+			}
+		}
+	})
 	if before, err := os.ReadFile(hostEhashPath); err == nil {
 		t.Cleanup(func() { _ = os.WriteFile(hostEhashPath, before, 0) })
 	}

@@ -72,9 +72,11 @@ type Group struct {
 	dropAfterSend []string
 	// replaced lists the replacements updates took, until the member is gone from the stack.
 	replaced []replacement
-	// sends counts the updates sent: a refresh that began reading the stack before one was sent
-	// may hold an older reading, and does not write it over what the update recorded.
+	// sends counts the updates sent, and sending says one is on its way: a refresh that began
+	// reading the stack before one was sent or reached Heat may hold an older reading, and does
+	// not write it over what the update recorded.
 	sends    int
+	sending  bool
 	lastSent *sentUpdate
 	members  []member
 	servers  map[string]servers.Server // by server ID, from the Nova listing

@@ -547,3 +547,112 @@ func TestRefreshAfterALostUpdateAnswerCountsItOnce(t *testing.T) {
 		t.Errorf("target %d after a refresh that read the applied update, want 2", got)
 	}
 }
+
+// asgWorkers is a stack like examples/heat-asg-node-group.yaml: one AutoScalingGroup "nodes".
+func asgWorkers(cloud *openstacktest.Cloud, count int) (*openstacktest.Stack, *openstacktest.StackGroup) {
+	group := &openstacktest.StackGroup{Resource: "nodes", CountParam: "count", AutoScaling: true,
+		Metadata: membership.Metadata(cluster, "workers")}
+	stack := cloud.AddStack("workers", map[string]string{"count": fmt.Sprint(count), "flavor": "m1.small"}, group)
+	return stack, group
+}
+
+// The autoscaler deletes a member of an AutoScalingGroup; Heat took the update (count 2, the
+// member marked unhealthy) and has not begun deleting it when the next refresh reads the
+// stack. The refresh must not count the member off again: it did (the server carries the
+// accepted deletion, the member was not "being removed" by any sign an AutoScalingGroup shows),
+// the target fell to 1 for 2 (CI saw it in the world), and the next update would have removed a
+// second, unnamed member.
+func TestAutoScalingGroupMemberBeingRemovedIsCountedOnce(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := asgWorkers(cloud, 3)
+	stack.Lag = true
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g.Compute = cloud.Clients().Compute
+	mustObserve(t, cloud, g)
+	if err := g.DeleteInstances([]string{providerID(cloud, nodes, "1")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the update taken by Heat", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	// Refreshes while the member waits for Heat: the first may land before the update loop
+	// recorded the answer, the later ones after.
+	for i := 0; i < 10; i++ {
+		mustObserve(t, cloud, g)
+		if got := g.TargetSize(); got != 2 {
+			t.Fatalf("target %d while Heat removes the member (refresh %d), want 2", got, i+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A provider that starts now (a restart, or the other replica) reads the same stack.
+	next := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, next)
+	if got := next.TargetSize(); got != 2 {
+		t.Errorf("a new provider's target %d while Heat removes the member, want 2", got)
+	}
+	cloud.Finish(stack)
+	openstacktest.Eventually(t, "both settle", func() bool {
+		return observe(t, cloud, g) == nil && observe(t, cloud, next) == nil && !g.Busy() && !next.Busy()
+	})
+	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
+		t.Errorf("members %v, want %v", got, want)
+	}
+	if updates, _ := cloud.StackUpdates(stack); len(updates) != 1 || cloud.StackParam(stack, "count") != "2" {
+		t.Errorf("updates %v, want one to count 2", updates)
+	}
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d once settled, want 2", got)
+	}
+}
+
+// holdPatch holds stack updates (PATCH) on their way to Heat until released.
+type holdPatch struct {
+	base    http.RoundTripper
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdPatch) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPatch && strings.Count(strings.TrimPrefix(r.URL.Path, "/heat/v1/project/stacks/"), "/") == 1 {
+		close(h.held)
+		<-h.release
+	}
+	return h.base.RoundTrip(r)
+}
+
+// A refresh starts while an update to 5 is on its way to Heat, reads the stack at 2 before
+// Heat takes the update, and lands after the update was recorded: the group keeps the update's
+// count. It fell back to 2 (the refresh began after the update was counted as sent, so it
+// looked newer), and the autoscaler, seeing its nodes gone from the target, would ask again.
+func TestARefreshThatReadWhileAnUpdateWasOnItsWayDoesNotUndoIt(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, _ := workers(cloud, 2)
+	clients := cloud.Clients()
+	base := clients.Provider.HTTPClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	patch := &holdPatch{base: base, held: make(chan struct{}), release: make(chan struct{})}
+	read := &holdNext{base: patch, held: make(chan struct{}), release: make(chan struct{})}
+	clients.Provider.HTTPClient.Transport = read
+	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
+		cluster, clients.Orchestration)
+	g.PollInterval = 5 * time.Millisecond
+	mustObserve(t, cloud, g)
+	if err := g.IncreaseSize(3); err != nil {
+		t.Fatal(err)
+	}
+	<-patch.held // the update is on its way
+	read.armed.Store(true)
+	observed := make(chan error)
+	go func() { observed <- observe(t, cloud, g) }()
+	<-read.held // the refresh has read count 2
+	close(patch.release)
+	openstacktest.Eventually(t, "the stack at 5", func() bool { return cloud.StackParam(stack, "count") == "5" })
+	time.Sleep(50 * time.Millisecond) // the update loop records what it sent
+	close(read.release)
+	if err := <-observed; err != nil {
+		t.Fatal(err)
+	}
+	if got := g.TargetSize(); got != 5 {
+		t.Errorf("target %d after a refresh that read the stack while the update was on its way, want 5", got)
+	}
+}

@@ -25,6 +25,10 @@ const (
 	autoScalingGroupType = "OS::Heat::AutoScalingGroup"
 )
 
+// markReason is the status reason of the AutoScalingGroup members this provider marks
+// unhealthy for removal.
+const markReason = "removed by openstack-autoscaler"
+
 // Observe reads the stack's parameters and status (one call) and its members (one call: its
 // resources two levels deep). Servers whose removal was accepted before a restart (marked by
 // membership.MarkDeletion) are named for removal again.
@@ -39,7 +43,9 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		return fmt.Errorf("stack %q not found in the project: create it (see examples/heat-node-group.yaml) or fix heat.stack", g.cfg.Heat.Stack)
 	}
 	g.mu.Lock()
-	sends := g.sends
+	// An update on its way when this refresh began may reach the stack after the refresh read
+	// it: what it recorded is newer, as is what one sent after the refresh began.
+	sends, sending := g.sends, g.sending
 	g.mu.Unlock()
 	tagged := map[string]bool{}
 	byID := map[string]servers.Server{}
@@ -57,15 +63,16 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	if err != nil {
 		return err
 	}
+	state.derive(kind, members)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.stackName, g.stackID, g.kind, g.flavor = found.Name, found.ID, kind, flavor
 	g.servers, g.initialized = byID, true
-	if g.sends == sends { // else an update was sent while this refresh read: what it recorded is newer
+	if g.sends == sends && !sending {
 		g.stack, g.members = state, members
 		// An update whose answer was lost is in the stack: it was applied. Recorded now, or its
 		// removal would count twice (the stack's new count less the removal still pending).
-		if sent := g.lastSent; sent != nil && state.count == sent.count && strings.Join(state.removal, ",") == sent.removal {
+		if sent := g.lastSent; sent != nil && sent.appliedIn(state, kind) {
 			g.lastSent = nil
 			g.commitLocked(sent, state.status)
 			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", found.Name, "count", sent.count)
@@ -145,6 +152,32 @@ func (g *Group) readStack(ctx context.Context, name, id, kind string) (stackStat
 		state.removal = ParseList(removal)
 	}
 	return state, stack.Parameters["flavor"], nil
+}
+
+// derive gives an AutoScalingGroup's state the removal its stack holds without a parameter for
+// it: the members marked unhealthy by this provider that the count leaves out (the stack has
+// more live members than its count). Heat removes failed members first; until it begins
+// deleting them they are CHECK_FAILED, and the deletion recorded on their servers must not
+// count them off a second time.
+func (s *stackState) derive(kind string, members []member) {
+	if kind != autoScalingGroupType {
+		return
+	}
+	live := 0
+	for _, m := range members {
+		if !strings.HasPrefix(m.status, "DELETE") {
+			live++
+		}
+	}
+	s.removal = nil
+	for _, m := range members {
+		if len(s.removal) >= live-s.count {
+			break
+		}
+		if m.status == "CHECK_FAILED" && m.reason == markReason {
+			s.removal = append(s.removal, m.name)
+		}
+	}
 }
 
 // ParseList reads a comma_delimited_list parameter as Heat shows it: "3,4" (or, from some
@@ -311,12 +344,13 @@ func (g *Group) applyOnce() error {
 	if err != nil {
 		return err
 	}
+	state.derive(kind, members)
 	g.mu.Lock()
 	g.stack, g.members = state, members
 	if sent := g.lastSent; sent != nil {
 		// The last update's answer was lost: if the stack holds what it sent, it was applied.
 		g.lastSent = nil
-		if state.count == sent.count && strings.Join(state.removal, ",") == sent.removal {
+		if sent.appliedIn(state, kind) {
 			g.commitLocked(sent, state.status)
 			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", name, "count", sent.count)
 		} else {
@@ -351,6 +385,7 @@ func (g *Group) applyOnce() error {
 	asked := slices.Clone(g.removal)
 	g.inFlight = asked
 	g.sends++
+	g.sending = true
 	g.mu.Unlock()
 
 	if kind == autoScalingGroupType && len(named) > 0 {
@@ -361,9 +396,9 @@ func (g *Group) applyOnce() error {
 		}
 		// An AutoScalingGroup is shrunk to its members less the marked ones first; what the
 		// target has beyond that (a scale-up, a replacement's successor) stays pending for the
-		// next update.
+		// next update. The members it removes are recorded as its removal (the stack has no
+		// such parameter: update sends the count only).
 		delta -= wanted - count
-		removal = nil
 	}
 	var before []string
 	for _, m := range members {
@@ -374,6 +409,7 @@ func (g *Group) applyOnce() error {
 		if openstack.Retryable(err) {
 			g.mu.Lock()
 			g.lastSent = sent // may have been applied: its replacements stay in flight
+			g.sending = false
 			g.mu.Unlock()
 		} else {
 			g.clearInFlight()
@@ -395,12 +431,22 @@ func (g *Group) commitLocked(sent *sentUpdate, status string) {
 		}
 	}
 	g.dropAfterSend = nil
-	g.inFlight = nil
+	g.inFlight, g.sending = nil, false
 	g.pendingDelta -= sent.delta
 	g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return slices.Contains(sent.named, n) })
 	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(sent.named, n) })
 	g.stack.count, g.stack.removal, g.stack.status = sent.count, ParseList(sent.removal), status
 	g.lastErr = ""
+}
+
+// appliedIn says whether a stack read after an update whose answer was lost shows it applied:
+// its count and removal parameter are the ones sent. An AutoScalingGroup has no removal
+// parameter (what derive finds there may be gone already): its count says it.
+func (sent *sentUpdate) appliedIn(state stackState, kind string) bool {
+	if state.count != sent.count {
+		return false
+	}
+	return kind == autoScalingGroupType || strings.Join(state.removal, ",") == sent.removal
 }
 
 // clearInFlight ends an update attempt that did not reach the stack.
@@ -413,7 +459,7 @@ func (g *Group) clearInFlight() {
 // notSentLocked ends an update that did not reach the stack: a replacement whose node was
 // deleted meanwhile is cancelled (no successor, its member still named: one fewer).
 func (g *Group) notSentLocked() {
-	g.inFlight = nil
+	g.inFlight, g.sending = nil, false
 	g.pendingDelta -= len(g.dropAfterSend)
 	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(g.dropAfterSend, n) })
 	g.dropAfterSend = nil
@@ -543,7 +589,7 @@ func (g *Group) markForRemoval(ctx context.Context, members []member, removal []
 			live++ // already gone: nothing to mark, and it no longer counts
 			continue
 		}
-		opts := stackresources.MarkUnhealthyOpts{MarkUnhealthy: true, ResourceStatusReason: "removed by openstack-autoscaler"}
+		opts := stackresources.MarkUnhealthyOpts{MarkUnhealthy: true, ResourceStatusReason: markReason}
 		err := g.Backoff.Retry(ctx, "mark member unhealthy", func(ctx context.Context) error {
 			return stackresources.MarkUnhealthy(ctx, g.client, stack[0], stack[1], n, opts).ExtractErr()
 		})

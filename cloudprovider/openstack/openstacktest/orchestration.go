@@ -27,6 +27,10 @@ type Stack struct {
 	// FailUpdates makes the next n updates end in UPDATE_FAILED with their parameters stored
 	// and nothing removed (as when Heat fails to delete a member).
 	FailUpdates int
+	// Lag leaves the next updates UPDATE_IN_PROGRESS with their parameters stored and the
+	// members untouched until Finish, as Heat's convergence engine shows a stack between the
+	// accepted PATCH and its first resource action.
+	Lag bool
 }
 
 // StackGroup is one ResourceGroup of a Stack.
@@ -34,6 +38,10 @@ type StackGroup struct {
 	Resource     string // the group's resource name
 	CountParam   string
 	RemovalParam string
+	// AutoScaling makes the group an OS::Heat::AutoScalingGroup: no removal parameter; when it
+	// shrinks it removes its failed members first (CHECK_FAILED after a mark-unhealthy), then
+	// its oldest.
+	AutoScaling bool
 	// Nested members are stacks holding ServersPerMember servers (named "server", "server-1", …)
 	// instead of being servers themselves.
 	Nested           bool
@@ -82,7 +90,7 @@ func (c *Cloud) SetStack(s *Stack, params map[string]string) {
 func (c *Cloud) Finish(s *Stack) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s.Hold = false
+	s.Hold, s.Lag = false, false
 	c.applyLocked(s, nil)
 	s.Status = "UPDATE_COMPLETE"
 }
@@ -167,6 +175,19 @@ func (c *Cloud) resizeLocked(s *Stack, g *StackGroup) {
 	}
 	g.Members = kept
 	sort.Slice(g.Members, func(i, j int) bool { return index(g.Members[i].Name) < index(g.Members[j].Name) })
+	if g.AutoScaling {
+		for len(g.Members) > count {
+			victim := 0 // the oldest, unless a member failed
+			for i, m := range g.Members {
+				if strings.HasSuffix(m.Status, "_FAILED") {
+					victim = i
+					break
+				}
+			}
+			c.deleteServersLocked(g.Members[victim])
+			g.Members = append(g.Members[:victim], g.Members[victim+1:]...)
+		}
+	}
 	for len(g.Members) > count {
 		last := g.Members[len(g.Members)-1]
 		c.deleteServersLocked(last)
@@ -243,6 +264,10 @@ func (c *Cloud) serveHeat(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"stacks": list})
 		return
 	}
+	if len(parts) == 5 && parts[0] == "stacks" && parts[3] == "resources" && r.Method == http.MethodPatch {
+		c.markUnhealthyLocked(w, r, parts[2], parts[4])
+		return
+	}
 	if len(parts) < 3 || parts[0] != "stacks" {
 		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "title": "Not Found"})
 		return
@@ -284,6 +309,11 @@ func (c *Cloud) serveHeat(w http.ResponseWriter, r *http.Request) {
 				s.Params[k] = v
 			}
 			s.Status, s.StatusReason = "UPDATE_FAILED", "Resource DELETE failed: injected"
+		case s.Lag:
+			for k, v := range params {
+				s.Params[k] = v
+			}
+			s.Status = "UPDATE_IN_PROGRESS"
 		case s.Hold:
 			c.applyLocked(s, params)
 			s.Status = "UPDATE_IN_PROGRESS"
@@ -299,6 +329,32 @@ func (c *Cloud) serveHeat(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// markUnhealthyLocked answers PATCH /stacks/<group's nested stack>/<id>/resources/<member>
+// {"mark_unhealthy": true, "resource_status_reason": …}: the member becomes CHECK_FAILED.
+func (c *Cloud) markUnhealthyLocked(w http.ResponseWriter, r *http.Request, nestedID, name string) {
+	var body struct {
+		MarkUnhealthy bool   `json:"mark_unhealthy"`
+		Reason        string `json:"resource_status_reason"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	for _, s := range c.stacks {
+		for _, g := range s.Groups {
+			if g.Resource+"-nested-id" != nestedID {
+				continue
+			}
+			if m := g.Member(name); m != nil {
+				if body.MarkUnhealthy {
+					m.Status, m.Reason = "CHECK_FAILED", body.Reason
+				}
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+		}
+	}
+	writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "title": "Not Found",
+		"error": map[string]string{"message": "The Resource (" + name + ") could not be found."}})
+}
+
 // resourcesLocked lists a stack's resources two levels deep, as `openstack stack resource list
 // --nested-depth 2` shows them.
 func (c *Cloud) resourcesLocked(s *Stack) []map[string]any {
@@ -307,7 +363,11 @@ func (c *Cloud) resourcesLocked(s *Stack) []map[string]any {
 	}
 	var out []map[string]any
 	for _, g := range s.Groups {
-		out = append(out, map[string]any{"resource_name": g.Resource, "resource_type": "OS::Heat::ResourceGroup",
+		kind := "OS::Heat::ResourceGroup"
+		if g.AutoScaling {
+			kind = "OS::Heat::AutoScalingGroup"
+		}
+		out = append(out, map[string]any{"resource_name": g.Resource, "resource_type": kind,
 			"resource_status": "UPDATE_COMPLETE", "physical_resource_id": g.Resource + "-nested-id", "links": link(s.Name, s.ID)})
 		for _, m := range g.Members {
 			member := map[string]any{"resource_name": m.Name, "resource_status": m.Status, "resource_status_reason": m.Reason,
