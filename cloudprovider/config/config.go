@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	kubeletapis "k8s.io/kubelet/pkg/apis"
 	"sigs.k8s.io/yaml"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodetemplate"
@@ -98,6 +99,18 @@ const (
 	// OS::Heat::AutoScalingGroup) of servers.
 	BackendHeat Backend = "heat"
 )
+
+// restrictedNodeLabel says whether a kubelet may not register with the label: one in the
+// kubernetes.io or k8s.io namespaces (or their subdomains) outside the set kubelets may set on
+// their own Node (k8s.io/kubelet's list, which NodeRestriction and kubelet --node-labels apply).
+func restrictedNodeLabel(key string) bool {
+	ns, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return false
+	}
+	reserved := ns == "kubernetes.io" || strings.HasSuffix(ns, ".kubernetes.io") || ns == "k8s.io" || strings.HasSuffix(ns, ".k8s.io")
+	return reserved && !kubeletapis.IsKubeletLabel(key)
+}
 
 // NodeGroup is one group of identical nodes.
 type NodeGroup struct {
@@ -387,6 +400,9 @@ func (g NodeGroup) validate() []string {
 	for k, v := range g.Labels {
 		for _, msg := range validation.IsQualifiedName(k) {
 			bad("labels: key %q: %s", k, msg)
+		}
+		if restrictedNodeLabel(k) {
+			bad("labels: key %q: a kubelet may not set it on its own Node (NodeRestriction; kubelet --node-labels refuses it), so the node would never join: use a key outside kubernetes.io and k8s.io (or under node.kubernetes.io/), and let a controller set role labels after the node joins", k)
 		}
 		for _, msg := range validation.IsValidLabelValue(v) {
 			bad("labels[%s]: value %q: %s", k, v, msg)

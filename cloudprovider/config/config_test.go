@@ -70,6 +70,11 @@ func TestParseErrorsNameFieldAndFix(t *testing.T) {
 		{"size beyond int32", "maxSize: 5", "maxSize: 3000000000", "nodeGroups[0] (small).maxSize 3000000000: at most 2147483647"},
 		{"threshold out of range", "minSize: 0", "minSize: 0\n  options: {scaleDownUtilizationThreshold: 1.5}", "options.scaleDownUtilizationThreshold 1.5: a fraction from 0 to 1"},
 		{"negative option", "minSize: 0", "minSize: 0\n  options: {scaleDownUnneededTime: -5m}", "options.scaleDownUnneededTime -5m0s: must not be negative"},
+		// A kubelet refuses to start with --node-labels in kubernetes.io/k8s.io outside the set it
+		// may set on its own Node, and NodeRestriction refuses them: the node would never join.
+		{"node-role label", "labels: {tier: web}", "labels: {tier: web, node-role.kubernetes.io/worker: \"\"}",
+			`nodeGroups[0] (small).labels: key "node-role.kubernetes.io/worker": a kubelet may not set it on its own Node (NodeRestriction; kubelet --node-labels refuses it)`},
+		{"k8s.io label", "labels: {tier: web}", "labels: {tier: web, team.k8s.io/owner: a}", `labels: key "team.k8s.io/owner": a kubelet may not set it`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(valid, tc.edit, tc.from, 1)
@@ -86,6 +91,15 @@ func TestParseErrorsNameFieldAndFix(t *testing.T) {
 
 // cluster-autoscaler 1.36's externalgrpc client reads only the released option fields: a group
 // that sets options gets maxNodeStartupTime 0 from it. The configuration says so.
+// Labels a kubelet may set on its own Node pass: the allowed well-known keys and the
+// node.kubernetes.io and kubelet.kubernetes.io namespaces.
+func TestKubeletLabelsThatMayJoin(t *testing.T) {
+	text := strings.Replace(valid, "labels: {tier: web}", `labels: {tier: web, node.kubernetes.io/role: worker, topology.kubernetes.io/zone: nova, example.kubelet.kubernetes.io/x: y}`, 1)
+	if _, err := Parse([]byte(text)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestWarningsAboutOptionsTheStockClientDrops(t *testing.T) {
 	c, err := Parse([]byte(valid))
 	if err != nil {
