@@ -277,17 +277,19 @@ func TestHPAHoldsWhenTheAgentStopsReporting(t *testing.T) {
 	kwokNode(t, w, "conn-hold-node", "32")
 	const app = "conn-hold"
 	replicas := connectionsHPA(t, w, app, "conn-hold-node", "8080")
-	values := func() int {
+	raw := func() metricValueList {
 		var list metricValueList
 		_ = json.Unmarshal([]byte(kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?labelSelector=app%3D"+app)), &list)
-		return len(list.Items)
+		return list
 	}
+	values := func() int { return len(raw().Items) }
 	var mu sync.Mutex
 	total := 30
 	_, _ = spreadLoad(t, w, app, 8080, &total, &mu)
-	framework.Eventually(t, 120*time.Second, 2*time.Second, "3 replicas with values for 30 connections", func() (bool, error) {
-		return replicas() == 3 && values() == 3, fmt.Errorf("replicas %d, values %d", replicas(), values())
-	})
+	// At rest before the agent goes: each pod's window holds 10 only. (Values frozen while the
+	// load was being spread, 30 on the first pod's window and 10 on the new ones', would make the
+	// HPA scale up on numbers that were true when the agent last reported.)
+	waitEachHolds(t, replicas, raw, 3, "10", 120*time.Second)
 
 	metrics.KillAgent()
 	killed := time.Now()

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -62,9 +63,32 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 		t.Cleanup(func() { _ = os.WriteFile(hostEhashPath, before, 0) })
 	}
 
+	// Queue metrics too: the adapter's pods read the world's RabbitMQ over TLS, at the world's
+	// own address (world-forward), with the credentials and CA of Secrets, as an operator's would.
+	rmq := framework.NewRabbitMQ(t, "osa-real-queue")
+	const queue, queued = "real-jobs", 7
+	publish(t, rmq, queue, queued)
+	caPEM, err := os.ReadFile(w.Env["OSA_WORLD_RABBITMQ_CA"])
+	if err != nil {
+		t.Fatalf("the world's RabbitMQ CA: %v (run e2e/world/world.sh down, then up)", err)
+	}
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "rabbitmq-monitoring"}, StringData: map[string]string{"username": rmq.User, "password": rmq.Password}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "rabbitmq-ca"}, Data: map[string][]byte{"ca.crt": caPEM}},
+	} {
+		if _, err := w.Kube.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	selector, tolerations := framework.OnRealNode()
 	values := map[string]any{
 		"serviceMonitors": map[string]any{"enabled": false},
+		"queueMetrics": map[string]any{"enabled": true, "brokers": []any{map[string]any{
+			"name": "world", "url": "https://" + net.JoinHostPort(w.Env["OSA_WORLD_HOST_IP"], "15671"),
+			"credentialsSecret": "rabbitmq-monitoring", "caSecret": "rabbitmq-ca", "pollInterval": "2s", "timeout": "2s",
+			"queues": []any{map[string]any{"vhost": rmq.Vhost, "name": queue}},
+		}}},
 		"connectionMetrics": map[string]any{
 			// Only the real node: other tests' kwok nodes come and go.
 			"agent": map[string]any{"nodeSelector": selector, "tcpChildEhashEntries": 65536, "interval": "2s"},
@@ -128,7 +152,7 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 	}
 
 	agg := aggregator.NewForConfigOrDie(w.RestConfig)
-	for _, name := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io"} {
+	for _, name := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
 		framework.Eventually(t, 60*time.Second, time.Second, "APIService "+name+" Available", func() (bool, error) {
 			api, err := agg.ApiregistrationV1().APIServices().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -147,7 +171,39 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 		t.Errorf("discovery of custom.metrics.k8s.io/v1beta2 through the adapter's pods: %v\n%s", err, framework.Tail(string(body), 500))
 	}
 
+	// The queue's depth, read by the adapter's pods from the broker through the pod network.
+	framework.Eventually(t, 60*time.Second, 2*time.Second, "the queue's depth served by the adapter's pods", func() (bool, error) {
+		out := kubectl(t, w, "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1/namespaces/"+ns+"/rabbitmq_queue_messages_ready?labelSelector=queue%3D"+queue)
+		var list externalValueList
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			return false, fmt.Errorf("%s", out)
+		}
+		return len(list.Items) == 1 && list.Items[0].Value.Value() == queued, fmt.Errorf("%+v", list.Items)
+	})
+
 	realPodsScaleOnConnections(t, w, ns, rel)
+}
+
+// publish declares a durable queue in the test's vhost and puts n messages in it.
+func publish(t *testing.T, rmq *framework.RabbitMQ, queue string, n int) {
+	t.Helper()
+	conn, err := amqp.Dial(rmq.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := ch.PublishWithContext(context.Background(), "", queue, false, false, amqp.Publishing{Body: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // realPodsScaleOnConnections runs the workload image on the real node behind a Service, with a

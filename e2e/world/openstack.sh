@@ -128,12 +128,13 @@ start_mariadb() {
 # API's TLS listener (the queue metrics are tested over https, as a production broker serves them).
 rabbitmq_tls() {
   local tls=$ST/rabbitmq/tls
-  [ -s "$tls/server.crt" ] && return 0
+  # For 127.0.0.1 and for HOST_IP, where world-forward brings the real node's pods.
+  [ -s "$tls/server.crt" ] && openssl x509 -in "$tls/server.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "$HOST_IP\$" && return 0
   mkdir -p "$tls"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.crt" -days 3650 \
+  [ -s "$tls/ca.crt" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.crt" -days 3650 \
     -subj "/CN=world-rabbitmq-ca" 2>/dev/null || die "rabbitmq: making its CA failed"
   openssl req -newkey rsa:2048 -nodes -keyout "$tls/server.key" -out "$tls/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$tls/server.ext"
+  printf 'subjectAltName=IP:127.0.0.1,IP:%s\nextendedKeyUsage=serverAuth\n' "$HOST_IP" >"$tls/server.ext"
   openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
     -out "$tls/server.crt" -days 3650 -extfile "$tls/server.ext" 2>/dev/null || die "rabbitmq: making its certificate failed"
 }
@@ -276,7 +277,7 @@ bring_up() {
   start_services
   neutron_warmup
   discover_compute
-  "$PY" "$TPL/setup.py" seed "$PW" "$ST"
+  "$PY" "$TPL/setup.py" seed "$PW" "$ST" "$HOST_IP"
 }
 
 cmd_up() {

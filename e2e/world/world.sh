@@ -15,7 +15,10 @@ LOGS=$W/log
 BIN=$REPO_DIR/_output/bin
 ENV_FILE=$OSA_STATE/world.env
 CLUSTER=world
-TOOLS=(world-registrar world-sandboxes world-loadgen)
+TOOLS=(world-registrar world-sandboxes world-loadgen world-forward)
+# What the real node's pods reach through world-forward on $HOST_IP (the catalog's "internal"
+# endpoints): Keystone, Nova, Placement, Glance, Heat, Neutron, RabbitMQ's management API.
+FORWARD_PORTS=5000,8774,8778,9292,8004,9696,15672,15671
 
 build_tools() {
   mkdir -p "$BIN"
@@ -35,7 +38,7 @@ cmd_up() {
   os_pid=$!
   log "openstack: starting in the background (progress in $LOGS/openstack-up.log)"
   "$WORLD_DIR/kubernetes.sh" build
-  with_progress "build the world's tools (registrar, sandboxes, load generator)" 60 "$LOGS/build-tools.log" build_tools
+  with_progress "build the world's tools (registrar, sandboxes, load generator, forwarder)" 60 "$LOGS/build-tools.log" build_tools
   "$WORLD_DIR/kubernetes.sh" up
   # The real node runs the product's images: built here (static binaries packed by
   # cmd/build-images), imported into its containerd.
@@ -51,6 +54,7 @@ cmd_up() {
   tail -1 "$LOGS/openstack-up.log"
 
   local kubeconfig=$OSA_STATE/kubernetes/admin.kubeconfig clouds=$OSA_STATE/openstack/clouds.yaml
+  start_bg "$RUN" "$LOGS" world-forward "$BIN/world-forward" --listen "$HOST_IP" --to 127.0.0.1 --ports "$FORWARD_PORTS"
   # Node groups the registrar serves: the e2e tests and the demo write the provider's config here.
   [ -s "$W/node-groups.yaml" ] || printf 'clusterName: %s\nnodeGroups: []\n' "$CLUSTER" >"$W/node-groups.yaml"
   start_bg "$RUN" "$LOGS" world-registrar "$BIN/world-registrar" --kubeconfig "$kubeconfig" \
@@ -75,12 +79,13 @@ ENV
   sleep 1
   pid_alive "$RUN" world-registrar || die "world-registrar exited: $(tail -5 "$LOGS/world-registrar.log")"
   pid_alive "$RUN" world-sandboxes || die "world-sandboxes exited: $(tail -5 "$LOGS/world-sandboxes.log")"
+  pid_alive "$RUN" world-forward || die "world-forward exited: $(tail -5 "$LOGS/world-forward.log")"
   log "world: up. In your shell: . $ENV_FILE   (then kubectl get nodes)"
 }
 
 cmd_down() {
   local t
-  for t in world-loadgen world-sandboxes world-registrar; do stop_pid "$RUN" "$t"; done
+  for t in world-loadgen world-sandboxes world-registrar world-forward; do stop_pid "$RUN" "$t"; done
   "$WORLD_DIR/realnode.sh" down
   "$WORLD_DIR/kubernetes.sh" down
   "$WORLD_DIR/openstack.sh" down
@@ -89,7 +94,7 @@ cmd_down() {
 }
 
 cmd_running() {
-  [ -s "$ENV_FILE" ] && pid_alive "$RUN" world-registrar && pid_alive "$RUN" world-sandboxes &&
+  [ -s "$ENV_FILE" ] && pid_alive "$RUN" world-registrar && pid_alive "$RUN" world-sandboxes && pid_alive "$RUN" world-forward &&
     pid_alive "$OSA_STATE/kubernetes/run" kube-apiserver && pid_alive "$OSA_STATE/openstack/run" nova-api &&
     pid_alive "$OSA_STATE/realnode/run" kubelet
 }

@@ -1,10 +1,10 @@
 // Command demo shows the local world at work and leaves a timeline chart in _output/.
 //
-// The scenario, both levels of the product at once: openstack-provider serves a Nova node group
-// that starts empty, and the connection metrics (agent + adapter, registered for
+// The scenario, both levels of the product at once: openstack-provider, installed by the chart
+// in a real container on the world's real node, serves a Nova node group that starts empty, and the connection metrics (agent + adapter, registered for
 // custom.metrics.k8s.io) feed a real autoscaling/v2 HPA on tcp_connections. A web Deployment
 // whose pods have real network namespaces stays Pending until the autoscaler loop (a stand-in for
-// cluster-autoscaler's core, calling the provider over gRPC) grows the group; a load generator
+// cluster-autoscaler's core, calling the provider's pod over gRPC with mutual TLS) grows the group; a load generator
 // holds real TCP connections; the HPA adds replicas for them, their pods are Pending, and the
 // group grows again; when the load ends the HPA scales back and empty nodes are drained and
 // exactly their servers deleted. A live table shows servers, nodes, pending pods, connections per
@@ -16,16 +16,10 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	appsv1 "k8s.io/api/apps/v1"
@@ -78,22 +72,12 @@ func run(out string) error {
 	d := &demo{w: w, ctx: context.Background(), load: &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]},
 		rec: timeline.New("servers", "nodes ready", "pending pods", "connections/pod", "replicas")}
 	defer d.load.CloseAll()
-	cfg := fmt.Sprintf(`cloud: {cloudsFile: %s, name: world}
-clusterName: %s
-refreshInterval: 2s
-nodeGroups:
-- name: %s
-  backend: nova
-  minSize: 0
-  maxSize: 5
-  labels: {demo: "true"}
-  nova: {flavor: m1.small, image: world-node-image}
-`, w.Env["OS_CLIENT_CONFIG_FILE"], w.Cluster, group)
+	cfg := fmt.Sprintf("clusterName: %s\nnodeGroups:\n- {name: %s, labels: {demo: \"true\"}}\n", w.Cluster, group)
 	// The registrar (standing in for cloud-init and the kubelet) learns the group's labels.
 	if err := os.WriteFile(w.Env["OSA_WORLD_NODE_GROUPS"], []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	stopProvider, client, err := startProvider(cfg)
+	stopProvider, client, providerMetrics, err := startProvider(w)
 	if err != nil {
 		return err
 	}
@@ -113,7 +97,7 @@ nodeGroups:
 	fmt.Println("What to type in another shell to watch:")
 	fmt.Printf("  . %s; kubectl get nodes,pods -o wide -w\n", framework.EnvFile())
 	fmt.Printf("  . %s; kubectl describe hpa web      # \"tcp_connections\" on pods: <current> / 10\n", framework.EnvFile())
-	fmt.Printf("  curl -s http://%s/metrics | grep openstack_autoscaler_group   # the provider's view\n\n", providerHTTP)
+	fmt.Printf("  curl -s %s | grep openstack_autoscaler_group   # the provider's view, from its pod\n\n", providerMetrics)
 	fmt.Println(d.rec.Header())
 
 	step := func(text string) {
@@ -362,48 +346,38 @@ func (d *demo) cleanup() {
 	}
 }
 
-const providerGRPC, providerHTTP = "127.0.0.1:18086", "127.0.0.1:18087"
+// The chart's release of openstack-provider for the demo, alone on the real node.
+const providerRelease, providerNamespace = "osa-demo", "osa-demo"
 
-// startProvider runs _output/bin/openstack-provider with cfg until stop is called.
-func startProvider(cfg string) (stop func(), client pb.CloudProviderClient, err error) {
-	if err := os.WriteFile("_output/demo-provider.yaml", []byte(cfg), 0o600); err != nil {
-		return nil, nil, err
-	}
-	log, err := os.Create("_output/demo-provider.log")
+// startProvider installs the chart with openstack-provider alone on the world's real node (a
+// real container, reaching OpenStack through the catalog's internal endpoints), serving the
+// demo's node group, and connects to it at its pod IP with the chart's client certificate, as a
+// cluster-autoscaler installed elsewhere would. stop uninstalls it.
+func startProvider(w *framework.World) (stop func(), client pb.CloudProviderClient, metricsURL string, err error) {
+	helm, err := framework.HelmPath()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	cmd := exec.Command("_output/bin/openstack-provider", "--config", "_output/demo-provider.yaml",
-		"--listen", providerGRPC, "--http-listen", providerHTTP)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = framework.ChildAttrs()
-	if err := cmd.Start(); err != nil {
-		return nil, nil, err
-	}
-	stopProcess := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		log.Close()
-	}
-	for i := 0; ; i++ {
-		resp, err := http.Get("http://" + providerHTTP + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if i == 120 {
-			stopProcess()
-			return nil, nil, fmt.Errorf("openstack-provider not ready after 60s; see _output/demo-provider.log")
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	conn, err := grpc.NewClient(providerGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	_, _ = w.Helm(helm, "uninstall", providerRelease, "-n", providerNamespace, "--wait") // what an interrupted demo left
+	p, err := framework.InstallProviderPod(w, helm, providerRelease, providerNamespace, []any{map[string]any{
+		"name": group, "backend": "nova", "minSize": 0, "maxSize": 5,
+		"labels": map[string]any{"demo": "true"},
+		"nova":   map[string]any{"flavor": "m1.small", "image": "world-node-image"},
+	}})
 	if err != nil {
-		stopProcess()
-		return nil, nil, err
+		return nil, nil, "", fmt.Errorf("installing openstack-provider on the real node: %w", err)
 	}
-	fmt.Printf("openstack-provider running (gRPC %s, metrics http://%s/metrics, log _output/demo-provider.log)\n", providerGRPC, providerHTTP)
-	return func() { conn.Close(); stopProcess() }, pb.NewCloudProviderClient(conn), nil
+	uninstall := func() {
+		if err := p.Uninstall(w, helm); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+		}
+	}
+	client, conn, err := p.Client()
+	if err != nil {
+		uninstall()
+		return nil, nil, "", err
+	}
+	fmt.Printf("openstack-provider running in pod %s/%s on the real node %s (gRPC with mutual TLS at %s:8086; logs: kubectl -n %s logs %s)\n",
+		providerNamespace, p.Pod.Name, p.Pod.Spec.NodeName, p.Pod.Status.PodIP, providerNamespace, p.Pod.Name)
+	return func() { conn.Close(); uninstall() }, client, "http://" + p.Pod.Status.PodIP + ":8087/metrics", nil
 }

@@ -2,8 +2,11 @@
 """Identity registration and seeding of the local world's OpenStack, through the REST APIs.
 
   setup.py register PASSWORD           service users, roles, Heat's stack domain, catalog
-  setup.py seed PASSWORD STATE_DIR     project, user, application credential, image, flavors,
-                                       quotas, and STATE_DIR/clouds.yaml
+  setup.py seed PASSWORD STATE_DIR INTERNAL_HOST
+                                       project, user, application credential, image, flavors,
+                                       quotas, the catalog's internal endpoints on INTERNAL_HOST
+                                       (where world-forward reaches the APIs from the real node's
+                                       pods), and STATE_DIR/clouds.yaml
 
 Both are idempotent: everything is looked up by name before it is created. Runs under Debian's
 /usr/bin/python3, which has keystoneauth1 from the OpenStack packages.
@@ -58,6 +61,13 @@ class API:
                            raise_exc=False)
         if r.status_code not in ok:
             raise SystemExit(f"POST {path} -> {r.status_code}: {r.text}")
+        return r.json() if r.text else {}
+
+    def patch(self, path, body):
+        r = self.sess.patch(path, json=body, endpoint_filter=self.filt, headers=self.headers,
+                            raise_exc=False)
+        if r.status_code >= 300:
+            raise SystemExit(f"PATCH {path} -> {r.status_code}: {r.text}")
         return r.json() if r.text else {}
 
     def put(self, path, body=None, data=None, headers=None):
@@ -124,9 +134,27 @@ def register(password):
     print("keystone: service users, heat domain and catalog registered")
 
 
-def seed(password, state_dir):
+def internal_endpoints(ks, host):
+    """Points each service's internal endpoint (Identity's aside: the services validate tokens
+    through it) at host, the address world-forward listens on: the real node's pods reach the
+    APIs there, as through a cloud's internal API network. The services themselves use the
+    public endpoints (their configurations say so)."""
+    services = {s["id"]: s for s in ks.get("/services")["services"]}
+    endpoints = ks.get("/endpoints")["endpoints"]
+    public = {e["service_id"]: e["url"] for e in endpoints if e["interface"] == "public"}
+    for e in endpoints:
+        svc = services.get(e["service_id"], {})
+        if e["interface"] != "internal" or svc.get("type") == "identity" or e["service_id"] not in public:
+            continue
+        want = public[e["service_id"]].replace("//127.0.0.1:", f"//{host}:")
+        if e["url"] != want:
+            ks.patch(f"/endpoints/{e['id']}", {"endpoint": {"url": want}})
+
+
+def seed(password, state_dir, internal_host):
     sess = admin_session(password)
     ks = API(sess, "identity")
+    internal_endpoints(ks, internal_host)
     roles = {r["name"]: r["id"] for r in ks.get("/roles")["roles"]}
     project = ensure(ks, "projects", PROJECT, {"name": PROJECT, "domain_id": "default",
                                                "description": "nodes of the world's cluster"})
@@ -197,6 +225,12 @@ def seed(password, state_dir):
                   "auth": {"auth_url": KEYSTONE, "application_credential_id": cred["id"],
                            "application_credential_secret": cred["secret"]},
                   "region_name": REGION, "interface": "public", "identity_api_version": 3},
+        # The same credential as the real node's pods use it: through world-forward, with the
+        # catalog's internal endpoints.
+        "world-internal": {"auth_type": "v3applicationcredential",
+                           "auth": {"auth_url": f"http://{internal_host}:5000/v3", "application_credential_id": cred["id"],
+                                    "application_credential_secret": cred["secret"]},
+                           "region_name": REGION, "interface": "internal", "identity_api_version": 3},
     }}
     path = os.path.join(state_dir, "clouds.yaml")
     with open(path, "w") as f:
@@ -218,4 +252,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "register":
         register(sys.argv[2])
     else:
-        seed(sys.argv[2], sys.argv[3])
+        seed(sys.argv[2], sys.argv[3], sys.argv[4])

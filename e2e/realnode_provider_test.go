@@ -1,0 +1,131 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/autoscaler"
+	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
+)
+
+// The chart's openstack-provider runs alone (nodeAutoscaling.providerOnly: the stock
+// cluster-autoscaler image cannot be had here) in a real container on the real node: with the
+// chart's ServiceAccount, certificates, clouds Secret and probes it becomes Ready (it reached
+// OpenStack through the catalog's internal endpoints), answers over mutual TLS at its pod IP
+// only a client holding the chart's client certificate, and grows and shrinks a Nova group for
+// that client: the server it creates becomes a node, and the node it is told to delete goes.
+func TestProviderRunsOnTheRealNode(t *testing.T) {
+	w := framework.Connect(t)
+	node := framework.RealNode(t, w)
+	helm := framework.HelmBinary(t)
+	ctx := context.Background()
+	const rel, ns, group = "osa-prov", "osa-provider-e2e", "real-pod-nova"
+	testNamespace(t, w, ns)
+	cleanupGroupServers(t, w, group)
+	w.SetNodeGroups(t, fmt.Sprintf("clusterName: %s\nnodeGroups:\n- name: %s\n", w.Cluster, group))
+	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
+			t.Logf("events:\n%s", framework.Tail(kubectl(t, w, "get", "events", "-n", ns, "--sort-by=.lastTimestamp"), 3000))
+			t.Logf("provider logs:\n%s", framework.Tail(kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix", "--tail=60",
+				"-l", "app.kubernetes.io/component=cluster-autoscaler"), 5000))
+		}
+	})
+	start := time.Now()
+	p, err := framework.InstallProviderPod(w, helm, rel, ns, []any{map[string]any{
+		"name": group, "backend": "nova", "minSize": 0, "maxSize": 2,
+		"labels": map[string]any{"e2e-group": group},
+		"nova":   map[string]any{"flavor": "m1.small", "image": "world-node-image"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("helm install --wait of the provider alone on the real node: %s", time.Since(start).Round(time.Second))
+
+	pod := p.Pod
+	if pod.Spec.NodeName != node.Name || !podReady(pod) || pod.Spec.ServiceAccountName != p.Name {
+		t.Fatalf("provider pod %s: node %s, ready %v, service account %s; want the real node, Ready, %s",
+			pod.Name, pod.Spec.NodeName, podReady(pod), pod.Spec.ServiceAccountName, p.Name)
+	}
+	if len(pod.Status.ContainerStatuses) != 1 {
+		t.Fatalf("provider pod containers %+v, want openstack-provider alone", pod.Status.ContainerStatuses)
+	}
+	if c := pod.Status.ContainerStatuses[0]; c.Name != "openstack-provider" || !strings.HasPrefix(c.ContainerID, "containerd://") ||
+		!strings.HasPrefix(c.Image, "ghcr.io/openstack-autoscaler/openstack-provider") {
+		t.Fatalf("container %s: id %q image %q, want a containerd container of the product's openstack-provider image", c.Name, c.ContainerID, c.Image)
+	}
+	resp, err := http.Get("http://" + net.JoinHostPort(pod.Status.PodIP, "8087") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz at the pod IP: %d", resp.StatusCode)
+	}
+
+	stranger, err := p.Dial(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = pb.NewCloudProviderClient(stranger).NodeGroups(callCtx, &pb.NodeGroupsRequest{})
+	cancel()
+	if err == nil {
+		t.Fatal("a client without the chart's client certificate got an answer from the provider pod")
+	}
+	client, conn, err := p.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	d := &autoscaler.Driver{Client: client, Kube: w.Kube, Timeout: 10 * time.Second}
+	framework.Eventually(t, 30*time.Second, time.Second, "the pod serves its node group over mutual TLS", func() (bool, error) {
+		loop, err := d.RunLoop(ctx)
+		if err != nil {
+			return false, err
+		}
+		_, ok := loop.Groups[group]
+		return ok, fmt.Errorf("groups %v", loop.Groups)
+	})
+
+	// The group grows by one for this client: the pod creates the server through the internal
+	// endpoints, and it becomes a node.
+	if err := d.IncreaseSize(ctx, group, 1); err != nil {
+		t.Fatal(err)
+	}
+	var joined corev1.Node
+	took := framework.Eventually(t, 120*time.Second, 2*time.Second, "the new server's node Ready", func() (bool, error) {
+		nodes := groupNodes(t, w, group)
+		if len(nodes) == 1 {
+			joined = nodes[0]
+		}
+		return len(nodes) == 1, fmt.Errorf("%d nodes", len(nodes))
+	})
+	t.Logf("IncreaseSize through the pod → node %s Ready in %s", joined.Name, took.Round(time.Second))
+	framework.Eventually(t, 30*time.Second, time.Second, "the pod maps the node to its group", func() (bool, error) {
+		loop, err := d.RunLoop(ctx)
+		return err == nil && loop.NodeToGroup[joined.Name] == group, err
+	})
+	if err := d.DeleteNodes(ctx, group, joined); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 120*time.Second, 2*time.Second, "the deleted node's server gone", func() (bool, error) {
+		left := groupServers(t, w, group)
+		return len(left) == 0, fmt.Errorf("%d servers", len(left))
+	})
+	if size, err := d.TargetSize(ctx, group); err != nil || size != 0 {
+		t.Errorf("target size %d (%v), want 0", size, err)
+	}
+}
