@@ -270,11 +270,28 @@ func TestChartTemplates(t *testing.T) {
 			"--tls-client-ca=/etc/openstack-provider/tls/ca.crt", "--config=/etc/openstack-provider/provider.yaml",
 			"--leader-elect-namespace=ops", "--leader-elect-lease=osa-openstack-autoscaler-cluster-autoscaler-node-repair")
 
-		var cm corev1.ConfigMap
-		r.get(t, "ConfigMap", "osa-openstack-autoscaler-cluster-autoscaler", &cm)
+		// The provider's configuration holds user-data (a bootstrap token, for a node to join):
+		// a Secret, never a ConfigMap.
+		if r.has("ConfigMap", "osa-openstack-autoscaler-cluster-autoscaler") {
+			t.Error("the provider's configuration (with its user-data) is rendered into a ConfigMap: it must be a Secret")
+		}
+		var cfgSecret corev1.Secret
+		r.get(t, "Secret", "osa-openstack-autoscaler-cluster-autoscaler", &cfgSecret)
+		cm := struct{ Data map[string]string }{Data: map[string]string{}}
+		for k, v := range cfgSecret.Data {
+			cm.Data[k] = string(v)
+		}
+		if !strings.Contains(cm.Data["provider.yaml"], "kubeadm join") {
+			t.Errorf("the full values' user-data is not in the provider's Secret:\n%s", cm.Data["provider.yaml"])
+		}
 		for _, want := range []string{"address: 127.0.0.1:8086", "cert: /etc/cluster-autoscaler/tls/tls.crt", "key: /etc/cluster-autoscaler/tls/tls.key", "cacert: /etc/cluster-autoscaler/tls/ca.crt"} {
 			if !strings.Contains(cm.Data["cloud-config.yaml"], want) {
 				t.Errorf("cloud-config.yaml lacks %q:\n%s", want, cm.Data["cloud-config.yaml"])
+			}
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == "clouds" && (v.Secret == nil || len(v.Secret.Items) != 0) {
+				t.Errorf("the clouds Secret must be mounted whole (a CA file clouds.yaml's cacert names sits beside it): %+v", v.VolumeSource)
 			}
 		}
 		clouds := filepath.Join(t.TempDir(), "clouds.yaml")
@@ -349,7 +366,7 @@ func TestChartTemplates(t *testing.T) {
 		if n := r.count("Certificate"); n != 6 { // 5 leaf certificates + the release's CA
 			t.Errorf("%d Certificates, want 6: %s", n, r.names())
 		}
-		if r.count("Issuer") != 2 || r.count("Secret") != 1 { // only the clouds.yaml Secret is the chart's own
+		if r.count("Issuer") != 2 || r.count("Secret") != 2 { // only the clouds.yaml and provider configuration Secrets are the chart's own
 			t.Errorf("Issuers %d, Secrets %d: %s", r.count("Issuer"), r.count("Secret"), r.names())
 		}
 		var api apiregv1.APIService
@@ -373,7 +390,7 @@ func TestChartTemplates(t *testing.T) {
 				secrets = append(secrets, v.Secret.SecretName)
 			}
 		}
-		if !slices.Contains(secrets, "my-provider-tls") || !slices.Contains(secrets, "my-autoscaler-tls") || r.count("Secret") != 1 {
+		if !slices.Contains(secrets, "my-provider-tls") || !slices.Contains(secrets, "my-autoscaler-tls") || r.count("Secret") != 2 { // clouds.yaml and the provider's configuration
 			t.Errorf("volumes from Secrets %v (chart Secrets %d): want the existing ones, and no generated ones", secrets, r.count("Secret"))
 		}
 		out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "--namespace", ns,
@@ -646,12 +663,12 @@ func TestChartInstall(t *testing.T) {
 	t.Logf("%d RBAC checks as the service accounts", len(checks))
 
 	// The provider configuration the chart rendered is valid for the world's cloud.
-	cm, err := w.Kube.CoreV1().ConfigMaps(ns).Get(ctx, rel+"-openstack-autoscaler-cluster-autoscaler", metav1.GetOptions{})
+	cfgSecret, err := w.Kube.CoreV1().Secrets(ns).Get(ctx, rel+"-openstack-autoscaler-cluster-autoscaler", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	providerYAML := filepath.Join(t.TempDir(), "provider.yaml")
-	if err := os.WriteFile(providerYAML, []byte(strings.ReplaceAll(cm.Data["provider.yaml"], "/etc/openstack/clouds.yaml", cloudsFile)), 0o600); err != nil {
+	if err := os.WriteFile(providerYAML, []byte(strings.ReplaceAll(string(cfgSecret.Data["provider.yaml"]), "/etc/openstack/clouds.yaml", cloudsFile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(framework.ProviderBinary(t), "validate", "--config", providerYAML).CombinedOutput(); err != nil {
@@ -795,7 +812,7 @@ func TestChartCertificatesWithTheBinaries(t *testing.T) {
 	r.get(t, "Deployment", rel+"-openstack-autoscaler-cluster-autoscaler", &dep)
 	mounts := map[string]string{
 		"/etc/openstack-provider/tls": writeMounts(t, r, "Secret", rel+"-openstack-autoscaler-cluster-autoscaler-provider-server-tls", filepath.Join(dir, "provider-tls"), nil),
-		"/etc/openstack-provider/provider.yaml": filepath.Join(writeMounts(t, r, "ConfigMap", rel+"-openstack-autoscaler-cluster-autoscaler", filepath.Join(dir, "provider"),
+		"/etc/openstack-provider/provider.yaml": filepath.Join(writeMounts(t, r, "Secret", rel+"-openstack-autoscaler-cluster-autoscaler", filepath.Join(dir, "provider"),
 			func(_ string, b []byte) []byte {
 				return []byte(strings.ReplaceAll(string(b), "/etc/openstack/clouds.yaml", w.Env["OS_CLIENT_CONFIG_FILE"]))
 			}), "provider.yaml"),
@@ -896,7 +913,7 @@ func TestChartCertificatesWithTheBinaries(t *testing.T) {
 func chartAutoscalerRuns(t *testing.T, w *framework.World, r rendered, bin string, dep appsv1.Deployment, clientTLS, grpcAddr, dir string) {
 	ctx := context.Background()
 	container := dep.Spec.Template.Spec.Containers[0]
-	configDir := writeMounts(t, r, "ConfigMap", dep.Name, dir, func(_ string, b []byte) []byte {
+	configDir := writeMounts(t, r, "Secret", dep.Name, dir, func(_ string, b []byte) []byte {
 		text := strings.ReplaceAll(string(b), "/etc/cluster-autoscaler/tls", clientTLS)
 		return []byte(regexp.MustCompile(`(?m)^address: \S+$`).ReplaceAllString(text, "address: "+grpcAddr))
 	})
