@@ -359,6 +359,32 @@ func TestChartTemplates(t *testing.T) {
 		t.Logf("full values render %d objects", len(r))
 	})
 
+	// Each component's image.pullPolicy wins over images.pullPolicy (the schema took them and the
+	// templates ignored them).
+	t.Run("pullPolicy per component", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "images.pullPolicy=IfNotPresent,nodeAutoscaling.provider.image.pullPolicy=Always,"+
+			"connectionMetrics.agent.image.pullPolicy=Never,connectionMetrics.adapter.image.pullPolicy=Always")
+		var autoscalerDep, adapterDep appsv1.Deployment
+		var agentDS appsv1.DaemonSet
+		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
+		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agentDS)
+		for _, c := range []struct {
+			name string
+			got  corev1.PullPolicy
+			want corev1.PullPolicy
+		}{
+			{"openstack-provider", autoscalerDep.Spec.Template.Spec.InitContainers[0].ImagePullPolicy, corev1.PullAlways},
+			{"connection-agent", agentDS.Spec.Template.Spec.Containers[0].ImagePullPolicy, corev1.PullNever},
+			{"connection-agent's init container", agentDS.Spec.Template.Spec.InitContainers[0].ImagePullPolicy, corev1.PullNever},
+			{"connection-metrics-adapter", adapterDep.Spec.Template.Spec.Containers[0].ImagePullPolicy, corev1.PullAlways},
+		} {
+			if c.got != c.want {
+				t.Errorf("%s imagePullPolicy %s, want %s", c.name, c.got, c.want)
+			}
+		}
+	})
+
 	// cert-manager: Certificates for every link, a private CA when no issuer is named, and the
 	// APIServices' caBundle injected by cert-manager's cainjector.
 	t.Run("certManager", func(t *testing.T) {

@@ -44,6 +44,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 
+{{/* A component's image pull policy: its image.pullPolicy, else images.pullPolicy. */}}
+{{- define "osa.pullPolicy" -}}
+{{- .image.pullPolicy | default .ctx.Values.images.pullPolicy -}}
+{{- end -}}
+
 {{/* Component names. */}}
 {{- define "osa.autoscaler.name" -}}{{ include "osa.fullname" . }}-cluster-autoscaler{{- end -}}
 {{- define "osa.agent.name" -}}{{ include "osa.fullname" . }}-connection-agent{{- end -}}
