@@ -444,6 +444,21 @@ func TestChartTemplates(t *testing.T) {
 			}
 			t.Logf("--set %s → %s", c.set, strings.TrimSpace(framework.Tail(out, 400)))
 		}
+		// A typo in a node group fails at install, not when the provider starts in the pod.
+		for _, c := range []struct{ set, want string }{
+			{"nodeAutoscaling.provider.config.nodeGroups[0].nova.flavour=m1.large", "flavour"},
+			{"nodeAutoscaling.provider.config.nodeGroups[1].heat.countParam=n", "countParam"},
+			{"nodeAutoscaling.provider.config.nodeGroups[0].minsize=1", "minsize"},
+			{"nodeAutoscaling.provider.config.nodeGroups[0].nova.networks[0].uid=x", "uid"},
+			{"nodeAutoscaling.provider.config.nodeGroups[0].options.scaleDownUnneededTme=5m", "scaleDownUnneededTme"},
+		} {
+			out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "-f", full, "--set", c.set)
+			if err == nil || !strings.Contains(out, c.want) {
+				t.Errorf("--set %s: want a failure naming %q, got err=%v:\n%s", c.set, c.want, err, framework.Tail(out, 600))
+				continue
+			}
+			t.Logf("--set %s → %s", c.set, strings.TrimSpace(framework.Tail(out, 400)))
+		}
 	})
 }
 
