@@ -254,7 +254,9 @@ func TestChartTemplates(t *testing.T) {
 		requireArgs(t, "cluster-autoscaler", ca, "--cloud-provider=externalgrpc", "--cloud-config=/etc/cluster-autoscaler/cloud-config.yaml",
 			"--leader-elect=true", "--leader-elect-resource-lock=leases", "--leader-elect-resource-name=osa-openstack-autoscaler-cluster-autoscaler",
 			"--leader-elect-resource-namespace=ops", "--expander=price,least-waste", "--scale-down-unneeded-time=5m",
-			"--scale-down-delay-after-add=5m", "--balance-similar-node-groups=true", "--max-node-provision-time=10m", "--max-nodes-total=50")
+			"--scale-down-delay-after-add=5m", "--balance-similar-node-groups=true", "--max-node-provision-time=10m", "--max-nodes-total=50",
+			// A list in extraArgs repeats the flag, as --balancing-ignore-label is given.
+			"--balancing-ignore-label=topology.cinder.csi.openstack.org/zone", "--balancing-ignore-label=example.com/rack")
 		if *dep.Spec.Replicas != 2 {
 			t.Errorf("cluster-autoscaler replicas %d, want 2", *dep.Spec.Replicas)
 		}

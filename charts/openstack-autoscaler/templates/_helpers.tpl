@@ -78,7 +78,13 @@ app.kubernetes.io/component: {{ .component }}
 {{/* osa.args: a map of flag -> value as container args (--flag=value), sorted. */}}
 {{- define "osa.args" -}}
 {{- range $k, $v := . }}
+{{- if kindIs "slice" $v }}
+{{- range $v }}
+- --{{ $k }}={{ . }}
+{{- end }}
+{{- else }}
 - --{{ $k }}={{ $v }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
