@@ -361,6 +361,60 @@ func TestChartTemplates(t *testing.T) {
 		t.Logf("full values render %d objects", len(r))
 	})
 
+	// What operators add to every component: environment (proxies to reach OpenStack or the
+	// broker), volumes and their mounts (a CA bundle), spread across zones.
+	t.Run("extras", func(t *testing.T) {
+		extras := filepath.Join(t.TempDir(), "extras.yaml")
+		env := `[{name: HTTPS_PROXY, value: "http://proxy.example:3128"}]`
+		vols := `[{name: corp-ca, configMap: {name: corp-ca}}]`
+		mounts := `[{name: corp-ca, mountPath: /etc/corp-ca, readOnly: true}]`
+		spread := `[{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}]`
+		if err := os.WriteFile(extras, []byte(fmt.Sprintf(`nodeAutoscaling:
+  extraEnv: %[1]s
+  extraVolumes: %[2]s
+  extraVolumeMounts: %[3]s
+  topologySpreadConstraints: %[4]s
+  provider: {extraEnv: %[1]s, extraVolumeMounts: %[3]s}
+connectionMetrics:
+  agent: {extraEnv: %[1]s, extraVolumes: %[2]s, extraVolumeMounts: %[3]s}
+  adapter: {extraEnv: %[1]s, extraVolumes: %[2]s, extraVolumeMounts: %[3]s, topologySpreadConstraints: %[4]s}
+`, env, vols, mounts, spread)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := helmTemplate(t, helm, rel, ns, "-f", full, "-f", extras)
+		var autoscalerDep, adapterDep appsv1.Deployment
+		var agentDS appsv1.DaemonSet
+		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
+		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agentDS)
+		pods := map[string]corev1.PodSpec{"autoscaler": autoscalerDep.Spec.Template.Spec, "adapter": adapterDep.Spec.Template.Spec,
+			"agent": agentDS.Spec.Template.Spec}
+		containers := map[string]corev1.Container{"cluster-autoscaler": pods["autoscaler"].Containers[0],
+			"openstack-provider": pods["autoscaler"].InitContainers[0], "connection-agent": pods["agent"].Containers[0],
+			"connection-metrics-adapter": pods["adapter"].Containers[0]}
+		for name, c := range containers {
+			if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "HTTPS_PROXY" && e.Value == "http://proxy.example:3128" }) {
+				t.Errorf("%s: extraEnv missing: %+v", name, c.Env)
+			}
+			if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "corp-ca" && m.MountPath == "/etc/corp-ca" }) {
+				t.Errorf("%s: extraVolumeMounts missing: %+v", name, c.VolumeMounts)
+			}
+		}
+		if c := containers["connection-agent"]; !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "NODE_NAME" }) {
+			t.Errorf("connection-agent: extraEnv replaced NODE_NAME: %+v", c.Env)
+		}
+		for name, pod := range pods {
+			if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == "corp-ca" && v.ConfigMap != nil }) {
+				t.Errorf("%s pod: extraVolumes missing", name)
+			}
+		}
+		for _, name := range []string{"autoscaler", "adapter"} {
+			if c := pods[name].TopologySpreadConstraints; len(c) != 1 || c[0].TopologyKey != "topology.kubernetes.io/zone" {
+				t.Errorf("%s pod: topologySpreadConstraints %+v", name, c)
+			}
+		}
+	})
+
 	// Each component's image.pullPolicy wins over images.pullPolicy (the schema took them and the
 	// templates ignored them).
 	t.Run("pullPolicy per component", func(t *testing.T) {
