@@ -415,6 +415,41 @@ connectionMetrics:
 		}
 	})
 
+	// OpenShift's restricted profile assigns UIDs and refuses fixed ones: the pod and container
+	// security contexts are values (the defaults pin 65532, as the images' nonroot user).
+	t.Run("security contexts", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full)
+		var dep appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &dep)
+		if sc := dep.Spec.Template.Spec.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 65532 {
+			t.Errorf("adapter pod securityContext by default %+v: want runAsUser 65532", sc)
+		}
+		openshift := filepath.Join(t.TempDir(), "openshift.yaml")
+		noUID := `{runAsUser: null, runAsGroup: null, fsGroup: null}`
+		if err := os.WriteFile(openshift, []byte(fmt.Sprintf(`nodeAutoscaling:
+  podSecurityContext: %[1]s
+connectionMetrics:
+  adapter:
+    podSecurityContext: %[1]s
+    securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}, runAsNonRoot: true}
+`, noUID)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r = helmTemplate(t, helm, rel, ns, "-f", full, "-f", openshift)
+		var autoscalerDep, adapterDep appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
+		for name, pod := range map[string]corev1.PodSpec{"autoscaler": autoscalerDep.Spec.Template.Spec, "adapter": adapterDep.Spec.Template.Spec} {
+			sc := pod.SecurityContext
+			if sc == nil || sc.RunAsUser != nil || sc.RunAsGroup != nil || sc.FSGroup != nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+				t.Errorf("%s pod securityContext %+v: want no fixed IDs, runAsNonRoot kept", name, sc)
+			}
+		}
+		if c := adapterDep.Spec.Template.Spec.Containers[0].SecurityContext; c == nil || c.RunAsNonRoot == nil || !*c.RunAsNonRoot {
+			t.Errorf("adapter container securityContext %+v: want the one given", c)
+		}
+	})
+
 	// Each component's image.pullPolicy wins over images.pullPolicy (the schema took them and the
 	// templates ignored them).
 	t.Run("pullPolicy per component", func(t *testing.T) {
