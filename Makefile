@@ -55,7 +55,7 @@ IMAGE_TAG ?= $(shell awk '/^appVersion:/{gsub(/"/,"",$$2); print $$2}' charts/op
 IMAGE_BINARIES := openstack-provider connection-agent connection-metrics-adapter
 images:
 	@for b in $(IMAGE_BINARIES); do echo "building $$b (static)"; \
-	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o _output/images/bin/$$b ./cmd/$$b || exit 1; done
+	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/prometheus/common/version.Version=$(IMAGE_TAG)" -o _output/images/bin/$$b ./cmd/$$b || exit 1; done
 	cd cmd/build-images && $(GO) run . --bin-dir ../../_output/images/bin --out ../../_output/images \
 	  --registry $(IMAGE_REGISTRY) --tag $(IMAGE_TAG) $(IMAGE_BINARIES)
 

@@ -128,4 +128,12 @@ func TestProviderRunsOnTheRealNode(t *testing.T) {
 	if size, err := d.TargetSize(ctx, group); err != nil || size != 0 {
 		t.Errorf("target size %d (%v), want 0", size, err)
 	}
+	// What the pod served, on its /metrics: its build, and the calls by method and code.
+	metrics := httpGet(t, "http://"+net.JoinHostPort(pod.Status.PodIP, "8087")+"/metrics")
+	for _, want := range []string{"openstack_autoscaler_build_info{", `grpc_server_handled_total{grpc_code="OK",grpc_method="NodeGroupIncreaseSize"`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="NodeGroupDeleteNodes"`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("the provider pod's /metrics lacks %s", want)
+		}
+	}
 }

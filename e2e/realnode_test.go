@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -140,6 +141,13 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 					t.Errorf("%s container %s: id %q image %q, want a containerd container of the product's image", p.Name, c.Name, c.ContainerID, c.Image)
 				}
 			}
+		}
+	}
+	// Each binary says what it is on /metrics, from its pod.
+	for component, port := range map[string]string{"connection-agent": "10261", "connection-metrics-adapter": "10262"} {
+		p := byComponent[component][0]
+		if body := httpGet(t, "http://"+net.JoinHostPort(p.Status.PodIP, port)+"/metrics"); !strings.Contains(body, "openstack_autoscaler_build_info{") {
+			t.Errorf("%s /metrics has no openstack_autoscaler_build_info:\n%s", component, framework.Tail(body, 500))
 		}
 	}
 	agent := byComponent["connection-agent"][0]
@@ -427,4 +435,19 @@ func TestCPUExamplesScaleOnRealCPU(t *testing.T) {
 		}
 		t.Logf("kubectl describe hpa %s: %s", name, line)
 	}
+}
+
+// httpGet returns a URL's body, failing the test on any error or a status other than 200.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(body)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -50,6 +51,7 @@ type harness struct {
 	cloud  *openstacktest.Cloud
 	p      *provider.Provider
 	client pb.CloudProviderClient
+	reg    *prometheus.Registry // the gRPC server's metrics
 }
 
 // newHarness serves the provider over an in-memory gRPC connection, against recorded Nova.
@@ -78,8 +80,8 @@ func newHarnessYAML(t testing.TB, configYAML string, seed func(*openstacktest.Cl
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	pb.RegisterCloudProviderServer(srv, &Server{Provider: p})
+	reg := prometheus.NewRegistry()
+	srv := NewGRPC(&Server{Provider: p}, reg)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) {
@@ -89,7 +91,7 @@ func newHarnessYAML(t testing.TB, configYAML string, seed func(*openstacktest.Cl
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &harness{cloud: cloud, p: p, client: pb.NewCloudProviderClient(conn)}
+	return &harness{cloud: cloud, p: p, client: pb.NewCloudProviderClient(conn), reg: reg}
 }
 
 func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
@@ -462,5 +464,47 @@ nodeGroups:
 	}
 	if _, unneeded := stockClientOptions(tuned, flagStartup); unneeded != 2*time.Minute {
 		t.Errorf("group with scaleDownUnneededTime 2m: the stock client reads %s", unneeded)
+	}
+}
+
+// Every call is counted by method and code, and timed: an operator sees the autoscaler's
+// calls and their errors on /metrics.
+func TestCallsAreCountedByMethodAndCode(t *testing.T) {
+	h := newHarness(t, 1, 3, nil)
+	ctx := context.Background()
+	if _, err := h.client.NodeGroups(ctx, &pb.NodeGroupsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.NodeGroupIncreaseSize(ctx, &pb.NodeGroupIncreaseSizeRequest{Id: "no-such-group", Delta: 1}); err == nil {
+		t.Fatal("IncreaseSize of an unknown group succeeded")
+	}
+	got := func() string {
+		mfs, err := h.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, mf := range mfs {
+			if mf.GetName() != "grpc_server_handled_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetCounter().GetValue() == 0 {
+					continue
+				}
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				fmt.Fprintf(&b, "%s/%s=%v\n", labels["grpc_method"], labels["grpc_code"], m.GetCounter().GetValue())
+			}
+		}
+		return b.String()
+	}()
+	if got != "NodeGroupIncreaseSize/NotFound=1\nNodeGroups/OK=1\n" {
+		t.Errorf("grpc_server_handled_total, calls counted:\n%s", got)
+	}
+	if n, err := testutil.GatherAndCount(h.reg, "grpc_server_handling_seconds"); err != nil || n == 0 {
+		t.Errorf("grpc_server_handling_seconds: %d series, %v", n, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/component-base/logs"
 	"k8s.io/klog/v2"
@@ -99,7 +100,8 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 	}
 	st := store.New(window, ttl)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.NewCollector("openstack_autoscaler"))
 	if len(brokers) > 0 {
 		queueMetrics := rabbitmq.NewMetrics(reg)
 		for _, b := range brokers {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -32,7 +33,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
-	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/grpcserver"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/provider"
@@ -162,7 +162,8 @@ func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags) error
 	defer stop()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.NewCollector("openstack_autoscaler"))
 	osMetrics := openstack.NewMetrics(reg)
 	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, Region: cfg.Cloud.Region}, osMetrics.Transport)
 	if err != nil {
@@ -193,8 +194,7 @@ func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags) error
 	} else {
 		klog.InfoS("gRPC without TLS: anyone who can reach " + listen + " can create and delete servers; use --tls-cert, --tls-key and --tls-client-ca outside tests")
 	}
-	srv := grpc.NewServer(opts...)
-	pb.RegisterCloudProviderServer(srv, &grpcserver.Server{Provider: p})
+	srv := grpcserver.NewGRPC(&grpcserver.Server{Provider: p}, reg, opts...)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	lis, err := net.Listen("tcp", listen)
