@@ -450,6 +450,22 @@ connectionMetrics:
 		}
 	})
 
+	// logFormat: json gives the product's three binaries JSON logs, for log pipelines.
+	t.Run("logFormat", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "logFormat=json")
+		var autoscalerDep, adapterDep appsv1.Deployment
+		var agentDS appsv1.DaemonSet
+		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
+		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agentDS)
+		requireArgs(t, "openstack-provider", autoscalerDep.Spec.Template.Spec.InitContainers[0], "--logging-format=json")
+		requireArgs(t, "connection-agent", agentDS.Spec.Template.Spec.Containers[0], "--logging-format=json")
+		requireArgs(t, "connection-metrics-adapter", adapterDep.Spec.Template.Spec.Containers[0], "--logging-format=json")
+		if out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "--set", "logFormat=xml"); err == nil || !strings.Contains(out, "/logFormat") {
+			t.Errorf("logFormat=xml: want a failure naming /logFormat, got %v\n%s", err, framework.Tail(out, 300))
+		}
+	})
+
 	// Each component's image.pullPolicy wins over images.pullPolicy (the schema took them and the
 	// templates ignored them).
 	t.Run("pullPolicy per component", func(t *testing.T) {

@@ -31,10 +31,11 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/netns"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/sockdiag"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/logging"
 )
 
 func main() {
-	klog.InitFlags(nil)
+	logOpts := logging.AddGoFlags(flag.CommandLine)
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig (default: in-cluster)")
 	node := flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the DaemonSet passes spec.nodeName)")
 	allNodes := flag.Bool("all-nodes", false, "count pods of every node (only for test topologies where every pod's namespace is on this host)")
@@ -50,6 +51,10 @@ func main() {
 	unsupported := flag.String("unsupported-runtime-classes", "gvisor,kata,kata-qemu,kata-clh,runsc", "RuntimeClasses whose pods' sockets are outside the node's kernel")
 	setHostSysctl := flag.String("set-host-sysctl", "", "set this net.* sysctl (name=value) in the host's network namespace (PID 1's, else the kubelet's: needs hostPID and privilege), then exit: the DaemonSet's init container")
 	flag.Parse()
+	if err := logOpts.Apply(); err != nil {
+		fmt.Fprintln(os.Stderr, "connection-agent:", err)
+		os.Exit(2)
+	}
 
 	if *setHostSysctl != "" {
 		name, value, ok := strings.Cut(*setHostSysctl, "=")

@@ -32,6 +32,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/rabbitmq"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/store"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/logging"
 )
 
 func main() {
@@ -60,9 +61,13 @@ func main() {
 	fs.DurationVar(&ttl, "ttl", 30*time.Second, "a pod's values are withdrawn when its newest sample is older than this")
 	fs.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:10262", "HTTP address of the adapter's own /metrics")
 	fs.StringVar(&rabbitmqConfig, "rabbitmq-config", "", "YAML file of RabbitMQ brokers and queues to serve as external metrics (absent: no external metrics)")
-	logs.AddFlags(fs)
+	logOpts := logging.AddFlags(fs)
 	fs.AddGoFlagSet(flag.CommandLine)
 	if err := fs.Parse(os.Args); err != nil {
+		klog.ErrorS(err, "flags")
+		os.Exit(2)
+	}
+	if err := logOpts.Apply(); err != nil {
 		klog.ErrorS(err, "flags")
 		os.Exit(2)
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/provider"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/repair"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/logging"
 )
 
 func main() {
@@ -47,7 +48,7 @@ func main() {
 		args = os.Args[2:]
 	}
 	fs := flag.NewFlagSet("openstack-provider", flag.ExitOnError)
-	klog.InitFlags(fs)
+	logOpts := logging.AddGoFlags(fs)
 	configPath := fs.String("config", "", "provider configuration file (YAML)")
 	listen := fs.String("listen", "127.0.0.1:8086", "gRPC address cluster-autoscaler connects to")
 	httpAddr := fs.String("http-listen", "127.0.0.1:8087", "address of /healthz, /readyz and /metrics")
@@ -62,6 +63,10 @@ func main() {
 	fs.StringVar(&rf.autoscalerLease, "repair-with-autoscaler-lease", "", "namespace/name of cluster-autoscaler's Lease: repair acts only while the autoscaler of this pod (--repair-identity) holds it")
 	fs.StringVar(&rf.identity, "repair-identity", "", "this pod's name, as cluster-autoscaler writes it in its Lease (default: the hostname)")
 	_ = fs.Parse(args)
+	if err := logOpts.Apply(); err != nil {
+		fmt.Fprintln(os.Stderr, "openstack-provider:", err)
+		os.Exit(2)
+	}
 
 	if *configPath == "" {
 		fmt.Fprintln(os.Stderr, "--config is required: the provider configuration file (see README, \"Configure node groups\")")
