@@ -24,6 +24,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -447,6 +448,19 @@ connectionMetrics:
 		}
 		if c := adapterDep.Spec.Template.Spec.Containers[0].SecurityContext; c == nil || c.RunAsNonRoot == nil || !*c.RunAsNonRoot {
 			t.Errorf("adapter container securityContext %+v: want the one given", c)
+		}
+	})
+
+	// rbac.additionalRules extend the pod's ClusterRole (a custom expander or a processor
+	// reading more objects), as the cluster-autoscaler chart's do.
+	t.Run("rbac.additionalRules", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set-json", `rbac.additionalRules=[{"apiGroups":["example.com"],"resources":["quotas"],"verbs":["get","list"]}]`)
+		var role rbacv1.ClusterRole
+		r.get(t, "ClusterRole", "osa-openstack-autoscaler-cluster-autoscaler", &role)
+		if !slices.ContainsFunc(role.Rules, func(p rbacv1.PolicyRule) bool {
+			return slices.Equal(p.APIGroups, []string{"example.com"}) && slices.Equal(p.Resources, []string{"quotas"})
+		}) {
+			t.Errorf("ClusterRole rules %+v: the additional rule is missing", role.Rules)
 		}
 	})
 
