@@ -464,6 +464,31 @@ connectionMetrics:
 		}
 	})
 
+	// The priority expander reads its priorities from the ConfigMap
+	// cluster-autoscaler-priority-expander in the autoscaler's namespace, which it lists and
+	// watches: the chart renders it from nodeAutoscaling.priorities and grants that.
+	t.Run("priority expander", func(t *testing.T) {
+		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "nodeAutoscaling.expander=priority\\,least-waste",
+			"--set-json", `nodeAutoscaling.priorities={"50":["general"],"10":[".*"]}`)
+		var cm corev1.ConfigMap
+		r.get(t, "ConfigMap", "cluster-autoscaler-priority-expander", &cm)
+		var prios map[int][]string
+		if err := yaml.Unmarshal([]byte(cm.Data["priorities"]), &prios); err != nil || len(prios[50]) != 1 || prios[50][0] != "general" || prios[10][0] != ".*" {
+			t.Errorf("priorities %q: %v", cm.Data["priorities"], err)
+		}
+		var role rbacv1.Role
+		r.get(t, "Role", "osa-openstack-autoscaler-cluster-autoscaler", &role)
+		if !slices.ContainsFunc(role.Rules, func(p rbacv1.PolicyRule) bool {
+			return slices.Contains(p.Resources, "configmaps") && slices.Contains(p.Verbs, "list") && slices.Contains(p.Verbs, "watch") && len(p.ResourceNames) == 0
+		}) {
+			t.Errorf("Role rules %+v: the priority expander lists and watches ConfigMaps", role.Rules)
+		}
+		out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "-f", full, "--set", "nodeAutoscaling.expander=priority")
+		if err == nil || !strings.Contains(out, "nodeAutoscaling.priorities") {
+			t.Errorf("expander=priority without priorities: want a failure naming nodeAutoscaling.priorities, got %v\n%s", err, framework.Tail(out, 300))
+		}
+	})
+
 	// logFormat: json gives the product's three binaries JSON logs, for log pipelines.
 	t.Run("logFormat", func(t *testing.T) {
 		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "logFormat=json")
