@@ -567,8 +567,33 @@ connectionMetrics:
 		}
 		out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "--namespace", ns,
 			"--set", "certificates.mode=existingSecret,connectionMetrics.tls.agentSecret=a,connectionMetrics.tls.adapterClientSecret=b,connectionMetrics.tls.adapterServingSecret=c")
-		if err == nil || !strings.Contains(out, "Secret ops/c not found") {
-			t.Errorf("existing serving Secret missing: want a failure naming it, got err=%v\n%s", err, out)
+		if err == nil || !strings.Contains(out, "Secret ops/c not found") || !strings.Contains(out, "connectionMetrics.tls.caBundle") {
+			t.Errorf("existing serving Secret missing: want a failure naming it and the caBundle way out, got err=%v\n%s", err, out)
+		}
+		// GitOps (helm template, Argo CD): with the CA given as a value, rendering needs no cluster
+		// and gives the same objects every time.
+		caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: framework.NewPKI(t, "gitops-ca").CA.Raw}))
+		caFile := filepath.Join(t.TempDir(), "ca.yaml")
+		if err := os.WriteFile(caFile, []byte("connectionMetrics:\n  tls:\n    caBundle: |\n"+indent(caPEM, "      ")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		render := func() string {
+			out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "--namespace", ns, "-f", caFile,
+				"--set", "certificates.mode=existingSecret,connectionMetrics.tls.agentSecret=a,connectionMetrics.tls.adapterClientSecret=b,connectionMetrics.tls.adapterServingSecret=c")
+			if err != nil {
+				t.Fatalf("existingSecret with connectionMetrics.tls.caBundle, no cluster: %v\n%s", err, framework.Tail(out, 500))
+			}
+			return out
+		}
+		first := render()
+		if render() != first {
+			t.Error("two renders without a cluster differ: the objects would churn on every GitOps sync")
+		}
+		r = parseManifests(t, first)
+		var api apiregv1.APIService
+		r.get(t, "APIService", "v1beta1.custom.metrics.k8s.io", &api)
+		if string(api.Spec.CABundle) != caPEM {
+			t.Errorf("APIService caBundle %q, want the given CA", api.Spec.CABundle)
 		}
 	})
 
@@ -1134,4 +1159,14 @@ func chartAutoscalerRuns(t *testing.T, w *framework.World, r rendered, bin strin
 		t.Errorf("leader Lease %s: %v, %v", leaseName, lease, err)
 	}
 	t.Logf("stock cluster-autoscaler with the chart's arguments and cloud-config: leader on Lease %s, status names the provider's group", leaseName)
+}
+
+func indent(text, prefix string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(text, "\n") {
+		if line != "" {
+			b.WriteString(prefix + line)
+		}
+	}
+	return b.String()
 }
