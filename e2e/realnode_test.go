@@ -272,6 +272,21 @@ func realPodsScaleOnConnections(t *testing.T, w *framework.World, ns, rel string
 	}, func() int { return 30 })
 	took := waitEachHolds(t, replicas, raw, 3, "10", 120*time.Second)
 	t.Logf("30 connections → 3 real pods of 10 in %s", took.Round(time.Second))
+	// The agent pod's /metrics has the same counts per pod and port, for Prometheus.
+	agents, err := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=connection-agent"})
+	if err != nil || len(agents.Items) != 1 {
+		t.Fatalf("agent pods: %v (%d)", err, len(agents.Items))
+	}
+	framework.Eventually(t, 30*time.Second, 2*time.Second, "each pod's 10 connections on port 8080 in the agent's /metrics", func() (bool, error) {
+		body := httpGet(t, "http://"+net.JoinHostPort(agents.Items[0].Status.PodIP, "10261")+"/metrics")
+		n := 0
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, `connection_agent_pod_inbound_connections{namespace="`+ns+`",pod="`+app+`-`) && strings.Contains(line, `port="8080"} 10`) {
+				n++
+			}
+		}
+		return n == 3, fmt.Errorf("%d pods with 10 on port 8080", n)
+	})
 	// kubectl describe hpa shows the value (the HPA's status follows its next sync).
 	var describe string
 	framework.Eventually(t, 30*time.Second, time.Second, "kubectl describe hpa showing 10 / 10", func() (bool, error) {

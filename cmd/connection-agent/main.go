@@ -49,6 +49,7 @@ func main() {
 	procRoot := flag.String("proc", "/proc", "the host's /proc")
 	loopback := flag.Bool("include-loopback-peers", false, "count connections whose peer is loopback (a mesh sidecar's)")
 	unsupported := flag.String("unsupported-runtime-classes", "gvisor,kata,kata-qemu,kata-clh,runsc", "RuntimeClasses whose pods' sockets are outside the node's kernel")
+	podSeries := flag.Bool("pod-series", true, "expose each pod's connection counts on /metrics (connection_agent_pod_*: labels namespace, pod, port)")
 	setHostSysctl := flag.String("set-host-sysctl", "", "set this net.* sysctl (name=value) in the host's network namespace (PID 1's, else the kubelet's: needs hostPID and privilege), then exit: the DaemonSet's init container")
 	flag.Parse()
 	if err := logOpts.Apply(); err != nil {
@@ -76,14 +77,14 @@ func main() {
 		return
 	}
 
-	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *clientName, *interval, *procRoot, *loopback, *unsupported); err != nil {
+	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *clientName, *interval, *procRoot, *loopback, *unsupported, *podSeries); err != nil {
 		klog.ErrorS(err, "connection-agent stopped")
 		os.Exit(1)
 	}
 }
 
 func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert, tlsKey, clientCA, clientName string,
-	interval time.Duration, procRoot string, loopback bool, unsupported string) error {
+	interval time.Duration, procRoot string, loopback bool, unsupported string, podSeries bool) error {
 	if node == "" && !allNodes {
 		return errors.New("--node-name (or NODE_NAME) is required: the agent counts the pods of its node")
 	}
@@ -125,6 +126,9 @@ func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert,
 	scraper := &agent.Scraper{Node: node, Pods: pods, ProcRoot: procRoot, RescanEvery: 30 * time.Second,
 		Counter: sockdiag.NewCounter(sockdiag.Options{IncludeLoopbackPeers: loopback}), UnsupportedRuntimeClasses: classes,
 		Metrics: agent.NewMetrics(reg)}
+	if podSeries {
+		reg.MustRegister(agent.NewPodCollector(scraper))
+	}
 
 	// The certificate, key and client CA are re-read when cert-manager (or the chart) renews them.
 	tlsConfig, err := certs.ServerConfig(ctx, "--tls-cert/--tls-key", tlsCert, tlsKey, "--client-ca", clientCA)
