@@ -112,11 +112,22 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}
 	t.Logf("helm install --wait on the real node: %s", time.Since(start).Round(time.Second))
-
-	pods, err := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// helm --wait does not wait for a DaemonSet of one node (its maxUnavailable is 1): the
+	// agent pod becomes Ready after its first count.
+	var pods *corev1.PodList
+	framework.Eventually(t, 90*time.Second, time.Second, "every pod of the release Ready", func() (bool, error) {
+		var err error
+		if pods, err = w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if !podReady(p) {
+				return false, fmt.Errorf("%s not Ready", p.Name)
+			}
+		}
+		return len(pods.Items) == 3, fmt.Errorf("%d pods", len(pods.Items))
+	})
+	t.Logf("every pod Ready: %s", time.Since(start).Round(time.Second))
 	byComponent := map[string][]corev1.Pod{}
 	for _, p := range pods.Items {
 		byComponent[p.Labels["app.kubernetes.io/component"]] = append(byComponent[p.Labels["app.kubernetes.io/component"]], p)
