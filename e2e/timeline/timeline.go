@@ -13,7 +13,9 @@ import (
 
 // Recorder holds samples of named series.
 type Recorder struct {
-	Series  []string
+	Series []string
+	// Panels groups the series into charts of their own scale; empty: one chart of all.
+	Panels  []Panel
 	start   time.Time
 	samples []sample
 	events  []event
@@ -81,64 +83,141 @@ func format(v float64) string {
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"}
 
-// SVG draws every series against time on one value axis, with the events as vertical marks.
+// Panel is one chart of the figure: some of the series (by index), on their own value axis,
+// with horizontal reference lines (an HPA's target).
+type Panel struct {
+	Title  string
+	Series []int
+	Lines  []Line
+}
+
+// Line is a horizontal reference line of a panel.
+type Line struct {
+	Value float64
+	Label string
+}
+
+// SVG draws the panels (every series on one, when Panels is empty) stacked against one time
+// axis. Events are numbered marks along the top, placed so that marks of close moments do not
+// overlap, and listed in full under the chart.
 func (r *Recorder) SVG(w io.Writer, title string) error {
-	const W, H, left, right, top, bottom = 960.0, 420.0, 50.0, 230.0, 40.0, 40.0
-	plotW, plotH := W-left-right, H-top-bottom
+	panels := r.Panels
+	if len(panels) == 0 {
+		all := Panel{}
+		for i := range r.Series {
+			all.Series = append(all.Series, i)
+		}
+		panels = []Panel{all}
+	}
+	const W, left, right, top, panelH, gap, markBand = 960.0, 50.0, 230.0, 36.0, 220.0, 36.0, 62.0
+	plotW := W - left - right
 	end := 1.0
 	if n := len(r.samples); n > 0 {
 		end = math.Max(r.samples[n-1].at.Seconds(), 1)
 	}
+	xOf := func(at time.Duration) float64 { return left + plotW*at.Seconds()/end }
+	plotsTop := top + markBand
+	plotsBottom := plotsTop + float64(len(panels))*(panelH+gap) - gap
+	H := plotsBottom + 40 + 16*float64(len(r.events)) + 10
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="22" font-size="15">%s</text>`+"\n", left, html.EscapeString(title))
-	fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`+"\n", left, top, plotW, plotH)
-	peak := 1.0
-	for _, s := range r.samples {
-		for _, v := range s.values {
-			if !math.IsNaN(v) {
-				peak = math.Max(peak, v)
+
+	// Event marks: a numbered circle per event along the top band, moved down a row when it
+	// would touch the previous one; a dashed line through every panel.
+	const radius = 8.0
+	var lastX []float64 // per row, the last mark's x
+	for n, e := range r.events {
+		x := xOf(e.at)
+		row := 0
+		for ; row < len(lastX); row++ {
+			if x-lastX[row] >= 2*radius+2 {
+				break
 			}
 		}
+		if row == len(lastX) {
+			lastX = append(lastX, 0)
+		}
+		lastX[row] = x
+		y := top + radius + float64(row%2)*(2*radius+4)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.0f" stroke="#bbb" stroke-dasharray="4 3"/>`, x, y+radius, x, plotsBottom)
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="%.0f" fill="white" stroke="#666"/><text x="%.1f" y="%.1f" font-size="10" text-anchor="middle" fill="#333">%d</text>`+"\n",
+			x, y, radius, x, y+3.5, n+1)
 	}
-	scale := math.Ceil(peak*1.05/5) * 5 // a round top, a little above the highest value
-	for i := 0; i <= 5; i++ {
-		x := left + plotW*float64(i)/5
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">%.0fs</text>`+"\n", x, H-bottom+16, end*float64(i)/5)
-		y := top + plotH - plotH*float64(i)/5
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="end">%s</text><line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#eee"/>`+"\n",
-			left-6, y+4, format(scale*float64(i)/5), left, y, left+plotW, y)
-	}
-	for _, e := range r.events {
-		x := left + plotW*e.at.Seconds()/end
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#bbb" stroke-dasharray="4 3"/>`, x, top, x, top+plotH)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="10" transform="rotate(-90 %.1f %.0f)" fill="#666">%s</text>`+"\n",
-			x+10, top+plotH-4, x+10, top+plotH-4, html.EscapeString(e.text))
-	}
-	for i, name := range r.Series {
-		seriesPeak := 0.0
+
+	for pi, p := range panels {
+		ptop := plotsTop + float64(pi)*(panelH+gap)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="13" font-weight="bold">%s</text>`+"\n", left, ptop-6, html.EscapeString(p.Title))
+		peak := 1.0
 		for _, s := range r.samples {
-			if !math.IsNaN(s.values[i]) {
-				seriesPeak = math.Max(seriesPeak, s.values[i])
+			for _, i := range p.Series {
+				if v := s.values[i]; !math.IsNaN(v) {
+					peak = math.Max(peak, v)
+				}
 			}
 		}
-		color := palette[i%len(palette)]
-		var pts []string
-		for _, s := range r.samples {
-			if math.IsNaN(s.values[i]) {
-				continue
-			}
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", left+plotW*s.at.Seconds()/end, top+plotH-plotH*s.values[i]/scale))
+		for _, l := range p.Lines {
+			peak = math.Max(peak, l.Value)
 		}
-		// Earlier series are drawn wider, so a series hidden under a later one with the same
-		// values still shows as an outline.
-		strokeWidth := 2 + 2*float64(len(r.Series)-1-i)
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="%.0f" stroke-opacity="0.85" points="%s"/>`+"\n", color, strokeWidth, strings.Join(pts, " "))
-		ly := top + 10 + float64(i)*20
-		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="3"/>`, W-right+15, ly, W-right+35, ly, color)
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">%s (max %s)</text>`+"\n", W-right+40, ly+4, html.EscapeString(name), format(seriesPeak))
+		// A round step (1, 2, 2.5 or 5 times a power of ten) and a top a little above the peak.
+		step := niceStep(peak * 1.05 / 5)
+		ticks := math.Ceil(peak * 1.05 / step)
+		scale := ticks * step
+		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#999" data-panel="%d" data-top="%s"/>`+"\n",
+			left, ptop, plotW, panelH, pi, format(scale))
+		yOf := func(v float64) float64 { return ptop + panelH - panelH*v/scale }
+		for i := 0.0; i <= ticks; i++ {
+			y := yOf(i * step)
+			fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="end">%s</text><line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#eee"/>`+"\n",
+				left-6, y+4, format(i*step), left, y, left+plotW, y)
+		}
+		if pi == len(panels)-1 {
+			for i := 0; i <= 5; i++ {
+				fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">%.0fs</text>`+"\n", left+plotW*float64(i)/5, ptop+panelH+16, end*float64(i)/5)
+			}
+		}
+		for _, l := range p.Lines {
+			y := yOf(l.Value)
+			fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#444" stroke-dasharray="8 4"/><text x="%.0f" y="%.1f" fill="#444">%s %s</text>`+"\n",
+				left, y, left+plotW, y, W-right+15, y+4, html.EscapeString(l.Label), format(l.Value))
+		}
+		for k, i := range p.Series {
+			seriesPeak := 0.0
+			var pts []string
+			for _, s := range r.samples {
+				if v := s.values[i]; !math.IsNaN(v) {
+					seriesPeak = math.Max(seriesPeak, v)
+					pts = append(pts, fmt.Sprintf("%.1f,%.1f", xOf(s.at), yOf(v)))
+				}
+			}
+			color := palette[i%len(palette)]
+			// Earlier series are drawn wider, so a series hidden under a later one with the
+			// same values still shows as an outline.
+			strokeWidth := 2 + 2*float64(len(p.Series)-1-k)
+			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="%.0f" stroke-opacity="0.85" points="%s"/>`+"\n", color, strokeWidth, strings.Join(pts, " "))
+			ly := ptop + 10 + float64(k)*20
+			fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="3"/>`, W-right+15, ly, W-right+35, ly, color)
+			fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">%s (max %s)</text>`+"\n", W-right+40, ly+4, html.EscapeString(r.Series[i]), format(seriesPeak))
+		}
+	}
+	for n, e := range r.events {
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="#333">%d. %s (%.0fs)</text>`+"\n", left, plotsBottom+40+16*float64(n), n+1, html.EscapeString(e.text), e.at.Seconds())
 	}
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// niceStep is the smallest of 1, 2, 2.5 and 5 times a power of ten not below raw.
+func niceStep(raw float64) float64 {
+	if raw <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m*p >= raw {
+			return m * p
+		}
+	}
+	return 10 * p
 }

@@ -71,6 +71,11 @@ func run(out string) error {
 	}
 	d := &demo{w: w, ctx: context.Background(), load: &loadgen.Holder{Source: w.Env["OSA_WORLD_HOST_IP"]},
 		rec: timeline.New("servers", "nodes ready", "pending pods", "connections/pod", "replicas")}
+	// Connections (0–30) and counts (0–6) on axes of their own; the HPA's target as a line.
+	d.rec.Panels = []timeline.Panel{
+		{Title: "tcp_connections per pod", Series: []int{3}, Lines: []timeline.Line{{Value: 10, Label: "HPA target"}}},
+		{Title: "replicas, pending pods, servers and nodes", Series: []int{4, 2, 0, 1}},
+	}
 	defer d.load.CloseAll()
 	cfg := fmt.Sprintf("clusterName: %s\nnodeGroups:\n- {name: %s, labels: {demo: \"true\"}}\n", w.Cluster, group)
 	// The registrar (standing in for cloud-init and the kubelet) learns the group's labels.
