@@ -20,7 +20,9 @@ type PKI struct {
 	Dir    string
 	CA     *x509.Certificate
 	CAFile string
-	key    *ecdsa.PrivateKey
+	// Validity of the certificates issued from now on (0: 24 hours).
+	Validity time.Duration
+	key      *ecdsa.PrivateKey
 }
 
 // CreatePKI makes a CA and writes it to dir/ca.crt.
@@ -59,6 +61,13 @@ func (p *PKI) write(name, kind string, der []byte) (string, error) {
 	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
 }
 
+func (p *PKI) validity() time.Duration {
+	if p.Validity > 0 {
+		return p.Validity
+	}
+	return 24 * time.Hour
+}
+
 // CAPEM is the CA certificate in PEM.
 func (p *PKI) CAPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Raw})
@@ -72,7 +81,7 @@ func (p *PKI) IssueFiles(name string, usage x509.ExtKeyUsage, ips []string, dnsN
 		return "", "", err
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(p.validity()),
 		ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: dnsNames}
 	for _, ip := range ips {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
