@@ -383,11 +383,7 @@ connectionMetrics:
 			t.Fatal(err)
 		}
 		r := helmTemplate(t, helm, rel, ns, "-f", full, "-f", extras)
-		var autoscalerDep, adapterDep appsv1.Deployment
-		var agentDS appsv1.DaemonSet
-		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
-		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
-		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agentDS)
+		autoscalerDep, adapterDep, agentDS := r.workloads(t, "osa")
 		pods := map[string]corev1.PodSpec{"autoscaler": autoscalerDep.Spec.Template.Spec, "adapter": adapterDep.Spec.Template.Spec,
 			"agent": agentDS.Spec.Template.Spec}
 		containers := map[string]corev1.Container{"cluster-autoscaler": pods["autoscaler"].Containers[0],
@@ -437,9 +433,7 @@ connectionMetrics:
 			t.Fatal(err)
 		}
 		r = helmTemplate(t, helm, rel, ns, "-f", full, "-f", openshift)
-		var autoscalerDep, adapterDep appsv1.Deployment
-		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
-		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
+		autoscalerDep, adapterDep, _ := r.workloads(t, "osa")
 		for name, pod := range map[string]corev1.PodSpec{"autoscaler": autoscalerDep.Spec.Template.Spec, "adapter": adapterDep.Spec.Template.Spec} {
 			sc := pod.SecurityContext
 			if sc == nil || sc.RunAsUser != nil || sc.RunAsGroup != nil || sc.FSGroup != nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
@@ -492,11 +486,7 @@ connectionMetrics:
 	// logFormat: json gives the product's three binaries JSON logs, for log pipelines.
 	t.Run("logFormat", func(t *testing.T) {
 		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "logFormat=json")
-		var autoscalerDep, adapterDep appsv1.Deployment
-		var agentDS appsv1.DaemonSet
-		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
-		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
-		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agentDS)
+		autoscalerDep, adapterDep, agentDS := r.workloads(t, "osa")
 		requireArgs(t, "openstack-provider", autoscalerDep.Spec.Template.Spec.InitContainers[0], "--logging-format=json")
 		requireArgs(t, "connection-agent", agentDS.Spec.Template.Spec.Containers[0], "--logging-format=json")
 		requireArgs(t, "connection-metrics-adapter", adapterDep.Spec.Template.Spec.Containers[0], "--logging-format=json")
@@ -510,11 +500,7 @@ connectionMetrics:
 	t.Run("pullPolicy per component", func(t *testing.T) {
 		r := helmTemplate(t, helm, rel, ns, "-f", full, "--set", "images.pullPolicy=IfNotPresent,nodeAutoscaling.provider.image.pullPolicy=Always,"+
 			"connectionMetrics.agent.image.pullPolicy=Never,connectionMetrics.adapter.image.pullPolicy=Always")
-		var autoscalerDep, adapterDep appsv1.Deployment
-		var agentDS appsv1.DaemonSet
-		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &autoscalerDep)
-		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapterDep)
-		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agentDS)
+		autoscalerDep, adapterDep, agentDS := r.workloads(t, "osa")
 		for _, c := range []struct {
 			name string
 			got  corev1.PullPolicy
@@ -916,11 +902,7 @@ func TestChartArgsAreFlags(t *testing.T) {
 	helm := framework.HelmBinary(t)
 	r := helmTemplate(t, helm, "osa", "ops", "-f", filepath.Join(framework.ChartDir(), "ci", "full-values.yaml"),
 		"--set", "connectionMetrics.adapter.extraArgs.authentication-skip-lookup=true")
-	var ca, adapter appsv1.Deployment
-	var agent appsv1.DaemonSet
-	r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &ca)
-	r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &adapter)
-	r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &agent)
+	ca, adapter, agent := r.workloads(t, "osa")
 	for _, c := range []struct {
 		binary string
 		args   []string
@@ -1169,4 +1151,14 @@ func indent(text, prefix string) string {
 		}
 	}
 	return b.String()
+}
+
+// workloads are the release's three workloads as rendered: the node autoscaling Deployment, the
+// adapter's Deployment and the agent's DaemonSet.
+func (r rendered) workloads(t *testing.T, release string) (autoscaler, adapter appsv1.Deployment, agent appsv1.DaemonSet) {
+	t.Helper()
+	r.get(t, "Deployment", release+"-openstack-autoscaler-cluster-autoscaler", &autoscaler)
+	r.get(t, "Deployment", release+"-openstack-autoscaler-connection-metrics-adapter", &adapter)
+	r.get(t, "DaemonSet", release+"-openstack-autoscaler-connection-agent", &agent)
+	return autoscaler, adapter, agent
 }

@@ -7,11 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/autoscaler"
@@ -134,6 +139,97 @@ func TestProviderRunsOnTheRealNode(t *testing.T) {
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="NodeGroupDeleteNodes"`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("the provider pod's /metrics lacks %s", want)
+		}
+	}
+}
+
+// With OSA_CLUSTER_AUTOSCALER_IMAGE naming an image tarball of the stock cluster-autoscaler
+// (docker save or an OCI archive; no registry can be reached here), the chart's whole node
+// autoscaling pod runs on the real node as installed: cluster-autoscaler beside the provider's
+// native sidecar, over the chart's mutual TLS on 127.0.0.1. Pending pods grow a Nova group and,
+// once they go, the empty nodes are removed with exactly their servers. The image reference is
+// the chart's default unless OSA_CLUSTER_AUTOSCALER_IMAGE_REF says otherwise. Without the
+// tarball (as in CI) the test is skipped: TestProviderRunsOnTheRealNode runs the provider's pod.
+func TestChartAutoscalerPodScalesANovaGroup(t *testing.T) {
+	tarball := os.Getenv("OSA_CLUSTER_AUTOSCALER_IMAGE")
+	if tarball == "" {
+		t.Skip("OSA_CLUSTER_AUTOSCALER_IMAGE is not set: no stock cluster-autoscaler image to run")
+	}
+	ref := os.Getenv("OSA_CLUSTER_AUTOSCALER_IMAGE_REF")
+	if ref == "" {
+		ref = "registry.k8s.io/autoscaling/cluster-autoscaler:v1.36.1"
+	}
+	repo, tag, ok := strings.Cut(ref, ":")
+	if !ok || strings.Contains(tag, "/") {
+		t.Fatalf("OSA_CLUSTER_AUTOSCALER_IMAGE_REF %q: want repository:tag", ref)
+	}
+	w := framework.Connect(t)
+	framework.RealNode(t, w)
+	if out, err := exec.Command(filepath.Join("..", "e2e", "world", "realnode.sh"), "import", tarball).CombinedOutput(); err != nil {
+		t.Fatalf("importing %s: %v\n%s", tarball, err, out)
+	}
+	helm := framework.HelmBinary(t)
+	ctx := context.Background()
+	const rel, ns, group = "osa-ca", "osa-ca-e2e", "ca-pod"
+	testNamespace(t, w, ns)
+	cleanupGroupServers(t, w, group)
+	w.SetNodeGroups(t, novaConfig(w, group, 0, 4))
+	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
+	logs := func() string {
+		return kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix", "--tail=-1", "-l", "app.kubernetes.io/component=cluster-autoscaler")
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
+			t.Logf("logs:\n%s", framework.Tail(logs(), 6000))
+		}
+	})
+	values, err := framework.NodeAutoscalingValues(w, []any{map[string]any{
+		"name": group, "backend": "nova", "minSize": 0, "maxSize": 4, "labels": map[string]any{"e2e-group": group},
+		"nova": map[string]any{"flavor": "m1.small", "image": "world-node-image"},
+	}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	na := values["nodeAutoscaling"].(map[string]any)
+	na["image"] = map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"}
+	na["scaleDownUnneededTime"], na["scaleDownDelayAfterAdd"] = "20s", "20s"
+	na["extraArgs"] = map[string]any{"scan-interval": "5s", "scale-down-delay-after-delete": "5s", "skip-nodes-with-system-pods": "false"}
+	start := time.Now()
+	if err := framework.InstallChart(w, helm, rel, ns, values); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("helm install --wait of the whole node autoscaling pod on the real node: %s", time.Since(start).Round(time.Second))
+
+	dep := cpuDeployment(group+"-app", group, 4)
+	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
+	})
+	took := framework.Eventually(t, 5*time.Minute, 2*time.Second, "4 pending pods running on new nodes", func() (bool, error) {
+		running := 0
+		for _, pod := range podsOf(t, w, dep.Name) {
+			if pod.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == 4, fmt.Errorf("%d running, %d nodes", running, len(groupNodes(t, w, group)))
+	})
+	t.Logf("the chart's cluster-autoscaler pod: 4 pending pods → %d nodes, all running, in %s", len(groupNodes(t, w, group)), took.Round(time.Second))
+	if _, err := w.Kube.AppsV1().Deployments("default").Patch(ctx, dep.Name, types.MergePatchType, []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	took = framework.Eventually(t, 5*time.Minute, 2*time.Second, "the group's servers deleted", func() (bool, error) {
+		left := groupServers(t, w, group)
+		return len(left) == 0, fmt.Errorf("%d servers left", len(left))
+	})
+	t.Logf("the chart's cluster-autoscaler pod: empty nodes removed, servers deleted in %s", took.Round(time.Second))
+	said := logs()
+	for _, want := range []string{"Scale-up: setting group " + group + " size to 2", `Scale-down: removing empty node "`} {
+		if !strings.Contains(said, want) {
+			t.Errorf("cluster-autoscaler's log does not say %q", want)
 		}
 	}
 }

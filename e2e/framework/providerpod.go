@@ -53,42 +53,60 @@ func InternalClouds(w *World) (string, error) {
 	return string(out), err
 }
 
-// InstallProviderPod installs the chart as release rel in namespace ns (created if need be) with
-// openstack-provider alone on the real node, serving nodeGroups (the provider's node group
-// configuration) for the world's cluster, and waits for its pod to be Ready.
-func InstallProviderPod(w *World, helm, rel, ns string, nodeGroups []any) (*ProviderPod, error) {
+// NodeAutoscalingValues are the chart's values for node autoscaling on the real node, one replica,
+// serving nodeGroups (the provider's node group configuration) for the world's cluster through
+// the catalog's internal endpoints; providerOnly leaves the cluster-autoscaler container out.
+func NodeAutoscalingValues(w *World, nodeGroups []any, providerOnly bool) (map[string]any, error) {
 	clouds, err := InternalClouds(w)
 	if err != nil {
 		return nil, err
 	}
 	selector, tolerations := OnRealNode()
-	values := map[string]any{
+	return map[string]any{
 		"connectionMetrics": map[string]any{"enabled": false},
 		"serviceMonitors":   map[string]any{"enabled": false},
 		"nodeAutoscaling": map[string]any{
-			"enabled": true, "providerOnly": true, "replicas": 1,
+			"enabled": true, "providerOnly": providerOnly, "replicas": 1,
 			"nodeSelector": selector, "tolerations": tolerations,
 			"provider": map[string]any{
 				"clouds": map[string]any{"cloudsYaml": clouds, "cloud": "world-internal"},
 				"config": map[string]any{"clusterName": w.Cluster, "refreshInterval": "2s", "nodeGroups": nodeGroups},
 			},
 		},
-	}
+	}, nil
+}
+
+// InstallChart installs the chart with values as release rel in namespace ns (created if need
+// be) and waits (helm --wait).
+func InstallChart(w *World, helm, rel, ns string, values map[string]any) error {
 	raw, err := yaml.Marshal(values)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	dir, err := os.MkdirTemp("", "provider-pod-")
+	dir, err := os.MkdirTemp("", "chart-values-")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.RemoveAll(dir)
 	valuesFile := filepath.Join(dir, "values.yaml")
 	if err := os.WriteFile(valuesFile, raw, 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	if out, err := w.Helm(helm, "install", rel, ChartDir(), "-n", ns, "--create-namespace", "-f", valuesFile, "--wait", "--timeout", "3m"); err != nil {
-		return nil, fmt.Errorf("helm install %s: %v\n%s", rel, err, out)
+		return fmt.Errorf("helm install %s: %v\n%s", rel, err, out)
+	}
+	return nil
+}
+
+// InstallProviderPod installs the chart as release rel in namespace ns with openstack-provider
+// alone on the real node (NodeAutoscalingValues) and returns its pod, Ready.
+func InstallProviderPod(w *World, helm, rel, ns string, nodeGroups []any) (*ProviderPod, error) {
+	values, err := NodeAutoscalingValues(w, nodeGroups, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := InstallChart(w, helm, rel, ns, values); err != nil {
+		return nil, err
 	}
 	p := &ProviderPod{Release: rel, Namespace: ns, Name: rel + "-openstack-autoscaler-cluster-autoscaler"}
 	ctx := context.Background()

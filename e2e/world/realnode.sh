@@ -295,6 +295,15 @@ cmd_images() {
   log "real node: images imported: $(ctr_ images ls -q | grep -v '^sha256:' | tr '\n' ' ')"
 }
 
+# cmd_import TARBALL: import one more image (docker save / OCI tarball), e.g. the stock
+# cluster-autoscaler's, which cannot be pulled here; prints the names it holds.
+cmd_import() {
+  local t=${1:?usage: realnode.sh import IMAGE.tar}
+  [ -s "$t" ] || die "image tarball $t: not found"
+  ctr_ images import "$t" >>"$LOGS/images.log" 2>&1 || die "importing $t failed (see $LOGS/images.log)"
+  log "real node: imported $t"
+}
+
 cmd_up() {
   [ "$(id -u)" = 0 ] || die "the real node needs root"
   cmd_build
@@ -397,7 +406,8 @@ case ${1:-} in
   build) cmd_build ;;
   up) cmd_up ;;
   images) cmd_images ;;
+  import) shift; cmd_import "$@" ;;
   status) cmd_status ;;
   down) cmd_down ;;
-  *) echo "usage: $0 build|up|images|status|down" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|images|import IMAGE.tar|status|down" >&2; exit 2 ;;
 esac
