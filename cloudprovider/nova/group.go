@@ -57,6 +57,9 @@ type Group struct {
 	// replaceFailed holds, per old server, why its replacement was given up; it stays a member,
 	// and the replacement waits for the next Replace (repair's next step).
 	replaceFailed map[string]string
+	// renaming holds the servers Replace is renaming: a refresh must not resume their
+	// replacement (recorded in the name of an earlier, given-up one) meanwhile.
+	renaming map[string]bool
 	// replacing maps the server under replacement to its name (its successor's); a name in
 	// cancelled is a replacement whose node the autoscaler deleted meanwhile: the successor does
 	// not count, and goes as soon as it exists.
@@ -101,7 +104,7 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 		Backoff: openstack.DefaultBackoff, events: events,
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
-		replaceFailed: map[string]string{}, replacing: map[string]string{}, cancelled: map[string]bool{},
+		replaceFailed: map[string]string{}, replacing: map[string]string{}, cancelled: map[string]bool{}, renaming: map[string]bool{},
 		sem: make(chan struct{}, maxParallelCreates),
 	}
 }
@@ -476,12 +479,16 @@ func (g *Group) Replace(serverID string) error {
 		_, err := servers.Update(ctx, g.compute, serverID, servers.UpdateOpts{Name: name + membership.ReplacedSuffix}).Extract()
 		return err
 	})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.renaming, serverID)
 	if err != nil {
 		return fmt.Errorf("node group %q: renaming server %s to %s%s to record its replacement: %s",
 			g.cfg.Name, serverID, name, membership.ReplacedSuffix, openstack.Brief(err))
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	if _, started := g.replacing[serverID]; started {
+		return nil // already under way
+	}
 	if m, ok := g.members[serverID]; ok {
 		m.server.Name = name + membership.ReplacedSuffix
 	}
@@ -510,7 +517,14 @@ func (g *Group) checkReplace(serverID string) (string, error) {
 				g.cfg.Name, id, other.server.Status)
 		}
 	}
+	if g.renaming[serverID] {
+		return "", fmt.Errorf("node group %q: server %s is already being replaced", g.cfg.Name, serverID)
+	}
+	if _, started := g.replacing[serverID]; started {
+		return "", fmt.Errorf("node group %q: server %s is already being replaced", g.cfg.Name, serverID)
+	}
 	delete(g.replaceFailed, serverID)
+	g.renaming[serverID] = true
 	return name, nil
 }
 
@@ -543,7 +557,7 @@ func (g *Group) resumeReplacementsLocked() {
 	}
 	for id, m := range g.members {
 		name, marked := strings.CutSuffix(m.server.Name, membership.ReplacedSuffix)
-		if !marked || g.isDeletingLocked(id, m) || g.replaceFailed[id] != "" {
+		if !marked || g.isDeletingLocked(id, m) || g.replaceFailed[id] != "" || g.renaming[id] {
 			continue
 		}
 		if _, creating := g.creating[name]; creating {
