@@ -15,8 +15,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	pb "github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/externalgrpc"
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/autoscaler"
@@ -169,7 +167,6 @@ func TestChartAutoscalerPodScalesANovaGroup(t *testing.T) {
 		t.Fatalf("importing %s: %v\n%s", tarball, err, out)
 	}
 	helm := framework.HelmBinary(t)
-	ctx := context.Background()
 	const rel, ns, group = "osa-ca", "osa-ca-e2e", "ca-pod"
 	testNamespace(t, w, ns)
 	cleanupGroupServers(t, w, group)
@@ -201,31 +198,7 @@ func TestChartAutoscalerPodScalesANovaGroup(t *testing.T) {
 	}
 	t.Logf("helm install --wait of the whole node autoscaling pod on the real node: %s", time.Since(start).Round(time.Second))
 
-	dep := cpuDeployment(group+"-app", group, 4)
-	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
-	})
-	took := framework.Eventually(t, 5*time.Minute, 2*time.Second, "4 pending pods running on new nodes", func() (bool, error) {
-		running := 0
-		for _, pod := range podsOf(t, w, dep.Name) {
-			if pod.Status.Phase == corev1.PodRunning {
-				running++
-			}
-		}
-		return running == 4, fmt.Errorf("%d running, %d nodes", running, len(groupNodes(t, w, group)))
-	})
-	t.Logf("the chart's cluster-autoscaler pod: 4 pending pods → %d nodes, all running, in %s", len(groupNodes(t, w, group)), took.Round(time.Second))
-	if _, err := w.Kube.AppsV1().Deployments("default").Patch(ctx, dep.Name, types.MergePatchType, []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	took = framework.Eventually(t, 5*time.Minute, 2*time.Second, "the group's servers deleted", func() (bool, error) {
-		left := groupServers(t, w, group)
-		return len(left) == 0, fmt.Errorf("%d servers left", len(left))
-	})
-	t.Logf("the chart's cluster-autoscaler pod: empty nodes removed, servers deleted in %s", took.Round(time.Second))
+	podsComeAndGo(t, w, group, "the chart's cluster-autoscaler pod")
 	said := logs()
 	for _, want := range []string{"Scale-up: setting group " + group + " size to 2", `Scale-down: removing empty node "`} {
 		if !strings.Contains(said, want) {

@@ -75,38 +75,7 @@ func runStockAutoscaler(t *testing.T, w *framework.World, bin, group, cfg string
 		"--max-node-provision-time=5m", "--skip-nodes-with-local-storage=false", "--skip-nodes-with-system-pods=false",
 		"--max-node-startup-time=15m", "--v=5")
 
-	ctx := context.Background()
-	dep := cpuDeployment(group+"-app", group, 4)
-	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
-	})
-	took := framework.Eventually(t, 5*time.Minute, 2*time.Second, "4 pending pods running on new nodes", func() (bool, error) {
-		running := 0
-		for _, pod := range podsOf(t, w, dep.Name) {
-			if pod.Status.Phase == corev1.PodRunning {
-				running++
-			}
-		}
-		return running == 4, fmt.Errorf("%d running, %d nodes", running, len(groupNodes(t, w, group)))
-	})
-	nodes := groupNodes(t, w, group)
-	t.Logf("cluster-autoscaler: 4 pending pods → %d nodes, all running, in %s", len(nodes), took.Round(time.Second))
-	if len(nodes) != 2 {
-		t.Errorf("%d nodes for 4 one-core pods on 2-core m1.small, want 2", len(nodes))
-	}
-
-	// The pods go: the autoscaler removes the empty nodes, and exactly their servers go.
-	if _, err := w.Kube.AppsV1().Deployments("default").Patch(ctx, dep.Name, types.MergePatchType, []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	took = framework.Eventually(t, 5*time.Minute, 2*time.Second, "the group's servers deleted", func() (bool, error) {
-		left := groupServers(t, w, group)
-		return len(left) == 0, fmt.Errorf("%d servers left", len(left))
-	})
-	t.Logf("cluster-autoscaler: empty nodes removed, servers deleted in %s", took.Round(time.Second))
+	podsComeAndGo(t, w, group, "cluster-autoscaler")
 
 	// What the autoscaler itself says: one scale-up of the group by 2, both empty nodes removed,
 	// and every instance it saw before its node registered attributed to the group (it asks
@@ -148,4 +117,41 @@ func lineWith(text, substr string) string {
 		}
 	}
 	return ""
+}
+
+// podsComeAndGo has 4 one-core pods come (pending until nodes of group, 2-core m1.small, join:
+// 2 nodes) and go (the empty nodes and exactly their servers removed), as an autoscaler driving
+// the group must make it happen; who names the autoscaler in the log.
+func podsComeAndGo(t *testing.T, w *framework.World, group, who string) {
+	t.Helper()
+	ctx := context.Background()
+	dep := cpuDeployment(group+"-app", group, 4)
+	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
+	})
+	took := framework.Eventually(t, 5*time.Minute, 2*time.Second, "4 pending pods running on new nodes", func() (bool, error) {
+		running := 0
+		for _, pod := range podsOf(t, w, dep.Name) {
+			if pod.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == 4, fmt.Errorf("%d running, %d nodes", running, len(groupNodes(t, w, group)))
+	})
+	nodes := groupNodes(t, w, group)
+	t.Logf("%s: 4 pending pods → %d nodes, all running, in %s", who, len(nodes), took.Round(time.Second))
+	if len(nodes) != 2 {
+		t.Errorf("%d nodes for 4 one-core pods on 2-core m1.small, want 2", len(nodes))
+	}
+	if _, err := w.Kube.AppsV1().Deployments("default").Patch(ctx, dep.Name, types.MergePatchType, []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	took = framework.Eventually(t, 5*time.Minute, 2*time.Second, "the group's servers deleted", func() (bool, error) {
+		left := groupServers(t, w, group)
+		return len(left) == 0, fmt.Errorf("%d servers left", len(left))
+	})
+	t.Logf("%s: empty nodes removed, servers deleted in %s", who, took.Round(time.Second))
 }
