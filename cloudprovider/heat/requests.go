@@ -72,10 +72,8 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		g.stack, g.members = state, members
 		// An update whose answer was lost is in the stack: it was applied. Recorded now, or its
 		// removal would count twice (the stack's new count less the removal still pending).
-		if sent := g.lastSent; sent != nil && sent.appliedIn(state, kind) {
-			g.lastSent = nil
-			g.commitLocked(sent, state.status)
-			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", found.Name, "count", sent.count)
+		if g.lastSent != nil && g.lastSent.appliedIn(state, kind) {
+			g.commitLostLocked(found.Name, state.status)
 		}
 	}
 	present := map[string]bool{}
@@ -349,11 +347,10 @@ func (g *Group) applyOnce() error {
 	g.stack, g.members = state, members
 	if sent := g.lastSent; sent != nil {
 		// The last update's answer was lost: if the stack holds what it sent, it was applied.
-		g.lastSent = nil
 		if sent.appliedIn(state, kind) {
-			g.commitLocked(sent, state.status)
-			klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", name, "count", sent.count)
+			g.commitLostLocked(name, state.status)
 		} else {
+			g.lastSent = nil
 			g.notSentLocked()
 		}
 	}
@@ -447,6 +444,14 @@ func (sent *sentUpdate) appliedIn(state stackState, kind string) bool {
 		return false
 	}
 	return kind == autoScalingGroupType || strings.Join(state.removal, ",") == sent.removal
+}
+
+// commitLostLocked records the update whose answer was lost, found applied in the stack.
+func (g *Group) commitLostLocked(stack, status string) {
+	sent := g.lastSent
+	g.lastSent = nil
+	g.commitLocked(sent, status)
+	klog.InfoS("an update whose answer was lost had been applied", "group", g.cfg.Name, "stack", stack, "count", sent.count)
 }
 
 // clearInFlight ends an update attempt that did not reach the stack.

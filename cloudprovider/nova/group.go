@@ -486,9 +486,6 @@ func (g *Group) Replace(serverID string) error {
 		return fmt.Errorf("node group %q: renaming server %s to %s%s to record its replacement: %s",
 			g.cfg.Name, serverID, name, membership.ReplacedSuffix, openstack.Brief(err))
 	}
-	if _, started := g.replacing[serverID]; started {
-		return nil // already under way
-	}
 	if m, ok := g.members[serverID]; ok {
 		m.server.Name = name + membership.ReplacedSuffix
 	}
@@ -517,10 +514,8 @@ func (g *Group) checkReplace(serverID string) (string, error) {
 				g.cfg.Name, id, other.server.Status)
 		}
 	}
-	if g.renaming[serverID] {
-		return "", fmt.Errorf("node group %q: server %s is already being replaced", g.cfg.Name, serverID)
-	}
-	if _, started := g.replacing[serverID]; started {
+	// A replacement given up keeps its entry in replacing until its goroutine ends.
+	if _, started := g.replacing[serverID]; started || g.renaming[serverID] {
 		return "", fmt.Errorf("node group %q: server %s is already being replaced", g.cfg.Name, serverID)
 	}
 	delete(g.replaceFailed, serverID)
