@@ -37,14 +37,7 @@ func TestProviderRunsOnTheRealNode(t *testing.T) {
 	cleanupGroupServers(t, w, group)
 	w.SetNodeGroups(t, fmt.Sprintf("clusterName: %s\nnodeGroups:\n- name: %s\n", w.Cluster, group))
 	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
-			t.Logf("events:\n%s", framework.Tail(kubectl(t, w, "get", "events", "-n", ns, "--sort-by=.lastTimestamp"), 3000))
-			t.Logf("provider logs:\n%s", framework.Tail(kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix", "--tail=60",
-				"-l", "app.kubernetes.io/component=cluster-autoscaler"), 5000))
-		}
-	})
+	logNamespaceOnFailure(t, w, ns, "cluster-autoscaler")
 	start := time.Now()
 	p, err := framework.InstallProviderPod(w, helm, rel, ns, []any{map[string]any{
 		"name": group, "backend": "nova", "minSize": 0, "maxSize": 2,
@@ -172,15 +165,7 @@ func TestChartAutoscalerPodScalesANovaGroup(t *testing.T) {
 	cleanupGroupServers(t, w, group)
 	w.SetNodeGroups(t, novaConfig(w, group, 0, 4))
 	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
-	logs := func() string {
-		return kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix", "--tail=-1", "-l", "app.kubernetes.io/component=cluster-autoscaler")
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
-			t.Logf("logs:\n%s", framework.Tail(logs(), 6000))
-		}
-	})
+	logNamespaceOnFailure(t, w, ns, "cluster-autoscaler")
 	values, err := framework.NodeAutoscalingValues(w, []any{map[string]any{
 		"name": group, "backend": "nova", "minSize": 0, "maxSize": 4, "labels": map[string]any{"e2e-group": group},
 		"nova": map[string]any{"flavor": "m1.small", "image": "world-node-image"},
@@ -199,7 +184,7 @@ func TestChartAutoscalerPodScalesANovaGroup(t *testing.T) {
 	t.Logf("helm install --wait of the whole node autoscaling pod on the real node: %s", time.Since(start).Round(time.Second))
 
 	podsComeAndGo(t, w, group, "the chart's cluster-autoscaler pod")
-	said := logs()
+	said := kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix", "--tail=-1", "-l", "app.kubernetes.io/component=cluster-autoscaler")
 	for _, want := range []string{"Scale-up: setting group " + group + " size to 2", `Scale-down: removing empty node "`} {
 		if !strings.Contains(said, want) {
 			t.Errorf("cluster-autoscaler's log does not say %q", want)

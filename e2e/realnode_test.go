@@ -49,17 +49,7 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 	waitMetricsAPIsFree(t, w)
 	testNamespace(t, w, ns)
 	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
-	t.Cleanup(func() { // runs before the uninstall: what the pods and the HPA saw
-		if t.Failed() {
-			t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
-			t.Logf("kubectl describe hpa:\n%s", framework.Tail(kubectl(t, w, "describe", "hpa", "-n", ns), 3000))
-			t.Logf("events:\n%s", framework.Tail(kubectl(t, w, "get", "events", "-n", ns, "--sort-by=.lastTimestamp"), 4000))
-			for _, component := range []string{"connection-agent", "connection-metrics-adapter"} {
-				t.Logf("%s logs:\n%s", component, framework.Tail(kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix",
-					"--tail=40", "-l", "app.kubernetes.io/component="+component), 4000))
-			}
-		}
-	})
+	logNamespaceOnFailure(t, w, ns, "connection-agent", "connection-metrics-adapter") // before the uninstall
 	if before, err := os.ReadFile(hostEhashPath); err == nil {
 		t.Cleanup(func() { _ = os.WriteFile(hostEhashPath, before, 0) })
 	}
@@ -393,11 +383,7 @@ func TestCPUExamplesScaleOnRealCPU(t *testing.T) {
 			t.Fatalf("kubectl apply -f examples/%s: %s", file, out)
 		}
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kubectl describe hpa:\n%s", framework.Tail(kubectl(t, w, "describe", "hpa", "-n", ns), 6000))
-		}
-	})
+	logNamespaceOnFailure(t, w, ns)
 
 	// web gets work: every 250 ms, 50 ms of CPU on each pod (about 200m per pod against a 50m
 	// request).
@@ -476,4 +462,22 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 	return string(body)
+}
+
+// logNamespaceOnFailure logs, when the test has failed, what the namespace's pods, HPAs and
+// events showed and the logs of the chart's components named (registered as a cleanup: it runs
+// before the cleanups registered earlier, such as an uninstall).
+func logNamespaceOnFailure(t *testing.T, w *framework.World, ns string, components ...string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
+		t.Logf("kubectl describe hpa:\n%s", framework.Tail(kubectl(t, w, "describe", "hpa", "-n", ns), 3000))
+		t.Logf("events:\n%s", framework.Tail(kubectl(t, w, "get", "events", "-n", ns, "--sort-by=.lastTimestamp"), 4000))
+		for _, component := range components {
+			t.Logf("%s logs:\n%s", component, framework.Tail(kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix",
+				"--tail=60", "-l", "app.kubernetes.io/component="+component), 6000))
+		}
+	})
 }

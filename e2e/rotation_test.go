@@ -58,15 +58,7 @@ func TestCertificatesRotateWithoutRestarts(t *testing.T) {
 	waitMetricsAPIsFree(t, w)
 	testNamespace(t, w, ns)
 	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pods:\n%s", kubectl(t, w, "get", "pods", "-n", ns, "-o", "wide"))
-			for _, component := range []string{"connection-agent", "connection-metrics-adapter"} {
-				t.Logf("%s logs:\n%s", component, framework.Tail(kubectl(t, w, "logs", "-n", ns, "--all-containers", "--prefix",
-					"--tail=30", "-l", "app.kubernetes.io/component="+component), 4000))
-			}
-		}
-	})
+	logNamespaceOnFailure(t, w, ns, "connection-agent", "connection-metrics-adapter")
 	fullname := rel + "-openstack-autoscaler"
 	agentSvc, adapterSvc := fullname+"-connection-agent."+ns+".svc", fullname+"-connection-metrics-adapter."+ns+".svc"
 	pki := framework.NewPKI(t, "rotation-ca")
