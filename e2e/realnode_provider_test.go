@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,14 +60,7 @@ func TestProviderRunsOnTheRealNode(t *testing.T) {
 		!strings.HasPrefix(c.Image, "ghcr.io/openstack-autoscaler/openstack-provider") {
 		t.Fatalf("container %s: id %q image %q, want a containerd container of the product's openstack-provider image", c.Name, c.ContainerID, c.Image)
 	}
-	resp, err := http.Get("http://" + net.JoinHostPort(pod.Status.PodIP, "8087") + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/readyz at the pod IP: %d", resp.StatusCode)
-	}
+	httpGet(t, "http://"+net.JoinHostPort(pod.Status.PodIP, "8087")+"/readyz") // 200, or the test fails
 
 	stranger, err := p.Dial(false)
 	if err != nil {
