@@ -495,6 +495,78 @@ connectionMetrics:
 		}
 	})
 
+	// Beside prometheus-adapter and KEDA: the adapter hands their groups on (flags, their CA
+	// mounted, RBAC to read their Services and their groups), registers external.metrics.k8s.io
+	// without queues of its own, and inconsistent values fail naming the field and the fix.
+	t.Run("delegate", func(t *testing.T) {
+		const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+		r := helmTemplate(t, helm, rel, ns, "--set", "connectionMetrics.delegate.customMetrics.service=monitoring/prometheus-adapter:443",
+			"--set-string", "connectionMetrics.delegate.customMetrics.caBundle="+pem,
+			"--set", "connectionMetrics.delegate.externalMetrics.service=keda/keda-operator-metrics-apiserver",
+			"--set", "connectionMetrics.delegate.externalMetrics.insecureSkipTLSVerify=true")
+		var dep appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-connection-metrics-adapter", &dep)
+		adapter := dep.Spec.Template.Spec.Containers[0]
+		requireArgs(t, "adapter", adapter, "--custom-metrics-delegate=monitoring/prometheus-adapter:443",
+			"--custom-metrics-delegate-ca=/etc/connection-metrics-adapter/delegate/custom-ca.crt",
+			"--external-metrics-delegate=keda/keda-operator-metrics-apiserver", "--external-metrics-delegate-insecure-skip-tls-verify")
+		if strings.Contains(containerArgs(adapter), "external-metrics-delegate-ca") {
+			t.Errorf("insecureSkipTLSVerify and a CA flag: %s", containerArgs(adapter))
+		}
+		var cm corev1.ConfigMap
+		r.get(t, "ConfigMap", "osa-openstack-autoscaler-connection-metrics-adapter-delegate-ca", &cm)
+		if cm.Data["custom-ca.crt"] != pem || len(cm.Data) != 1 {
+			t.Errorf("delegate CA ConfigMap %v, want custom-ca.crt only", cm.Data)
+		}
+		if !slices.ContainsFunc(adapter.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/etc/connection-metrics-adapter/delegate" }) ||
+			dep.Spec.Template.Annotations["checksum/delegate-ca"] == "" {
+			t.Errorf("delegate CA not mounted, or no checksum restarting the pods when it changes: %+v %v", adapter.VolumeMounts, dep.Spec.Template.Annotations)
+		}
+		if !r.has("APIService", "v1beta1.external.metrics.k8s.io") {
+			t.Errorf("external.metrics.k8s.io handed to KEDA but not registered")
+		}
+		var cr rbacv1.ClusterRole
+		r.get(t, "ClusterRole", "osa-openstack-autoscaler-connection-metrics-adapter-delegate", &cr)
+		if len(cr.Rules) != 1 || strings.Join(cr.Rules[0].APIGroups, ",") != "custom.metrics.k8s.io,external.metrics.k8s.io" || slices.Contains(cr.Rules[0].Verbs, "create") {
+			t.Errorf("the backends must let the adapter read both groups, no more: %+v", cr.Rules)
+		}
+		for _, backendNs := range []string{"monitoring", "keda"} {
+			found := false
+			for _, m := range r {
+				if m.Kind == "Role" && m.Metadata.Namespace == backendNs {
+					var role rbacv1.Role
+					if err := yaml.Unmarshal(m.raw, &role); err != nil {
+						t.Fatal(err)
+					}
+					found = len(role.Rules) == 2 && role.Rules[0].Resources[0] == "services" && role.Rules[1].Resources[0] == "endpointslices" &&
+						!slices.Contains(role.Rules[0].Verbs, "update")
+				}
+			}
+			if !found {
+				t.Errorf("no Role reading the Service and EndpointSlices in namespace %s", backendNs)
+			}
+		}
+		for _, c := range []struct {
+			set  []string
+			want string
+		}{
+			{[]string{"connectionMetrics.delegate.customMetrics.service=monitoring/prometheus-adapter"}, "set caBundle"},
+			{[]string{"connectionMetrics.delegate.customMetrics.service=monitoring/prometheus-adapter", "connectionMetrics.delegate.customMetrics.caBundle=x",
+				"connectionMetrics.delegate.customMetrics.insecureSkipTLSVerify=true"}, "caBundle and insecureSkipTLSVerify both set"},
+			{[]string{"connectionMetrics.delegate.externalMetrics.insecureSkipTLSVerify=true"}, "without service"},
+			{[]string{"connectionMetrics.delegate.customMetrics.service=prometheus-adapter"}, "/connectionMetrics/delegate/customMetrics/service"},
+			{[]string{"connectionMetrics.delegate.customMetrics.sevice=monitoring/x"}, "sevice"},
+		} {
+			args := []string{"template", rel, framework.ChartDir(), "--kube-version", "1.36.0"}
+			for _, s := range c.set {
+				args = append(args, "--set", s)
+			}
+			if out, err := helmRun(nil, helm, args...); err == nil || !strings.Contains(out, c.want) {
+				t.Errorf("--set %v: want a failure naming %q, got %v\n%s", c.set, c.want, err, framework.Tail(out, 300))
+			}
+		}
+	})
+
 	// Each component's image.pullPolicy wins over images.pullPolicy (the schema took them and the
 	// templates ignored them).
 	t.Run("pullPolicy per component", func(t *testing.T) {
@@ -786,6 +858,18 @@ func TestChartInstall(t *testing.T) {
 	} else {
 		t.Logf("second release refused: %s", strings.TrimSpace(out))
 	}
+	if !strings.Contains(out, "connectionMetrics.delegate.customMetrics.service="+ns+"/"+rel+"-openstack-autoscaler-connection-metrics-adapter:<port>") {
+		t.Errorf("the refusal does not say how to serve beside the existing adapter:\n%s", out)
+	}
+	// Told to serve beside it, a second release says how to take the APIService over.
+	out, err = helmRun(w, helm, "install", rel+"-beside", framework.ChartDir(), "-n", ns+"-beside",
+		"--set", "connectionMetrics.delegate.customMetrics.service="+ns+"/"+rel+"-openstack-autoscaler-connection-metrics-adapter:443",
+		"--set", "connectionMetrics.delegate.customMetrics.insecureSkipTLSVerify=true")
+	if err == nil || !strings.Contains(out, "kubectl annotate apiservice v1beta1.custom.metrics.k8s.io meta.helm.sh/release-name="+rel+"-beside meta.helm.sh/release-namespace="+ns+"-beside") {
+		t.Errorf("a release delegating to the existing adapter was not told how to take its APIService over (err %v):\n%s", err, out)
+	} else {
+		t.Logf("delegating release told: %s", strings.TrimSpace(framework.Tail(out, 600)))
+	}
 
 	// An upgrade keeps the generated CAs (the APIServices' caBundle stays valid).
 	secretCA := func() string {
@@ -901,7 +985,9 @@ func TestChartInstall(t *testing.T) {
 func TestChartArgsAreFlags(t *testing.T) {
 	helm := framework.HelmBinary(t)
 	r := helmTemplate(t, helm, "osa", "ops", "-f", filepath.Join(framework.ChartDir(), "ci", "full-values.yaml"),
-		"--set", "connectionMetrics.adapter.extraArgs.authentication-skip-lookup=true")
+		"--set", "connectionMetrics.adapter.extraArgs.authentication-skip-lookup=true",
+		"--set", "connectionMetrics.delegate.customMetrics.service=monitoring/prometheus-adapter:443,connectionMetrics.delegate.customMetrics.caBundle=x",
+		"--set", "connectionMetrics.delegate.externalMetrics.service=keda/keda-metrics,connectionMetrics.delegate.externalMetrics.insecureSkipTLSVerify=true")
 	ca, adapter, agent := r.workloads(t, "osa")
 	for _, c := range []struct {
 		binary string

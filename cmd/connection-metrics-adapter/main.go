@@ -4,16 +4,21 @@
 // tcp_outbound_connections. It is an aggregated API server (delegated authentication and
 // authorization) built on sigs.k8s.io/custom-metrics-apiserver. With --rabbitmq-config it also
 // serves external.metrics.k8s.io (v1beta1) with the configured RabbitMQ queues' depth,
-// unacknowledged count and publish/deliver rates.
+// unacknowledged count and publish/deliver rates. With --custom-metrics-delegate (and
+// --external-metrics-delegate) it stands in front of the server that had the group before
+// (prometheus-adapter, KEDA) and hands it every metric it does not serve, and discovery.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,10 +27,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/util/sets"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/component-base/logs"
 	"k8s.io/klog/v2"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/delegate"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/externalapi"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/metricsapi"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/puller"
@@ -46,6 +57,7 @@ func main() {
 		agentServerName                string
 		interval, timeout, window, ttl time.Duration
 		metricsListen, rabbitmqConfig  string
+		delegates                      = map[string]*delegateFlags{customGroup: {}, externalGroup: {}}
 	)
 	fs := cmd.Flags()
 	fs.StringArrayVar(&agents, "agent", nil, "an agent's base URL (https://host:port); repeat for more")
@@ -61,6 +73,12 @@ func main() {
 	fs.DurationVar(&ttl, "ttl", 30*time.Second, "a pod's values are withdrawn when its newest sample is older than this")
 	fs.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:10262", "HTTP address of the adapter's own /metrics")
 	fs.StringVar(&rabbitmqConfig, "rabbitmq-config", "", "YAML file of RabbitMQ brokers and queues to serve as external metrics (absent: no external metrics)")
+	for group, d := range delegates {
+		p := strings.Split(group, ".")[0] + "-metrics-delegate"
+		fs.StringVar(&d.service, p, "", "namespace/name[:port] (443) of the Service that served "+group+" before this adapter: every metric this adapter does not serve, and discovery, is handed to it unchanged (prometheus-adapter, KEDA)")
+		fs.StringVar(&d.ca, p+"-ca", "", "CA (PEM) of that Service's serving certificate (its APIService's caBundle)")
+		fs.BoolVar(&d.insecure, p+"-insecure-skip-tls-verify", false, "do not check that Service's certificate (only as its APIService had insecureSkipTLSVerify)")
+	}
 	logOpts := logging.AddFlags(fs)
 	fs.AddGoFlagSet(flag.CommandLine)
 	if err := fs.Parse(os.Args); err != nil {
@@ -79,14 +97,20 @@ func main() {
 	if len(brokers) > 0 {
 		cmd.WithExternalMetrics(&externalapi.Provider{Brokers: brokers})
 	}
-	if err := run(cmd, agents, agentService, agentPort, clientCert, clientKey, agentCA, agentServerName, interval, timeout, window, ttl, metricsListen, brokers); err != nil {
+	for group, d := range delegates {
+		if err := d.check(group); err != nil {
+			klog.ErrorS(err, "flags")
+			os.Exit(2)
+		}
+	}
+	if err := run(cmd, agents, agentService, agentPort, clientCert, clientKey, agentCA, agentServerName, interval, timeout, window, ttl, metricsListen, brokers, delegates); err != nil {
 		klog.ErrorS(err, "connection-metrics-adapter stopped")
 		os.Exit(1)
 	}
 }
 
 func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, clientCert, clientKey, agentCA, agentServerName string,
-	interval, timeout, window, ttl time.Duration, metricsListen string, brokers []*rabbitmq.Broker) error {
+	interval, timeout, window, ttl time.Duration, metricsListen string, brokers []*rabbitmq.Broker, delegates map[string]*delegateFlags) error {
 	if len(agents) == 0 && agentService == "" {
 		return fmt.Errorf("no agents: set --agent-service namespace/name (or --agent URLs)")
 	}
@@ -139,6 +163,27 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 		Deployments:  factory.Apps().V1().Deployments().Lister(),
 		StatefulSets: factory.Apps().V1().StatefulSets().Lister()})
 
+	ours := map[string]sets.Set[string]{customGroup: sets.New(metricsapi.MetricNames()...), externalGroup: sets.New[string]()}
+	if len(brokers) > 0 {
+		ours[externalGroup] = sets.New(externalapi.MetricNames()...)
+	}
+	backends, err := delegateBackends(ctx, cmd, delegates, ours)
+	if err != nil {
+		return err
+	}
+	if len(backends) > 0 {
+		config, err := cmd.Config()
+		if err != nil {
+			return err
+		}
+		m := delegate.NewMetrics(reg)
+		// Inside authentication and authorization: a caller reaches the backend only with a
+		// request the cluster allowed it.
+		config.GenericConfig.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
+			return genericapiserver.DefaultBuildHandlerChain(delegate.Wrap(h, backends, m), c)
+		}
+	}
+
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	go pl.Run(ctx)
@@ -154,9 +199,90 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 		}
 	}()
 	defer metricsSrv.Close()
+	var handedTo []string
+	for _, b := range backends {
+		handedTo = append(handedTo, b.Group+"="+b.URL.Host)
+	}
 	klog.InfoS("serving custom.metrics.k8s.io", "agents", len(agents), "agentService", agentService, "window", window, "ttl", ttl,
-		"rabbitmqBrokers", len(brokers))
+		"rabbitmqBrokers", len(brokers), "otherMetricsHandedTo", handedTo)
 	return cmd.Run(ctx)
+}
+
+const (
+	customGroup   = "custom.metrics.k8s.io"
+	externalGroup = "external.metrics.k8s.io"
+)
+
+// delegateFlags name the server a group is handed on to.
+type delegateFlags struct {
+	service, ca string
+	insecure    bool
+}
+
+func (d *delegateFlags) check(group string) error {
+	p := "--" + strings.Split(group, ".")[0] + "-metrics-delegate"
+	if d.service == "" {
+		if d.ca != "" || d.insecure {
+			return fmt.Errorf("%s-ca / %s-insecure-skip-tls-verify given without %s", p, p, p)
+		}
+		return nil
+	}
+	if _, err := delegate.ParseService(d.service); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if (d.ca == "") == !d.insecure {
+		return fmt.Errorf("%s %s: give the CA of its serving certificate with %s-ca (its APIService's caBundle), or %s-insecure-skip-tls-verify if its APIService has insecureSkipTLSVerify (one of the two)", p, d.service, p, p)
+	}
+	return nil
+}
+
+// delegateBackends makes the backends the flags name. Each is reached at its Service's ready
+// endpoints with the adapter's own credentials (the backend authorizes the adapter's service
+// account to read the group).
+func delegateBackends(ctx context.Context, cmd *basecmd.AdapterBase, delegates map[string]*delegateFlags, ours map[string]sets.Set[string]) ([]*delegate.Backend, error) {
+	var out []*delegate.Backend
+	for _, group := range []string{customGroup, externalGroup} {
+		d := delegates[group]
+		if d.service == "" {
+			continue
+		}
+		svc, _ := delegate.ParseService(d.service)
+		base, err := cmd.ClientConfig()
+		if err != nil {
+			return nil, err
+		}
+		kube, err := kubernetes.NewForConfig(base)
+		if err != nil {
+			return nil, err
+		}
+		// Only the backend's namespace is watched (a Role there suffices).
+		f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(svc.Namespace))
+		dialer := &delegate.Dialer{Service: svc, Services: f.Core().V1().Services().Lister(), Slices: f.Discovery().V1().EndpointSlices().Lister()}
+		f.Start(ctx.Done())
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return nil, fmt.Errorf("%s: could not list %v in namespace %s", group, typ, svc.Namespace)
+			}
+		}
+		cfg := rest.CopyConfig(base)
+		cfg.Host = "https://" + net.JoinHostPort(svc.Host(), strconv.Itoa(int(svc.Port)))
+		cfg.APIPath = ""
+		cfg.TLSClientConfig.ServerName = svc.Host()
+		cfg.TLSClientConfig.CAFile, cfg.TLSClientConfig.CAData = d.ca, nil
+		cfg.TLSClientConfig.Insecure = d.insecure
+		if d.insecure {
+			cfg.TLSClientConfig.CAFile, cfg.TLSClientConfig.ServerName = "", ""
+		}
+		cfg.Dial = dialer.DialContext
+		cfg.Proxy = nil
+		rt, err := rest.TransportFor(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s delegate %s: %w", group, svc, err)
+		}
+		u, _ := url.Parse(cfg.Host)
+		out = append(out, &delegate.Backend{Group: group, Ours: ours[group], URL: u, Transport: rt})
+	}
+	return out, nil
 }
 
 // queueBrokers loads --rabbitmq-config (none when unset).

@@ -70,7 +70,15 @@ func lockAPIServices() (*os.File, error) {
 // Option changes what StartConnectionMetrics starts.
 type Option func(*options)
 
-type options struct{ rabbitmqConfig string }
+type options struct {
+	rabbitmqConfig string
+	delegate       *OtherMetrics
+}
+
+// WithDelegate has the adapter take over the APIServices other registered and hand it every
+// metric it does not serve (--custom-metrics-delegate, --external-metrics-delegate), as the
+// chart's connectionMetrics.delegate does.
+func WithDelegate(other *OtherMetrics) Option { return func(o *options) { o.delegate = other } }
 
 // WithRabbitMQConfig passes --rabbitmq-config to the adapter and registers
 // v1beta1.external.metrics.k8s.io too.
@@ -87,16 +95,26 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	for _, opt := range opts {
 		opt(&o)
 	}
-	lock, err := lockAPIServices()
-	if err != nil {
-		return nil, err
+	m := &ConnectionMetrics{w: w}
+	if o.delegate == nil { // the other server holds the lock for both
+		lock, err := lockAPIServices()
+		if err != nil {
+			return nil, err
+		}
+		m.lock = lock
 	}
-	m := &ConnectionMetrics{w: w, lock: lock}
 	apis := []apiregv1.APIServiceSpec{{Group: "custom.metrics.k8s.io", Version: "v1beta1"}, {Group: "custom.metrics.k8s.io", Version: "v1beta2"}}
 	var extra []string
 	if o.rabbitmqConfig != "" {
-		apis = append(apis, apiregv1.APIServiceSpec{Group: "external.metrics.k8s.io", Version: "v1beta1"})
 		extra = []string{"--rabbitmq-config", o.rabbitmqConfig}
+	}
+	if o.delegate != nil {
+		for _, g := range []string{"custom", "external"} {
+			extra = append(extra, "--"+g+"-metrics-delegate", o.delegate.Service, "--"+g+"-metrics-delegate-ca", o.delegate.CAFile)
+		}
+	}
+	if o.rabbitmqConfig != "" || o.delegate != nil {
+		apis = append(apis, apiregv1.APIServiceSpec{Group: "external.metrics.k8s.io", Version: "v1beta1"})
 	}
 	ok := false
 	defer func() {
@@ -106,6 +124,7 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	}()
 	kubeconfig, hostIP, nodeIP := w.Env["KUBECONFIG"], w.Env["OSA_WORLD_HOST_IP"], "198.51.100.11"
 	var agentPKI, clientPKI, servingPKI *PKI
+	var err error
 	if agentPKI, err = CreatePKI(workDir, "agents"); err != nil {
 		return nil, err
 	}
@@ -152,48 +171,65 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	// Selector-less Services with named ports and hand-made EndpointSlices, as the DaemonSet's and
 	// the Deployment's would have: the adapter finds the agent through its Service's slices, and
 	// the aggregator (with --enable-aggregator-routing) dials the adapter's endpoint.
-	kube := w.Kube
-	if err := ensureNamespace(ctx, kube, MetricsNamespace); err != nil {
+	if err := selectorlessService(ctx, w, MetricsNamespace, AdapterService, hostIP, AdapterPort, 443); err != nil {
 		return nil, err
 	}
-	for _, e := range []struct {
-		name, ip    string
-		port, front int
-	}{{AdapterService, hostIP, AdapterPort, 443}, {AgentService, nodeIP, agentPort, agentPort}} {
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: e.name, Namespace: MetricsNamespace},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: int32(e.front), TargetPort: intstr.FromInt(e.port)}}}}
-		if _, err := kube.CoreV1().Services(MetricsNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, err
-		}
-		slice := &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: e.name, Namespace: MetricsNamespace, Labels: map[string]string{discoveryv1.LabelServiceName: e.name}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(e.port))}},
-		}
-		_ = kube.DiscoveryV1().EndpointSlices(MetricsNamespace).Delete(ctx, slice.Name, metav1.DeleteOptions{})
-		if _, err := kube.DiscoveryV1().EndpointSlices(MetricsNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-			return nil, err
-		}
+	if err := selectorlessService(ctx, w, MetricsNamespace, AgentService, nodeIP, agentPort, agentPort); err != nil {
+		return nil, err
 	}
+	if m.apis, err = registerAPIServices(ctx, w, apis, MetricsNamespace, AdapterService, servingPKI.CAPEM()); err != nil {
+		return nil, fmt.Errorf("%w (logs in %s)", err, workDir)
+	}
+	ok = true
+	return m, nil
+}
+
+// selectorlessService makes a Service with one named port (https, front → port) and a hand-made
+// EndpointSlice with ip, as a Deployment's or DaemonSet's would have: the adapter finds the
+// agent through its Service's slices, and the aggregator (with --enable-aggregator-routing)
+// dials the adapter's endpoint.
+func selectorlessService(ctx context.Context, w *World, namespace, name, ip string, port, front int) error {
+	kube := w.Kube
+	if err := ensureNamespace(ctx, kube, namespace); err != nil {
+		return err
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: int32(front), TargetPort: intstr.FromInt(port)}}}}
+	if _, err := kube.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(port))}},
+	}
+	_ = kube.DiscoveryV1().EndpointSlices(namespace).Delete(ctx, slice.Name, metav1.DeleteOptions{})
+	_, err := kube.DiscoveryV1().EndpointSlices(namespace).Create(ctx, slice, metav1.CreateOptions{})
+	return err
+}
+
+// registerAPIServices (re)creates the APIServices of specs, served by namespace/name:443 with
+// caPEM, and waits (90 s) until the aggregator finds them available. It returns their names.
+func registerAPIServices(ctx context.Context, w *World, specs []apiregv1.APIServiceSpec, namespace, name string, caPEM []byte) ([]string, error) {
 	agg := aggregator.NewForConfigOrDie(w.RestConfig)
-	for _, spec := range apis {
+	var names []string
+	for _, spec := range specs {
 		api := &apiregv1.APIService{
 			ObjectMeta: metav1.ObjectMeta{Name: spec.Version + "." + spec.Group},
-			Spec: apiregv1.APIServiceSpec{Group: spec.Group, Version: spec.Version, CABundle: servingPKI.CAPEM(),
-				Service:              &apiregv1.ServiceReference{Namespace: MetricsNamespace, Name: AdapterService, Port: ptr.To(int32(443))},
+			Spec: apiregv1.APIServiceSpec{Group: spec.Group, Version: spec.Version, CABundle: caPEM,
+				Service:              &apiregv1.ServiceReference{Namespace: namespace, Name: name, Port: ptr.To(int32(443))},
 				GroupPriorityMinimum: 100, VersionPriority: 200},
 		}
 		_ = agg.ApiregistrationV1().APIServices().Delete(ctx, api.Name, metav1.DeleteOptions{})
 		if _, err := agg.ApiregistrationV1().APIServices().Create(ctx, api, metav1.CreateOptions{}); err != nil {
-			return nil, err
+			return names, err
 		}
-		m.apis = append(m.apis, api.Name)
+		names = append(names, api.Name)
 	}
 	deadline := time.Now().Add(90 * time.Second)
-	for i := 0; i < len(m.apis); {
-		name := m.apis[i]
-		api, err := agg.ApiregistrationV1().APIServices().Get(ctx, name, metav1.GetOptions{})
+	for i := 0; i < len(names); {
+		api, err := agg.ApiregistrationV1().APIServices().Get(ctx, names[i], metav1.GetOptions{})
 		available := false
 		if err == nil {
 			for _, c := range api.Status.Conditions {
@@ -205,12 +241,11 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 			continue
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s not available after 90s (logs in %s)", name, workDir)
+			return names, fmt.Errorf("%s not available after 90s", names[i])
 		}
 		time.Sleep(time.Second)
 	}
-	ok = true
-	return m, nil
+	return names, nil
 }
 
 func freePort() (int, error) {

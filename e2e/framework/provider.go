@@ -28,13 +28,17 @@ var (
 )
 
 // Binary builds ./cmd/<name> once per test process and returns its path.
-func Binary(t testing.TB, name string) string {
+func Binary(t testing.TB, name string) string { return BinaryOf(t, name, "./cmd/"+name) }
+
+// BinaryOf builds the package pkg (of this module or of one it requires) as name, once per test
+// process, and returns its path.
+func BinaryOf(t testing.TB, name, pkg string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if _, done := built[name]; !done {
 		out, _ := filepath.Abs("../_output/bin/" + name)
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = ".."
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr[name] = fmt.Errorf("building %s: %v\n%s", name, err, b)

@@ -183,3 +183,26 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities: {drop: [ALL]}
 {{- end -}}
+
+{{/*
+osa.delegateCAs: the CAs of connectionMetrics.delegate's backends as ConfigMap data (empty when
+none is needed); fails on inconsistent delegate values.
+*/}}
+{{- define "osa.delegateCAs" -}}
+{{- range $key, $d := .Values.connectionMetrics.delegate }}
+{{- $flag := ternary "custom" "external" (eq $key "customMetrics") }}
+{{- if $d.service }}
+{{- if and $d.caBundle $d.insecureSkipTLSVerify }}
+{{- fail (printf "connectionMetrics.delegate.%s: caBundle and insecureSkipTLSVerify both set; keep caBundle (its certificate is then checked)" $key) }}
+{{- end }}
+{{- if not (or $d.caBundle $d.insecureSkipTLSVerify) }}
+{{- fail (printf "connectionMetrics.delegate.%s.service=%s: set caBundle to the CA of its serving certificate (kubectl get apiservice v1beta1.%s.metrics.k8s.io -o jsonpath='{.spec.caBundle}' | base64 -d, read before this chart takes the APIService over), or insecureSkipTLSVerify: true if that APIService has insecureSkipTLSVerify" $key $d.service $flag) }}
+{{- end }}
+{{- if $d.caBundle }}
+{{ $flag }}-ca.crt: {{ $d.caBundle | quote }}
+{{- end }}
+{{- else if or $d.caBundle $d.insecureSkipTLSVerify }}
+{{- fail (printf "connectionMetrics.delegate.%s: caBundle/insecureSkipTLSVerify set without service; name the Service (namespace/name[:port]) they are for" $key) }}
+{{- end }}
+{{- end }}
+{{- end -}}
