@@ -495,6 +495,41 @@ connectionMetrics:
 		}
 	})
 
+	// openstack-cloud-controller-manager's Secret reused: the provider reads its cloud.conf from
+	// the Secret mounted whole; clouds.yaml settings and a missing Secret name are refused.
+	t.Run("cloud.conf", func(t *testing.T) {
+		base := "nodeAutoscaling.enabled=true,nodeAutoscaling.provider.config.clusterName=prod,nodeAutoscaling.provider.config.autoDiscovery.heatStacks=true"
+		r := helmTemplate(t, helm, rel, ns, "--set", base+",nodeAutoscaling.provider.clouds.existingSecret=cloud-config,nodeAutoscaling.provider.clouds.cloudConfKey=cloud.conf")
+		var sec corev1.Secret
+		r.get(t, "Secret", "osa-openstack-autoscaler-cluster-autoscaler", &sec)
+		var cfg struct {
+			Cloud map[string]string `json:"cloud"`
+		}
+		if err := yaml.Unmarshal(sec.Data["provider.yaml"], &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if len(cfg.Cloud) != 1 || cfg.Cloud["cloudConfFile"] != "/etc/openstack/cloud.conf" {
+			t.Errorf("provider config cloud %v, want cloudConfFile /etc/openstack/cloud.conf alone", cfg.Cloud)
+		}
+		var dep appsv1.Deployment
+		r.get(t, "Deployment", "osa-openstack-autoscaler-cluster-autoscaler", &dep)
+		mounted := false
+		for _, v := range dep.Spec.Template.Spec.Volumes {
+			mounted = mounted || (v.Secret != nil && v.Secret.SecretName == "cloud-config" && len(v.Secret.Items) == 0)
+		}
+		if !mounted {
+			t.Errorf("Secret cloud-config not mounted whole: %+v", dep.Spec.Template.Spec.Volumes)
+		}
+		for set, want := range map[string]string{
+			base + ",nodeAutoscaling.provider.clouds.cloudConfKey=cloud.conf":                                                                                             "set existingSecret to the Secret holding cloud-provider-openstack's cloud.conf",
+			base + ",nodeAutoscaling.provider.clouds.existingSecret=c,nodeAutoscaling.provider.clouds.cloudConfKey=cloud.conf,nodeAutoscaling.provider.clouds.cloud=prod": "set one of them",
+		} {
+			if out, err := helmRun(nil, helm, "template", rel, framework.ChartDir(), "--kube-version", "1.36.0", "--set", set); err == nil || !strings.Contains(out, want) {
+				t.Errorf("--set %s: want a failure with %q, got %v\n%s", set, want, err, framework.Tail(out, 300))
+			}
+		}
+	})
+
 	// Beside prometheus-adapter and KEDA: the adapter hands their groups on (flags, their CA
 	// mounted, RBAC to read their Services and their groups), registers external.metrics.k8s.io
 	// without queues of its own, and inconsistent values fail naming the field and the fix.

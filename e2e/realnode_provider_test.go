@@ -22,8 +22,9 @@ import (
 
 // The chart's openstack-provider runs alone (nodeAutoscaling.providerOnly: the stock
 // cluster-autoscaler image cannot be had here) in a real container on the real node: with the
-// chart's ServiceAccount, certificates, clouds Secret and probes it becomes Ready (it reached
-// OpenStack through the catalog's internal endpoints), answers over mutual TLS at its pod IP
+// chart's ServiceAccount, certificates and probes, and its credentials from an existing
+// openstack-cloud-controller-manager Secret (cloud.conf, no clouds.yaml), it becomes Ready (it
+// reached OpenStack through the catalog's internal endpoints), answers over mutual TLS at its pod IP
 // only a client holding the chart's client certificate, and grows and shrinks a Nova group for
 // that client: the server it creates becomes a node, and the node it is told to delete goes.
 func TestProviderRunsOnTheRealNode(t *testing.T) {

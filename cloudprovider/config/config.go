@@ -79,12 +79,16 @@ type RepairPolicy struct {
 	Disabled bool `json:"disabled,omitempty"`
 }
 
-// Cloud names an entry of clouds.yaml.
+// Cloud names an entry of clouds.yaml, or cloud-provider-openstack's cloud.conf.
 type Cloud struct {
 	// CloudsFile is the path of clouds.yaml (default: the usual search path).
 	CloudsFile string `json:"cloudsFile,omitempty"`
 	// Name is the cloud's key under "clouds:".
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
+	// CloudConfFile, instead of CloudsFile and Name: the path of the cloud.conf that
+	// openstack-cloud-controller-manager reads (its [Global] section: auth-url, credentials,
+	// region, ca-file, …), so its existing Secret can be reused.
+	CloudConfFile string `json:"cloudConfFile,omitempty"`
 	// Region overrides the cloud's region_name.
 	Region string `json:"region,omitempty"`
 }
@@ -323,8 +327,16 @@ var groupName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 func (c *Config) Validate() error {
 	var errs []string
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
-	if c.Cloud.Name == "" {
-		bad("cloud.name is empty: set it to the entry of clouds.yaml to use (the key under \"clouds:\")")
+	switch {
+	case c.Cloud.CloudConfFile != "":
+		if c.Cloud.Name != "" || c.Cloud.CloudsFile != "" {
+			bad("cloud.cloudConfFile is set with cloud.name/cloud.cloudsFile: use either clouds.yaml (name, cloudsFile) or cloud-provider-openstack's cloud.conf (cloudConfFile)")
+		}
+		if _, err := os.Stat(c.Cloud.CloudConfFile); err != nil {
+			bad("cloud.cloudConfFile %q: %v: point it at cloud-provider-openstack's cloud.conf", c.Cloud.CloudConfFile, err)
+		}
+	case c.Cloud.Name == "":
+		bad("cloud.name is empty: set it to the entry of clouds.yaml to use (the key under \"clouds:\"), or set cloud.cloudConfFile to cloud-provider-openstack's cloud.conf")
 	}
 	if c.Cloud.CloudsFile != "" {
 		if _, err := os.Stat(c.Cloud.CloudsFile); err != nil {

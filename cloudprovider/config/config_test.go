@@ -53,6 +53,8 @@ func TestParseErrorsNameFieldAndFix(t *testing.T) {
 		name, edit, from, want string
 	}{
 		{"no cloud", "cloud: {name: world}", "cloud: {}", "cloud.name is empty"},
+		{"cloud.conf and clouds.yaml", "cloud: {name: world}", "cloud: {name: world, cloudConfFile: /dev/null}", "use either clouds.yaml (name, cloudsFile) or cloud-provider-openstack's cloud.conf"},
+		{"cloud.conf missing", "cloud: {name: world}", "cloud: {cloudConfFile: /etc/kubernetes/missing-cloud.conf}", "cloud.cloudConfFile \"/etc/kubernetes/missing-cloud.conf\""},
 		{"no cluster", "clusterName: prod", "clusterName: \"\"", "clusterName is empty"},
 		{"min above max", "minSize: 1\n  maxSize: 3", "minSize: 4\n  maxSize: 3", "nodeGroups[1] (stacked).minSize 4 is above maxSize 3"},
 		{"no flavor", "flavor: m1.small", "flavor: \"\"", "nodeGroups[0] (small).nova.flavor is empty"},

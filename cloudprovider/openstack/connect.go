@@ -30,6 +30,9 @@ type CloudRef struct {
 	CloudsFile string
 	// Cloud is the entry under "clouds:".
 	Cloud string
+	// CloudConfFile, instead of CloudsFile and Cloud, is the path of cloud-provider-openstack's
+	// cloud.conf (INI, [Global] section), as the openstack-cloud-controller-manager reads it.
+	CloudConfFile string
 	// Region overrides the cloud's region_name when set.
 	Region string
 }
@@ -52,11 +55,21 @@ func Connect(ctx context.Context, ref CloudRef, wrap func(http.RoundTripper) htt
 	if ref.CloudsFile != "" {
 		opts = append(opts, clouds.WithLocations(ref.CloudsFile))
 	}
+	if ref.CloudConfFile != "" {
+		var err error
+		if opts, err = cloudConfOptions(ref.CloudConfFile); err != nil {
+			return nil, fmt.Errorf("cloud.conf: %w", err)
+		}
+		ref.Cloud = ref.CloudConfFile
+	}
 	if ref.Region != "" {
 		opts = append(opts, clouds.WithRegion(ref.Region))
 	}
 	authOpts, endpointOpts, tlsConfig, err := clouds.Parse(opts...)
 	if err != nil {
+		if ref.CloudConfFile != "" {
+			return nil, fmt.Errorf("cloud.conf %s: %w", ref.CloudConfFile, err)
+		}
 		return nil, fmt.Errorf("cloud %q in %s: %w (check the file and the cloud name)", ref.Cloud, describeFile(ref.CloudsFile), err)
 	}
 	authOpts.AllowReauth = true

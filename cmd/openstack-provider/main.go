@@ -91,7 +91,7 @@ func runValidate(path string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, Region: cfg.Cloud.Region}, nil)
+	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, CloudConfFile: cfg.Cloud.CloudConfFile, Region: cfg.Cloud.Region}, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -103,7 +103,11 @@ func runValidate(path string) int {
 	for _, w := range cfg.Warnings() {
 		fmt.Printf("warning: %s\n", w)
 	}
-	fmt.Printf("%s: valid; cloud %q (region %s) reached; %d node group(s) checked\n", path, cfg.Cloud.Name, clients.Region, len(cfg.NodeGroups))
+	cloud := cfg.Cloud.Name
+	if cfg.Cloud.CloudConfFile != "" {
+		cloud = cfg.Cloud.CloudConfFile
+	}
+	fmt.Printf("%s: valid; cloud %q (region %s) reached; %d node group(s) checked\n", path, cloud, clients.Region, len(cfg.NodeGroups))
 	return 0
 }
 
@@ -170,7 +174,7 @@ func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags) error
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		version.NewCollector("openstack_autoscaler"))
 	osMetrics := openstack.NewMetrics(reg)
-	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, Region: cfg.Cloud.Region}, osMetrics.Transport)
+	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, CloudConfFile: cfg.Cloud.CloudConfFile, Region: cfg.Cloud.Region}, osMetrics.Transport)
 	if err != nil {
 		return err
 	}

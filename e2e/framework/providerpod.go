@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -98,18 +99,54 @@ func InstallChart(w *World, helm, rel, ns string, values map[string]any) error {
 	return nil
 }
 
+// CloudConf is the world's "world-internal" cloud written as openstack-cloud-controller-manager's
+// cloud.conf ([Global], with a section of the controller manager's own), as its Secret holds it.
+func CloudConf(w *World) (string, error) {
+	raw, err := InternalClouds(w)
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		Clouds map[string]struct {
+			Auth       map[string]string `json:"auth"`
+			RegionName string            `json:"region_name"`
+			Interface  string            `json:"interface"`
+		} `json:"clouds"`
+	}
+	if err := yaml.Unmarshal([]byte(raw), &c); err != nil {
+		return "", err
+	}
+	cloud := c.Clouds["world-internal"]
+	return fmt.Sprintf("[Global]\nauth-url=%q\napplication-credential-id=%q\napplication-credential-secret=%q\nregion=%q\nos-endpoint-type=%q\n\n[LoadBalancer]\nuse-octavia=true\n",
+		cloud.Auth["auth_url"], cloud.Auth["application_credential_id"], cloud.Auth["application_credential_secret"], cloud.RegionName, cloud.Interface), nil
+}
+
 // InstallProviderPod installs the chart as release rel in namespace ns with openstack-provider
-// alone on the real node (NodeAutoscalingValues) and returns its pod, Ready.
+// alone on the real node (NodeAutoscalingValues) and returns its pod, Ready. Its credentials come
+// from an existing cloud-provider-openstack Secret: cloud-config, key cloud.conf (CloudConf), which
+// it creates in ns first, as the controller manager's installation would have.
 func InstallProviderPod(w *World, helm, rel, ns string, nodeGroups []any) (*ProviderPod, error) {
 	values, err := NodeAutoscalingValues(w, nodeGroups, true)
 	if err != nil {
 		return nil, err
 	}
+	conf, err := CloudConf(w)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := ensureNamespace(ctx, w.Kube, ns); err != nil {
+		return nil, err
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cloud-config", Namespace: ns}, StringData: map[string]string{"cloud.conf": conf}}
+	if _, err := w.Kube.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	values["nodeAutoscaling"].(map[string]any)["provider"].(map[string]any)["clouds"] = map[string]any{"existingSecret": "cloud-config", "cloudConfKey": "cloud.conf"}
 	if err := InstallChart(w, helm, rel, ns, values); err != nil {
 		return nil, err
 	}
 	p := &ProviderPod{Release: rel, Namespace: ns, Name: rel + "-openstack-autoscaler-cluster-autoscaler"}
-	ctx := context.Background()
 	pods, err := w.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=cluster-autoscaler"})
 	if err != nil {
 		return nil, err
