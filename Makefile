@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PKGS := ./...
 
-.PHONY: demo down test test-unit e2e bench lint deps generate world-up world-status images
+.PHONY: demo down test test-unit e2e bench lint deps generate world-up world-status images chart-docs
 
 ## demo: bring up the local world (OpenStack + Kubernetes) and show the product working in it
 demo:
@@ -29,12 +29,19 @@ e2e:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## lint: gofmt and go vet (with and without the e2e build tag)
+## lint: gofmt, go vet (with and without the e2e build tag), and the chart's README current
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./e2e/...
+	@hd=$$(e2e/world/helm-docs.sh) && \
+	  if ! $$hd --chart-search-root charts --dry-run --log-level warning 2>/dev/null | diff -u charts/openstack-autoscaler/README.md - ; then \
+	  echo "charts/openstack-autoscaler/README.md is not what values.yaml says: run make chart-docs"; exit 1; fi
+
+## chart-docs: write charts/openstack-autoscaler/README.md from values.yaml (helm-docs)
+chart-docs:
+	$$(e2e/world/helm-docs.sh) --chart-search-root charts --log-level warning
 
 ## deps: Debian packages the unit tests need (protoc checks the generated gRPC code; nft and ip
 ## make the network namespaces of the connection-counting tests)
