@@ -45,6 +45,9 @@ type Counts struct {
 	SynRecv int
 	// Listening ports (IPv4 and IPv6 merged).
 	Listening []uint16
+	// ListenersByPort is the number of LISTEN sockets on each port (an IPv4 and an IPv6
+	// listener, or SO_REUSEPORT groups, make more than one).
+	ListenersByPort map[uint16]int
 }
 
 // Options change what is counted.
@@ -62,6 +65,8 @@ type Counter struct {
 	touched []uint16
 	listen  [maxPort / 64]uint64
 	lports  []uint16
+	// listeners holds the port of every LISTEN socket, repeats included.
+	listeners []uint16
 	synRecv int
 	// legacyUnsupported is set once the kernel refuses the single-walk request.
 	legacyUnsupported bool
@@ -117,6 +122,7 @@ func (c *Counter) reset() {
 		c.listen[p/64] = 0
 	}
 	c.lports = c.lports[:0]
+	c.listeners = c.listeners[:0]
 }
 
 var seq uint32
@@ -199,6 +205,7 @@ func (c *Counter) tally(m []byte) {
 	family, state := m[0], m[1]
 	sport := uint16(m[4])<<8 | uint16(m[5])
 	if state == stateListen {
+		c.listeners = append(c.listeners, sport)
 		if c.listen[sport/64]&(1<<(sport%64)) == 0 {
 			c.listen[sport/64] |= 1 << (sport % 64)
 			c.lports = append(c.lports, sport)
@@ -241,7 +248,11 @@ func loopback(family uint8, dst []byte) bool {
 }
 
 func (c *Counter) result() Counts {
-	out := Counts{InboundByPort: map[uint16]int{}, Listening: append([]uint16(nil), c.lports...), SynRecv: c.synRecv}
+	out := Counts{InboundByPort: map[uint16]int{}, Listening: append([]uint16(nil), c.lports...), SynRecv: c.synRecv,
+		ListenersByPort: make(map[uint16]int, len(c.lports))}
+	for _, p := range c.listeners {
+		out.ListenersByPort[p]++
+	}
 	for _, p := range c.touched {
 		estab := int(c.byPort[p])
 		if c.listen[p/64]&(1<<(p%64)) != 0 {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -17,17 +16,9 @@ import (
 // benchNet is a pod namespace holding conns inbound connections from its peer namespace.
 func benchNet(b *testing.B, conns int) *testNet {
 	n := newTestNet(b)
-	n.listen(b, n.pod, "tcp", ":8080")
-	n.dial(b, n.peer, "198.51.100.33:8080", conns)
-	for i := 0; i < 200; i++ { // until the accept loop has taken them all
-		n.mu.Lock()
-		held := len(n.conns)
-		n.mu.Unlock()
-		if held == 2*conns {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	n.Listen(b, n.Pod, "tcp", ":8080")
+	n.Dial(b, n.Peer, "198.51.100.33:8080", conns)
+	n.WaitHeld(2 * conns)
 	return n
 }
 
@@ -72,7 +63,7 @@ func procNetTCP(pid int) (inbound, outbound int, err error) {
 func benchmarkBoth(b *testing.B, conns int) {
 	n := benchNet(b, conns)
 	// A process inside the pod namespace, for the /proc baseline.
-	pid := inNamespace(b, n.pod)
+	pid := inNamespace(b, n.Pod)
 	b.Run("sockdiag", func(b *testing.B) {
 		c := NewCounter(Options{})
 		b.ReportAllocs()
