@@ -67,7 +67,7 @@ type Counter struct {
 	lports  []uint16
 	// listeners holds the port of every LISTEN socket, repeats included.
 	listeners []uint16
-	synRecv int
+	synRecv   int
 	// legacyUnsupported is set once the kernel refuses the single-walk request.
 	legacyUnsupported bool
 }
