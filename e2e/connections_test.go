@@ -179,7 +179,7 @@ type metricValueList struct {
 // ends; `kubectl describe hpa` and `kubectl get --raw` show the values.
 func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	w := framework.Connect(t)
-	framework.RunConnectionMetrics(t, w, "6s")
+	m := framework.RunConnectionMetrics(t, w, "6s")
 	kwokNode(t, w, "conn-node", "32")
 
 	const app = "conn-web"
@@ -244,6 +244,29 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 			fmt.Errorf("describe:\n%s", describe)
 	})
 	t.Logf("surge to steady state in %s; kubectl describe hpa:\n%s", time.Since(surge).Round(time.Second), describe)
+
+	// The agent counted from kernel events (this kernel allows it), and its periodic sock_diag
+	// checks of every pod's namespace, at rest, found the same counts.
+	agentMetric := func(name string) float64 {
+		for _, line := range strings.Split(httpGet(t, m.AgentMetrics), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		return -1
+	}
+	if body := httpGet(t, m.AgentMetrics); !strings.Contains(body, `connection_agent_counter_info{mode="ebpf",reason=""} 1`) {
+		t.Errorf("the agent does not count from kernel events:\n%s", framework.Tail(body, 1500))
+	}
+	checks := agentMetric("connection_agent_event_checks_total")
+	framework.Eventually(t, 60*time.Second, 2*time.Second, "sock_diag checks of the 4 pods at rest", func() (bool, error) {
+		now := agentMetric("connection_agent_event_checks_total")
+		return now >= checks+4, fmt.Errorf("checks %v, were %v", now, checks)
+	})
+	if d := agentMetric("connection_agent_event_drift_connections_total"); d != 0 {
+		t.Errorf("kernel-event counts drifted from sock_diag's by %v connections", d)
+	}
 
 	// The load ends: back to the minimum.
 	stopLoad()

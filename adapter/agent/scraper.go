@@ -4,6 +4,7 @@ package agent
 
 import (
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/bpfcount"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/netns"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/podns"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/report"
@@ -34,6 +36,13 @@ type Scraper struct {
 	// node's kernel (gVisor, Kata).
 	UnsupportedRuntimeClasses map[string]bool
 	Metrics                   *Metrics
+	// Events, when set, counts from kernel events (package bpfcount): sock_diag then counts a
+	// namespace only when it is first seen and every CheckEvery (5 minutes when 0), to measure
+	// and correct drift.
+	Events     *bpfcount.Program
+	CheckEvery time.Duration
+	tracker    *bpfcount.Tracker
+	checked    map[uint32]time.Time // when sock_diag last counted each namespace
 
 	mu       sync.Mutex
 	scan     *podns.Scan
@@ -47,6 +56,10 @@ type Metrics struct {
 	Duration   prometheus.Histogram
 	Namespaces prometheus.Gauge
 	Errors     *prometheus.CounterVec
+	// Checks counts sock_diag checks of event counts (taken while no connection came or went);
+	// Drift the connections by which they disagreed.
+	Checks prometheus.Counter
+	Drift  prometheus.Counter
 }
 
 // NewMetrics registers the agent's metrics.
@@ -58,8 +71,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Pod network namespaces counted in the last scrape."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connection_agent_errors_total",
 			Help: "Pods whose connections could not be counted, by stage."}, []string{"stage"}),
+		Checks: prometheus.NewCounter(prometheus.CounterOpts{Name: "connection_agent_event_checks_total",
+			Help: "Periodic sock_diag counts of a namespace compared with its kernel-event counts."}),
+		Drift: prometheus.NewCounter(prometheus.CounterOpts{Name: "connection_agent_event_drift_connections_total",
+			Help: "Connections by which the kernel-event counts differed from a periodic sock_diag count (then corrected)."}),
 	}
-	reg.MustRegister(m.Duration, m.Namespaces, m.Errors)
+	reg.MustRegister(m.Duration, m.Namespaces, m.Errors, m.Checks, m.Drift)
 	return m
 }
 
@@ -79,6 +96,13 @@ func (s *Scraper) Scrape() report.Report {
 	}
 	out := report.Report{Node: s.Node, Time: start}
 	rescanned := false
+	var events map[uint32]*bpfcount.Events
+	if s.Events != nil {
+		if events, err = s.Events.Snapshot(); err != nil {
+			s.error("bpf_read", err) // this scrape counts with sock_diag alone
+		}
+	}
+	seen := map[uint32]bool{}
 	for _, pod := range pods {
 		if pod.Spec.HostNetwork || pod.Status.Phase != corev1.PodRunning {
 			continue // a hostNetwork pod's sockets are the node's
@@ -94,11 +118,20 @@ func (s *Scraper) Scrape() report.Report {
 		if ns == nil {
 			continue // no process yet (starting), or not on this host
 		}
-		if err := s.count(ns, &sample); err != nil {
+		seen[uint32(ns.Inode)] = true
+		if events != nil {
+			err = s.countEvents(ns, &sample, events)
+		} else {
+			err = s.count(ns, &sample)
+		}
+		if err != nil {
 			klog.V(2).InfoS("counting connections", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 			continue
 		}
 		out.Pods = append(out.Pods, sample)
+	}
+	if events != nil {
+		s.forgetGone(seen, start)
 	}
 	if s.Metrics != nil {
 		s.Metrics.Duration.Observe(time.Since(start).Seconds())
@@ -152,10 +185,23 @@ func (s *Scraper) namespaceOf(uid string, rescanned *bool) *podns.Namespace {
 	return fresh.Pods[uid]
 }
 
-// count tries the namespace's processes in turn (one may have exited since the scan): the
-// namespace is entered by a PID whose namespace inode is checked, so a reused PID cannot
-// lead into another pod.
+// count counts the namespace with sock_diag.
 func (s *Scraper) count(ns *podns.Namespace, sample *report.Pod) error {
+	counts, pid, err := s.diag(ns)
+	if err != nil {
+		return err
+	}
+	sample.Time = time.Now()
+	sample.Inbound, sample.Outbound, sample.SynRecv = counts.Inbound, counts.Outbound, counts.SynRecv
+	sample.InboundByPort = counts.InboundByPort
+	s.passiveOpens(pid, sample)
+	return nil
+}
+
+// diag tries the namespace's processes in turn (one may have exited since the scan): the
+// namespace is entered by a PID whose namespace inode is checked, so a reused PID cannot
+// lead into another pod. It returns the PID that worked.
+func (s *Scraper) diag(ns *podns.Namespace) (sockdiag.Counts, int, error) {
 	var lastErr error
 	for _, pid := range ns.PIDs {
 		fd, err := netns.DiagSocket(netns.ProcPath(pid), ns.Inode)
@@ -167,22 +213,122 @@ func (s *Scraper) count(ns *podns.Namespace, sample *report.Pod) error {
 		unix.Close(fd)
 		if err != nil {
 			s.error("sock_diag", err)
-			return err
+			return counts, 0, err
 		}
-		sample.Time = time.Now()
-		sample.Inbound, sample.Outbound, sample.SynRecv = counts.Inbound, counts.Outbound, counts.SynRecv
-		sample.InboundByPort = counts.InboundByPort
-		// A counter that cannot be read is left out, not sent as 0 (which would read as a
-		// counter reset and then a burst of new connections).
-		if tcp, err := sockdiag.ReadTCPCounters(pid); err == nil {
-			sample.PassiveOpens = &tcp.PassiveOpens
-		} else {
-			s.error("tcp_counters", err)
-		}
-		return nil
+		return counts, pid, nil
 	}
 	s.error("enter_namespace", lastErr)
-	return lastErr
+	return sockdiag.Counts{}, 0, lastErr
+}
+
+// passiveOpens reads the namespace's counter of accepted connections through pid (or, with
+// pid 0, the first of its processes that answers). A counter that cannot be read is left out,
+// not sent as 0 (which would read as a counter reset and then a burst of new connections).
+func (s *Scraper) passiveOpens(pid int, sample *report.Pod, more ...int) {
+	var err error
+	for _, p := range append([]int{pid}, more...) {
+		if p == 0 {
+			continue
+		}
+		var tcp sockdiag.TCPCounters
+		if tcp, err = sockdiag.ReadTCPCounters(p); err == nil {
+			sample.PassiveOpens = &tcp.PassiveOpens
+			return
+		}
+	}
+	s.error("tcp_counters", err)
+}
+
+// countEvents counts the namespace from the kernel events; sock_diag counts it when it is new
+// to the tracker and every CheckEvery, and a difference found then is counted as drift and
+// corrected. Half-open handshakes are not counted in this mode.
+func (s *Scraper) countEvents(ns *podns.Namespace, sample *report.Pod, events map[uint32]*bpfcount.Events) error {
+	ino := uint32(ns.Inode)
+	if s.tracker == nil {
+		s.tracker, s.checked = bpfcount.NewTracker(), map[uint32]time.Time{}
+	}
+	every := s.CheckEvery
+	if every == 0 {
+		every = 5 * time.Minute
+	}
+	sample.SynRecvUncounted = true
+	if last, ok := s.checked[ino]; ok && time.Since(last) < every {
+		c, _ := s.tracker.Counts(ino, events[ino])
+		sample.Time = time.Now()
+		sample.Inbound, sample.Outbound, sample.InboundByPort = c.Inbound, c.Outbound, c.InboundByPort
+		s.passiveOpens(0, sample, ns.PIDs...)
+		return nil
+	}
+	// The namespace's events are read just before and just after the dump: if they moved, a
+	// connection came or went during it and the two counts cannot be compared (nor the dump
+	// taken as the seed); the sample is the dump's and the check is tried at the next scrape.
+	before, err := s.Events.Snapshot()
+	if err != nil {
+		s.error("bpf_read", err)
+		return s.count(ns, sample)
+	}
+	counts, pid, err := s.diag(ns)
+	if err != nil {
+		return err
+	}
+	after, err := s.Events.Snapshot()
+	if err != nil {
+		s.error("bpf_read", err)
+	} else if reflect.DeepEqual(before[ino], after[ino]) {
+		if s.tracker.Seeded(ino) {
+			c, _ := s.tracker.Counts(ino, after[ino])
+			if s.Metrics != nil {
+				s.Metrics.Checks.Inc()
+			}
+			if d := drift(c, counts); d > 0 {
+				if s.Metrics != nil {
+					s.Metrics.Drift.Add(float64(d))
+				}
+				klog.V(2).InfoS("event counts drifted from sock_diag's; corrected", "namespaceInode", ino, "connections", d,
+					"events", fmt.Sprintf("in %d out %d", c.Inbound, c.Outbound), "sockDiag", fmt.Sprintf("in %d out %d", counts.Inbound, counts.Outbound))
+			}
+		}
+		s.tracker.Seed(ino, counts, after[ino])
+		s.checked[ino] = time.Now()
+	}
+	sample.Time = time.Now()
+	sample.Inbound, sample.Outbound, sample.InboundByPort = counts.Inbound, counts.Outbound, counts.InboundByPort
+	s.passiveOpens(pid, sample)
+	return nil
+}
+
+// drift is how many connections two counts of a namespace disagree on, port by port.
+func drift(c bpfcount.Counts, d sockdiag.Counts) int {
+	abs := func(x int) int { return max(x, -x) }
+	n := abs(c.Outbound - d.Outbound)
+	for p, v := range d.InboundByPort {
+		n += abs(c.InboundByPort[p] - v)
+	}
+	for p, v := range c.InboundByPort {
+		if _, ok := d.InboundByPort[p]; !ok {
+			n += abs(v)
+		}
+	}
+	return n
+}
+
+// forgetGone drops the namespaces not seen for two check periods: their events are deleted
+// from the program's maps (a namespace's inode may be reused once it is freed).
+func (s *Scraper) forgetGone(seen map[uint32]bool, now time.Time) {
+	every := s.CheckEvery
+	if every == 0 {
+		every = 5 * time.Minute
+	}
+	for ino, last := range s.checked {
+		if seen[ino] || now.Sub(last) < 2*every {
+			continue
+		}
+		s.tracker.Forget(ino)
+		delete(s.checked, ino)
+		if err := s.Events.Forget(ino); err != nil {
+			s.error("bpf_forget", err)
+		}
+	}
 }
 
 func (s *Scraper) error(stage string, err error) {

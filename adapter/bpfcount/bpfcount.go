@@ -142,3 +142,34 @@ func (p *Program) Snapshot() (map[uint32]*Events, error) {
 	}
 	return out, nil
 }
+
+// Forget deletes a namespace's entries (the namespace is gone; its inode may be reused).
+func (p *Program) Forget(ino uint32) error {
+	var errs []error
+	for _, m := range []*ebpf.Map{p.objs.Counts, p.objs.Gone} {
+		var keys []counterKey
+		var prev, k counterKey
+		var from any // nil: the first key
+		for {
+			err := m.NextKey(from, &k)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				errs = append(errs, err)
+				break
+			}
+			if k.Netns == ino {
+				keys = append(keys, k)
+			}
+			prev = k
+			from = &prev
+		}
+		for _, k := range keys {
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -121,11 +121,18 @@ func TestEventsKeepSockDiagsCounts(t *testing.T) {
 
 	// A listener opens; the old connections of another port close.
 	n.Listen(t, n.Pod, "tcp4", "0.0.0.0:6060")
-	n.Dial(t, n.Peer, "198.51.100.33:6060", 2)
+	n.Listen(t, n.Pod, "tcp6", "[::]:6061")
+	in6060 := n.Dial(t, n.Peer, "198.51.100.33:6060", 2)
 	for _, c := range oldIn7070 {
 		c.Close()
 	}
 	check("after a new listener")
+
+	// Every connection of the new port closes: it is still listed, at 0.
+	for _, c := range in6060 {
+		c.Close()
+	}
+	check("after a port's connections all closed")
 
 	acc, _ := tr.Counts(ino, events(t, p, ino))
 	if acc.AcceptedByPort[9090] != 3 || acc.AcceptedByPort[7070] != 2 || acc.AcceptedByPort[6060] != 2 {
@@ -149,5 +156,29 @@ func TestANamespaceBornUnderTheProgram(t *testing.T) {
 	same(t, "new namespace", got, diag(t, n.Pod, sockdiag.Options{}))
 	if got.InboundByPort[443] != 7 {
 		t.Errorf("inbound on 443 = %d, want 7", got.InboundByPort[443])
+	}
+}
+
+// A namespace that is gone is forgotten: its entries leave the maps (they would fill them as
+// pods come and go, and its inode may be reused).
+func TestForgetDeletesANamespacesEntries(t *testing.T) {
+	p := load(t, Options{})
+	n := netnstest.New(t)
+	ino := inode(t, n.Pod)
+	n.Listen(t, n.Pod, "tcp4", "0.0.0.0:8080")
+	n.Dial(t, n.Peer, "198.51.100.33:8080", 3)
+	n.WaitHeld(6)
+	time.Sleep(50 * time.Millisecond)
+	if ev := events(t, p, ino); ev == nil || ev.InboundByPort[8080] != 3 || ev.ListenersByPort[8080] != 1 {
+		t.Fatalf("events before: %+v", ev)
+	}
+	if err := p.Forget(ino); err != nil {
+		t.Fatal(err)
+	}
+	if ev := events(t, p, ino); ev != nil {
+		t.Errorf("events after Forget: %+v", ev)
+	}
+	if ev := events(t, p, inode(t, n.Peer)); ev == nil || ev.Outbound != 3 {
+		t.Errorf("the peer's events went too: %+v", ev)
 	}
 }

@@ -144,6 +144,10 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 
+	// An accepted connection's socket is cloned from its listener and set from LISTEN (copied)
+	// to SYN_RECV: not a listener closing.
+	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
+		return 0;
 	if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN) {
 		struct key k = {
 			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),

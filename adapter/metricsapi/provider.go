@@ -40,8 +40,10 @@ var metrics = map[string]struct {
 	"tcp_connections":                {true, average(func(v store.Values) float64 { return v.Connections })},
 	"tcp_connections_max":            {false, average(func(v store.Values) float64 { return v.ConnectionsMax })},
 	"tcp_new_connections_per_second": {false, func(v store.Values) (float64, time.Duration, bool) { return v.NewPerSecond, v.RateWindow, v.HasRate }},
-	"tcp_syn_backlog":                {false, average(func(v store.Values) float64 { return v.SynBacklog })},
-	"tcp_outbound_connections":       {false, average(func(v store.Values) float64 { return v.Outbound })},
+	"tcp_syn_backlog": {false, func(v store.Values) (float64, time.Duration, bool) {
+		return v.SynBacklog, v.Window, v.HasSynBacklog
+	}},
+	"tcp_outbound_connections": {false, average(func(v store.Values) float64 { return v.Outbound })},
 }
 
 // average serves a value computed over the samples' window.
@@ -208,7 +210,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	}
 	if mv == nil {
 		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
-			"no fresh %s for pod %s/%s: its node's connection-agent has not reported it recently (or its runtime is unsupported)", info.Metric, name.Namespace, name.Name)
+			"no fresh %s for pod %s/%s: its node's connection-agent has not reported it recently (or its runtime is unsupported, or the agent does not count it: tcp_syn_backlog needs --counter=sock_diag)", info.Metric, name.Namespace, name.Name)
 	}
 	return mv, nil
 }

@@ -26,6 +26,9 @@ type Pod struct {
 	InboundByPort map[uint16]int `json:"inboundByPort,omitempty"`
 	Outbound      int            `json:"outbound"`
 	SynRecv       int            `json:"synRecv"`
+	// SynRecvUncounted: half-open handshakes were not counted (the agent counts from kernel
+	// events, which do not see them); SynRecv is then meaningless.
+	SynRecvUncounted bool `json:"synRecvUncounted,omitempty"`
 	// PassiveOpens is the namespace's counter of accepted connections (for a rate); absent when
 	// it could not be read (a failed read is not a counter of 0).
 	PassiveOpens *uint64 `json:"passiveOpens,omitempty"`

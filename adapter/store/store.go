@@ -21,8 +21,10 @@ type Values struct {
 	HasRate      bool
 	RateWindow   time.Duration
 	SynBacklog   float64
-	Outbound     float64
-	ByPort       map[uint16]float64
+	// HasSynBacklog is false when a sample of the window did not count half-open handshakes.
+	HasSynBacklog bool
+	Outbound      float64
+	ByPort        map[uint16]float64
 	// Time of the newest sample, and the span of the samples averaged (0 for a single sample).
 	Time   time.Time
 	Window time.Duration
@@ -35,6 +37,7 @@ type sample struct {
 	inbound, out, synRecv int32
 	passiveOpens          uint64
 	hasPassive            bool // the counter was read
+	synUncounted          bool
 	ports                 []portCount
 }
 
@@ -83,7 +86,7 @@ func (s *Store) Add(r report.Report) {
 		if n := len(ser.samples); n > 0 && at <= ser.samples[n-1].at {
 			continue
 		}
-		smp := sample{at: at, inbound: int32(p.Inbound), out: int32(p.Outbound), synRecv: int32(p.SynRecv)}
+		smp := sample{at: at, inbound: int32(p.Inbound), out: int32(p.Outbound), synRecv: int32(p.SynRecv), synUncounted: p.SynRecvUncounted}
 		if p.PassiveOpens != nil {
 			smp.passiveOpens, smp.hasPassive = *p.PassiveOpens, true
 		}
@@ -138,12 +141,13 @@ func (s *Store) Get(key Key, now time.Time) (Values, bool) {
 	if ser.unsupported != "" {
 		return Values{Unsupported: ser.unsupported}, false
 	}
-	v := Values{Time: time.Unix(0, newest.at), ByPort: map[uint16]float64{}}
+	v := Values{Time: time.Unix(0, newest.at), ByPort: map[uint16]float64{}, HasSynBacklog: true}
 	var in, out, syn float64
 	for _, smp := range ser.samples {
 		in += float64(smp.inbound)
 		out += float64(smp.out)
 		syn += float64(smp.synRecv)
+		v.HasSynBacklog = v.HasSynBacklog && !smp.synUncounted
 		v.ConnectionsMax = max(v.ConnectionsMax, float64(smp.inbound))
 		for _, pc := range smp.ports {
 			v.ByPort[pc.port] += float64(pc.count)

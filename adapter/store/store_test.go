@@ -159,3 +159,20 @@ func TestMemoryPerSeries(t *testing.T) {
 	}
 	runtime.KeepAlive(s)
 }
+
+// An agent counting from kernel events does not count half-open handshakes: a window with such a
+// sample has no tcp_syn_backlog (not a 0), while its other values are served.
+func TestUncountedSynBacklogIsNotServedAsZero(t *testing.T) {
+	s := New(30*time.Second, 60*time.Second)
+	s.Add(pod(0, 10, nil, 100))
+	if v, _ := s.Get(web1, t0.Add(time.Second)); !v.HasSynBacklog || v.SynBacklog != 1 {
+		t.Fatalf("counted: %+v", v)
+	}
+	r := pod(10*time.Second, 10, nil, 110)
+	r.Pods[0].SynRecv, r.Pods[0].SynRecvUncounted = 0, true
+	s.Add(r)
+	v, ok := s.Get(web1, t0.Add(11*time.Second))
+	if !ok || v.HasSynBacklog || v.Connections != 10 {
+		t.Errorf("with an uncounted sample: ok %v, %+v; want values without a SYN backlog", ok, v)
+	}
+}

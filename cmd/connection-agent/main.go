@@ -1,6 +1,14 @@
 // Command connection-agent counts the TCP connections of every pod of its node inside the pod's
 // own network namespace (no sidecar) and serves them to connection-metrics-adapter over HTTPS
-// with client certificates. It runs as a privileged DaemonSet with hostPID and the host's /proc.
+// with client certificates. It runs as a DaemonSet with hostPID and the host's /proc.
+//
+// Counting (--counter): "ebpf" keeps each namespace's counts from kernel events (a BPF program
+// on inet_sock_set_state), so a scrape costs the same whatever the number of sockets on the node;
+// sock_diag counts a namespace once when it is first seen and every --check-interval to correct
+// drift. "sock_diag" dumps every pod namespace's sockets at every scrape (and also counts
+// half-open handshakes, tcp_syn_backlog). "auto" (the default) uses ebpf where the kernel and
+// the agent's capabilities allow it, else sock_diag, and says which in its log, in
+// connection_agent_counter_info and on /healthz.
 package main
 
 import (
@@ -28,6 +36,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/agent"
+	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/bpfcount"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/netns"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/sockdiag"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
@@ -50,6 +59,8 @@ func main() {
 	loopback := flag.Bool("include-loopback-peers", false, "count connections whose peer is loopback (a mesh sidecar's)")
 	unsupported := flag.String("unsupported-runtime-classes", "gvisor,kata,kata-qemu,kata-clh,runsc", "RuntimeClasses whose pods' sockets are outside the node's kernel")
 	podSeries := flag.Bool("pod-series", true, "expose each pod's connection counts on /metrics (connection_agent_pod_*: labels namespace, pod, port)")
+	counterMode := flag.String("counter", "auto", "how connections are counted: ebpf (kernel events; needs BTF, kernel 5.11+, CAP_BPF and CAP_PERFMON), sock_diag (a dump per scrape; also counts half-open handshakes), or auto (ebpf where possible)")
+	checkInterval := flag.Duration("check-interval", 5*time.Minute, "with the ebpf counter: how often sock_diag re-counts each namespace to measure and correct drift")
 	setHostSysctl := flag.String("set-host-sysctl", "", "set this net.* sysctl (name=value) in the host's network namespace (PID 1's, else the kubelet's: needs hostPID and privilege), then exit: the DaemonSet's init container")
 	flag.Parse()
 	if err := logOpts.Apply(); err != nil {
@@ -77,14 +88,18 @@ func main() {
 		return
 	}
 
-	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *clientName, *interval, *procRoot, *loopback, *unsupported, *podSeries); err != nil {
+	if err := run(*kubeconfig, *node, *allNodes, *listen, *metricsListen, *tlsCert, *tlsKey, *clientCA, *clientName, *interval, *procRoot, *loopback, *unsupported, *podSeries,
+		*counterMode, *checkInterval); err != nil {
 		klog.ErrorS(err, "connection-agent stopped")
 		os.Exit(1)
 	}
 }
 
 func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert, tlsKey, clientCA, clientName string,
-	interval time.Duration, procRoot string, loopback bool, unsupported string, podSeries bool) error {
+	interval time.Duration, procRoot string, loopback bool, unsupported string, podSeries bool, counterMode string, checkInterval time.Duration) error {
+	if counterMode != "auto" && counterMode != "ebpf" && counterMode != "sock_diag" {
+		return fmt.Errorf("--counter %q: use auto, ebpf or sock_diag", counterMode)
+	}
 	if node == "" && !allNodes {
 		return errors.New("--node-name (or NODE_NAME) is required: the agent counts the pods of its node")
 	}
@@ -129,6 +144,25 @@ func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert,
 	if podSeries {
 		reg.MustRegister(agent.NewPodCollector(scraper))
 	}
+	mode, why := "sock_diag", "--counter=sock_diag"
+	if counterMode != "sock_diag" {
+		prog, err := bpfcount.Load(bpfcount.Options{IncludeLoopbackPeers: loopback})
+		switch {
+		case err == nil:
+			defer prog.Close()
+			scraper.Events, scraper.CheckEvery = prog, checkInterval
+			mode, why = "ebpf", ""
+		case counterMode == "ebpf":
+			return fmt.Errorf("--counter=ebpf: %w (use --counter=auto to fall back to sock_diag)", err)
+		default:
+			why = "eBPF unavailable: " + err.Error()
+		}
+	}
+	klog.InfoS("counting connections with "+mode, "counter", mode, "reason", why)
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "connection_agent_counter_info",
+		Help: "How the agent counts connections (mode ebpf or sock_diag; reason why not ebpf)."}, []string{"mode", "reason"})
+	info.WithLabelValues(mode, why).Set(1)
+	reg.MustRegister(info)
 
 	// The certificate, key and client CA are re-read when cert-manager (or the chart) renews them.
 	tlsConfig, err := certs.ServerConfig(ctx, "--tls-cert/--tls-key", tlsCert, tlsKey, "--client-ca", clientCA)
@@ -143,7 +177,7 @@ func run(kubeconfig, node string, allNodes bool, listen, metricsListen, tlsCert,
 			http.Error(w, "no recent scrape", http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = w.Write([]byte("ok\n"))
+		_, _ = fmt.Fprintf(w, "ok\ncounter: %s\n", strings.TrimSpace(mode+" "+why))
 	})
 	metricsSrv := &http.Server{Addr: metricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errs := make(chan error, 2)

@@ -36,7 +36,9 @@ const (
 // ConnectionMetrics is a running connection-agent (for every pod of this host: all the world's
 // pod sandboxes live here) and connection-metrics-adapter, registered through APIServices.
 type ConnectionMetrics struct {
-	procs []*exec.Cmd
+	// AgentMetrics is the agent's /metrics URL.
+	AgentMetrics string
+	procs        []*exec.Cmd
 	w     *World
 	apis  []string // APIService names, removed by Stop
 	lock  *os.File
@@ -153,10 +155,16 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	if err != nil {
 		return nil, err
 	}
-	// The agent listens on the node address: EndpointSlices take no loopback address.
+	agentMetricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	m.AgentMetrics = "http://127.0.0.1:" + strconv.Itoa(agentMetricsPort) + "/metrics"
+	// The agent listens on the node address: EndpointSlices take no loopback address. It counts
+	// from kernel events where it can (this machine can), with sock_diag checks every 20 s.
 	if err := m.start(filepath.Join(workDir, "connection-agent.log"), filepath.Join(binDir, "connection-agent"),
 		"--kubeconfig", kubeconfig, "--all-nodes", "--listen", net.JoinHostPort(nodeIP, strconv.Itoa(agentPort)),
-		"--metrics-listen", "127.0.0.1:0", "--interval", "2s",
+		"--metrics-listen", "127.0.0.1:"+strconv.Itoa(agentMetricsPort), "--interval", "2s", "--check-interval", "20s",
 		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", clientPKI.CAFile); err != nil {
 		return nil, err
 	}
