@@ -39,9 +39,9 @@ type ConnectionMetrics struct {
 	// AgentMetrics is the agent's /metrics URL.
 	AgentMetrics string
 	procs        []*exec.Cmd
-	w     *World
-	apis  []string // APIService names, removed by Stop
-	lock  *os.File
+	w            *World
+	apis         []string // APIService names, removed by Stop
+	lock         *os.File
 }
 
 // lockAPIServices waits (up to 10 minutes) for the exclusive lock on the metrics APIServices:
