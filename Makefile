@@ -29,8 +29,9 @@ e2e:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## lint: gofmt, go vet (with and without the e2e build tag), and the chart's README current
-lint:
+## lint: gofmt, go vet (with and without the e2e build tag), the chart's README current, and the
+## committed BPF object what its source compiles to (Debian 12's clang 14 and libbpf-dev)
+lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
@@ -38,15 +39,19 @@ lint:
 	@hd=$$(e2e/world/helm-docs.sh) && \
 	  if ! $$hd --chart-search-root charts --dry-run --log-level warning 2>/dev/null | diff -u charts/openstack-autoscaler/README.md - ; then \
 	  echo "charts/openstack-autoscaler/README.md is not what values.yaml says: run make chart-docs"; exit 1; fi
+	$(GO) generate ./adapter/bpfcount
+	@git diff --quiet -- adapter/bpfcount || { git diff --stat -- adapter/bpfcount; \
+	  echo "adapter/bpfcount: the committed BPF object is not what counter.bpf.c compiles to: commit the regenerated files"; exit 1; }
 
 ## chart-docs: write charts/openstack-autoscaler/README.md from values.yaml (helm-docs)
 chart-docs:
 	$$(e2e/world/helm-docs.sh) --chart-search-root charts --log-level warning
 
 ## deps: Debian packages the unit tests need (protoc checks the generated gRPC code; nft and ip
-## make the network namespaces of the connection-counting tests)
+## make the network namespaces of the connection-counting tests; clang and libbpf-dev compile
+## the BPF counter, which lint checks against the committed object)
 deps:
-	@for p in protobuf-compiler libprotobuf-dev nftables iproute2; do \
+	@for p in protobuf-compiler libprotobuf-dev nftables iproute2 clang libbpf-dev; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; fi
