@@ -189,8 +189,16 @@ func TestChartTemplates(t *testing.T) {
 		r.get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &ds)
 		pod := ds.Spec.Template.Spec
 		agent := pod.Containers[0]
-		if !pod.HostPID || agent.SecurityContext == nil || agent.SecurityContext.Privileged == nil || !*agent.SecurityContext.Privileged {
-			t.Errorf("agent: want hostPID and a privileged container, got hostPID=%v securityContext=%+v", pod.HostPID, agent.SecurityContext)
+		// Not privileged: the capabilities its counter needs (auto: sock_diag's and ebpf's).
+		if sc := agent.SecurityContext; !pod.HostPID || sc == nil || sc.Privileged == nil || *sc.Privileged || sc.Capabilities == nil ||
+			fmt.Sprint(sc.Capabilities.Add) != "[SYS_ADMIN SYS_PTRACE BPF PERFMON]" || fmt.Sprint(sc.Capabilities.Drop) != "[ALL]" {
+			t.Errorf("agent: want hostPID and only SYS_ADMIN, SYS_PTRACE, BPF, PERFMON, got hostPID=%v securityContext=%+v", pod.HostPID, sc)
+		}
+		requireArgs(t, "agent", agent, "--counter=auto", "--check-interval=5m")
+		var sockDiag appsv1.DaemonSet
+		helmTemplate(t, helm, rel, ns, "--set", "connectionMetrics.agent.counter=sock_diag").get(t, "DaemonSet", "osa-openstack-autoscaler-connection-agent", &sockDiag)
+		if c := sockDiag.Spec.Template.Spec.Containers[0]; fmt.Sprint(c.SecurityContext.Capabilities.Add) != "[SYS_ADMIN SYS_PTRACE]" {
+			t.Errorf("counter sock_diag: capabilities %v, want SYS_ADMIN and SYS_PTRACE only", c.SecurityContext.Capabilities.Add)
 		}
 		requireArgs(t, "agent", agent, "--node-name=$(NODE_NAME)", "--proc=/host/proc", "--listen=:10260",
 			"--client-ca=/etc/connection-agent/tls/ca.crt")

@@ -152,6 +152,10 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 		}
 	}
 	agent := byComponent["connection-agent"][0]
+	// Not privileged, the agent's container still loaded its BPF program (CAP_BPF, CAP_PERFMON).
+	if body := httpGet(t, "http://"+net.JoinHostPort(agent.Status.PodIP, "10261")+"/metrics"); !strings.Contains(body, `connection_agent_counter_info{mode="ebpf",reason=""} 1`) {
+		t.Errorf("the agent's container does not count from kernel events:\n%s", framework.Tail(body, 800))
+	}
 	if len(agent.Status.InitContainerStatuses) != 1 || agent.Status.InitContainerStatuses[0].State.Terminated == nil ||
 		agent.Status.InitContainerStatuses[0].State.Terminated.ExitCode != 0 {
 		t.Errorf("the agent's sysctl init container did not end well: %+v", agent.Status.InitContainerStatuses)
