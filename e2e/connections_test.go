@@ -285,6 +285,12 @@ func TestHPAScalesOnConnectionsPerPod(t *testing.T) {
 	if !strings.Contains(notFound, "tcp_connections") || !strings.Contains(notFound, "NotFound") {
 		t.Errorf("unknown metric: %s; want NotFound naming the served metrics", notFound)
 	}
+	// Counted from kernel events, half-open handshakes are not: tcp_syn_backlog is withheld
+	// (not served as 0) and the error says how to get it.
+	syn := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_syn_backlog?labelSelector=app%3D"+app)
+	if strings.Contains(syn, `"value"`) {
+		t.Errorf("tcp_syn_backlog served by an agent counting from events: %s", syn)
+	}
 	badSelector := kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/tcp_connections?metricLabelSelector=colour%3Dblue")
 	if !strings.Contains(badSelector, "BadRequest") || !strings.Contains(badSelector, "port=<number>") {
 		t.Errorf("bad metric selector: %s; want BadRequest saying port=<number>", badSelector)
@@ -333,4 +339,37 @@ func TestHPAHoldsWhenTheAgentStopsReporting(t *testing.T) {
 	}
 	describe := kubectl(t, w, "describe", "hpa", app)
 	t.Logf("45 s after the agent stopped the HPA still holds 3 replicas; kubectl describe hpa:\n%s", describe)
+}
+
+// On a node where the BPF program cannot be loaded (here: a kernel without BTF, as the agent sees
+// it), the agent counts with sock_diag and says so (log, connection_agent_counter_info,
+// /healthz); the HPA still scales on its counts, and tcp_syn_backlog is served.
+func TestAgentFallsBackToSockDiagWithoutBPF(t *testing.T) {
+	w := framework.Connect(t)
+	m := framework.RunConnectionMetrics(t, w, "6s", framework.WithoutKernelBTF())
+	kwokNode(t, w, "fallback-node", "32")
+	body := httpGet(t, m.AgentMetrics)
+	if !strings.Contains(body, `connection_agent_counter_info{mode="sock_diag",reason="eBPF unavailable: `) {
+		t.Fatalf("the agent does not say it fell back to sock_diag:\n%s", framework.Tail(body, 1500))
+	}
+	health := httpGet(t, strings.TrimSuffix(m.AgentMetrics, "/metrics")+"/healthz")
+	if !strings.Contains(health, "counter: sock_diag eBPF unavailable: ") {
+		t.Errorf("/healthz: %q, want the counter and why not ebpf", health)
+	}
+	t.Logf("/healthz: %s", strings.TrimSpace(health))
+
+	const app = "fallback-web"
+	replicas := connectionsHPA(t, w, app, "fallback-node", "8080")
+	var mu sync.Mutex
+	total := 20
+	spreadLoad(t, w, app, 8080, &total, &mu)
+	raw := func(metric string) metricValueList {
+		var list metricValueList
+		_ = json.Unmarshal([]byte(kubectl(t, w, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/"+metric+"?labelSelector=app%3D"+app)), &list)
+		return list
+	}
+	waitEachHolds(t, replicas, func() metricValueList { return raw("tcp_connections") }, 2, "10", 120*time.Second)
+	if syn := raw("tcp_syn_backlog"); len(syn.Items) != 2 || !syn.Items[0].Value.IsZero() {
+		t.Errorf("tcp_syn_backlog with sock_diag: %+v, want 0 for both pods", syn.Items)
+	}
 }

@@ -75,7 +75,13 @@ type Option func(*options)
 type options struct {
 	rabbitmqConfig string
 	delegate       *OtherMetrics
+	noBTF          bool
 }
+
+// WithoutKernelBTF starts the agent where /sys/kernel/btf/vmlinux is empty (a bind mount in a
+// mount namespace of its own), as on a kernel built without BTF: it cannot load its BPF program
+// and must fall back to sock_diag.
+func WithoutKernelBTF() Option { return func(o *options) { o.noBTF = true } }
 
 // WithDelegate has the adapter take over the APIServices other registered and hand it every
 // metric it does not serve (--custom-metrics-delegate, --external-metrics-delegate), as the
@@ -162,10 +168,15 @@ func StartConnectionMetrics(w *World, binDir, workDir, window string, opts ...Op
 	m.AgentMetrics = "http://127.0.0.1:" + strconv.Itoa(agentMetricsPort) + "/metrics"
 	// The agent listens on the node address: EndpointSlices take no loopback address. It counts
 	// from kernel events where it can (this machine can), with sock_diag checks every 20 s.
-	if err := m.start(filepath.Join(workDir, "connection-agent.log"), filepath.Join(binDir, "connection-agent"),
+	agentCmd := []string{filepath.Join(binDir, "connection-agent")}
+	if o.noBTF {
+		agentCmd = []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount --bind /dev/null /sys/kernel/btf/vmlinux && exec "$0" "$@"`, agentCmd[0]}
+	}
+	if err := m.start(filepath.Join(workDir, "connection-agent.log"), agentCmd[0], append(agentCmd[1:],
 		"--kubeconfig", kubeconfig, "--all-nodes", "--listen", net.JoinHostPort(nodeIP, strconv.Itoa(agentPort)),
 		"--metrics-listen", "127.0.0.1:"+strconv.Itoa(agentMetricsPort), "--interval", "2s", "--check-interval", "20s",
-		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", clientPKI.CAFile); err != nil {
+		"--tls-cert", agentCert, "--tls-key", agentKey, "--client-ca", clientPKI.CAFile)...); err != nil {
 		return nil, err
 	}
 	adapterArgs := append([]string{"--lister-kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
