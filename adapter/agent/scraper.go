@@ -4,6 +4,7 @@ package agent
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"sync"
 	"time"
@@ -60,6 +61,8 @@ type Metrics struct {
 	// Drift the connections by which they disagreed.
 	Checks prometheus.Counter
 	Drift  prometheus.Counter
+	// Lost mirrors the program's count of events it could not record (a map full).
+	Lost prometheus.Gauge
 }
 
 // NewMetrics registers the agent's metrics.
@@ -76,7 +79,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Drift: prometheus.NewCounter(prometheus.CounterOpts{Name: "connection_agent_event_drift_connections_total",
 			Help: "Connections by which the kernel-event counts differed from a periodic sock_diag count (then corrected)."}),
 	}
-	reg.MustRegister(m.Duration, m.Namespaces, m.Errors, m.Checks, m.Drift)
+	m.Lost = prometheus.NewGauge(prometheus.GaugeOpts{Name: "connection_agent_event_lost_total",
+		Help: "Kernel events the BPF program could not record because a map was full (corrected at the next sock_diag check)."})
+	reg.MustRegister(m.Duration, m.Namespaces, m.Errors, m.Checks, m.Drift, m.Lost)
 	return m
 }
 
@@ -132,6 +137,9 @@ func (s *Scraper) Scrape() report.Report {
 	}
 	if events != nil {
 		s.forgetGone(seen, start)
+		if lost, err := s.Events.Lost(); err == nil && s.Metrics != nil {
+			s.Metrics.Lost.Set(float64(lost))
+		}
 	}
 	if s.Metrics != nil {
 		s.Metrics.Duration.Observe(time.Since(start).Seconds())
@@ -288,8 +296,13 @@ func (s *Scraper) countEvents(ns *podns.Namespace, sample *report.Pod, events ma
 					"events", fmt.Sprintf("in %d out %d", c.Inbound, c.Outbound), "sockDiag", fmt.Sprintf("in %d out %d", counts.Inbound, counts.Outbound))
 			}
 		}
+		checked := time.Now()
+		if !s.tracker.Seeded(ino) {
+			// Spread the namespaces' checks over the period, not all in one scrape.
+			checked = checked.Add(-time.Duration(rand.Int64N(int64(every))))
+		}
 		s.tracker.Seed(ino, counts, after[ino])
-		s.checked[ino] = time.Now()
+		s.checked[ino] = checked
 	}
 	sample.Time = time.Now()
 	sample.Inbound, sample.Outbound, sample.InboundByPort = counts.Inbound, counts.Outbound, counts.InboundByPort

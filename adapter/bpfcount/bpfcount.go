@@ -92,7 +92,7 @@ type Events struct {
 	GoneByPort map[uint16]int64
 }
 
-// Snapshot reads every namespace's events: two map walks, summing the CPUs' values.
+// Snapshot reads every namespace's events: two map walks.
 func (p *Program) Snapshot() (map[uint32]*Events, error) {
 	out := map[uint32]*Events{}
 	get := func(ino uint32) *Events {
@@ -105,15 +105,10 @@ func (p *Program) Snapshot() (map[uint32]*Events, error) {
 		return e
 	}
 	var k counterKey
-	var vals []counterValue
+	var v counterValue
 	it := p.objs.Counts.Iterate()
-	for it.Next(&k, &vals) {
-		var est int64
-		var opened uint64
-		for _, v := range vals {
-			est += v.Established
-			opened += v.Opened
-		}
+	for it.Next(&k, &v) {
+		est, opened := v.Established, v.Opened
 		e := get(k.Netns)
 		switch k.Dir {
 		case dirIn:
@@ -128,14 +123,10 @@ func (p *Program) Snapshot() (map[uint32]*Events, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading counts: %w", err)
 	}
-	var gone []int64
+	var gone int64
 	it = p.objs.Gone.Iterate()
 	for it.Next(&k, &gone) {
-		var n int64
-		for _, g := range gone {
-			n += g
-		}
-		get(k.Netns).GoneByPort[k.Port] += n
+		get(k.Netns).GoneByPort[k.Port] += gone
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading departures: %w", err)
@@ -172,4 +163,12 @@ func (p *Program) Forget(ino uint32) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Lost is the number of events the program could not record because a map was full (their
+// connections are miscounted until the next sock_diag check).
+func (p *Program) Lost() (uint64, error) {
+	var n uint64
+	err := p.objs.Lost.Lookup(uint32(0), &n)
+	return n, err
 }

@@ -68,17 +68,20 @@ struct key {
 };
 
 struct value {
-	__s64 established; // may be negative on one CPU: user space sums the CPUs
-	__u64 opened;      // connections that became ESTABLISHED (accepted ones for DIR_IN)
+	__s64 established;
+	__u64 opened; // connections that became ESTABLISHED (accepted ones for DIR_IN)
 };
 
 struct sk_state {
 	struct key key;
 };
 
+// Shared by the CPUs (atomic adds), not per CPU: preallocated per-CPU maps would take memory in
+// proportion to the node's CPUs. Entries: a few per pod namespace (its listening ports,
+// outbound); the agent deletes a namespace's entries when it is gone.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
 	__type(key, struct key);
 	__type(value, struct value);
 } counts SEC(".maps");
@@ -86,11 +89,28 @@ struct {
 // gone: departures of sockets established before the program was attached, by netns and
 // local port (dir 0), as user space cannot know their direction from here.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 262144);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
 	__type(key, struct key);
 	__type(value, __s64);
 } gone SEC(".maps");
+
+// lost[0]: events that found counts or gone full (their connection is then miscounted until the
+// next sock_diag check corrects it); user space reports it.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -124,11 +144,14 @@ static __always_inline void add(struct key *k, __s64 est, __u64 opened)
 		struct value zero = {};
 		bpf_map_update_elem(&counts, k, &zero, BPF_NOEXIST);
 		v = bpf_map_lookup_elem(&counts, k);
-		if (!v)
+		if (!v) {
+			count_lost();
 			return;
+		}
 	}
-	v->established += est;
-	v->opened += opened;
+	__sync_fetch_and_add(&v->established, est);
+	if (opened)
+		__sync_fetch_and_add(&v->opened, opened);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -200,10 +223,12 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		__s64 zero = 0;
 		bpf_map_update_elem(&gone, &k, &zero, BPF_NOEXIST);
 		g = bpf_map_lookup_elem(&gone, &k);
-		if (!g)
+		if (!g) {
+			count_lost();
 			return 0;
+		}
 	}
-	*g += 1;
+	__sync_fetch_and_add(g, 1);
 	return 0;
 }
 

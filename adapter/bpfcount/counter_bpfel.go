@@ -38,6 +38,7 @@ type counterValue struct {
 const (
 	counterMapCounts               = "counts"
 	counterMapGone                 = "gone"
+	counterMapLost                 = "lost"
 	counterMapSockets              = "sockets"
 	counterProgInetSockSetState    = "inet_sock_set_state"
 	counterVarIncludeLoopbackPeers = "include_loopback_peers"
@@ -94,6 +95,7 @@ type counterProgramSpecs struct {
 type counterMapSpecs struct {
 	Counts  *ebpf.MapSpec `ebpf:"counts"`
 	Gone    *ebpf.MapSpec `ebpf:"gone"`
+	Lost    *ebpf.MapSpec `ebpf:"lost"`
 	Sockets *ebpf.MapSpec `ebpf:"sockets"`
 }
 
@@ -126,6 +128,7 @@ func (o *counterObjects) Close() error {
 type counterMaps struct {
 	Counts  *ebpf.Map `ebpf:"counts"`
 	Gone    *ebpf.Map `ebpf:"gone"`
+	Lost    *ebpf.Map `ebpf:"lost"`
 	Sockets *ebpf.Map `ebpf:"sockets"`
 }
 
@@ -133,6 +136,7 @@ func (m *counterMaps) Close() error {
 	return _CounterClose(
 		m.Counts,
 		m.Gone,
+		m.Lost,
 		m.Sockets,
 	)
 }
