@@ -40,7 +40,7 @@ lint: deps
 	  if ! $$hd --chart-search-root charts --dry-run --log-level warning 2>/dev/null | diff -u charts/openstack-autoscaler/README.md - ; then \
 	  echo "charts/openstack-autoscaler/README.md is not what values.yaml says: run make chart-docs"; exit 1; fi
 	$(GO) generate ./adapter/bpfcount
-	@git diff --quiet -- adapter/bpfcount || { git diff --stat -- adapter/bpfcount; \
+	@git diff --quiet -- adapter/bpfcount/counter_bpfel.o adapter/bpfcount/counter_bpfel.go || { git diff --stat -- adapter/bpfcount; \
 	  echo "adapter/bpfcount: the committed BPF object is not what counter.bpf.c compiles to: commit the regenerated files"; exit 1; }
 
 ## chart-docs: write charts/openstack-autoscaler/README.md from values.yaml (helm-docs)

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -11,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/e2e/framework"
@@ -25,47 +21,10 @@ import (
 // Object metric metric of Service svc at averageValue per replica.
 func objectHPA(t *testing.T, w *framework.World, app, node, svc, metric, averageValue string) (replicas func() int32) {
 	t.Helper()
-	ctx := context.Background()
-	labels := map[string]string{"app": app}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": node},
-					Containers: []corev1.Container{{Name: "worker", Image: "registry.invalid/worker:1"}}}}},
-	}
-	if _, err := w.Kube.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = w.Kube.AppsV1().Deployments("default").Delete(context.Background(), app, metav1.DeleteOptions{})
-	})
-	hpa := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
-			MinReplicas:    ptr.To(int32(1)), MaxReplicas: 6,
-			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.ObjectMetricSourceType, Object: &autoscalingv2.ObjectMetricSource{
-				DescribedObject: autoscalingv2.CrossVersionObjectReference{APIVersion: "v1", Kind: "Service", Name: svc},
-				Metric:          autoscalingv2.MetricIdentifier{Name: metric},
-				Target:          autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse(averageValue))}}}},
-			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
-				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(10))}},
-		},
-	}
-	if _, err := w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = w.Kube.AutoscalingV2().HorizontalPodAutoscalers("default").Delete(context.Background(), app, metav1.DeleteOptions{})
-	})
-	return func() int32 {
-		d, err := w.Kube.AppsV1().Deployments("default").Get(ctx, app, metav1.GetOptions{})
-		if err != nil {
-			return -1
-		}
-		return *d.Spec.Replicas
-	}
+	return scaledDeployment(t, w, app, node, nil, autoscalingv2.MetricSpec{Type: autoscalingv2.ObjectMetricSourceType, Object: &autoscalingv2.ObjectMetricSource{
+		DescribedObject: autoscalingv2.CrossVersionObjectReference{APIVersion: "v1", Kind: "Service", Name: svc},
+		Metric:          autoscalingv2.MetricIdentifier{Name: metric},
+		Target:          autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse(averageValue))}}})
 }
 
 // Installed where another metrics server already serves custom.metrics.k8s.io and

@@ -121,13 +121,24 @@ func waitEachHolds(t *testing.T, replicas func() int32, raw func() metricValueLi
 // stabilization; both go when the test ends. It returns the Deployment's replicas.
 func connectionsHPA(t *testing.T, w *framework.World, app, node, ports string) (replicas func() int32) {
 	t.Helper()
+	return scaledDeployment(t, w, app, node, map[string]string{sandbox.PortsAnnotation: ports},
+		autoscalingv2.MetricSpec{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
+			Metric: autoscalingv2.MetricIdentifier{Name: "tcp_connections"},
+			Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse("10"))}}})
+}
+
+// scaledDeployment runs a one-replica Deployment app of pods on node (with annotations) and a real
+// HPA scaling it (1 to 6 replicas) on metric, with a 10 s scale-down stabilization; both go when
+// the test ends. It returns the Deployment's replicas.
+func scaledDeployment(t *testing.T, w *framework.World, app, node string, annotations map[string]string, metric autoscalingv2.MetricSpec) (replicas func() int32) {
+	t.Helper()
 	ctx := context.Background()
 	labels := map[string]string{"app": app}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: "default"},
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{sandbox.PortsAnnotation: ports}},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 				Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": node},
 					Containers: []corev1.Container{{Name: "web", Image: "registry.invalid/web:1"}}},
 			}},
@@ -143,9 +154,7 @@ func connectionsHPA(t *testing.T, w *framework.World, app, node, ports string) (
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
 			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
 			MinReplicas:    ptr.To(int32(1)), MaxReplicas: 6,
-			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
-				Metric: autoscalingv2.MetricIdentifier{Name: "tcp_connections"},
-				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse("10"))}}}},
+			Metrics: []autoscalingv2.MetricSpec{metric},
 			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
 				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(10))}},
 		},

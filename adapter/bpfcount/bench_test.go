@@ -40,16 +40,7 @@ func BenchmarkScrape110Pods50kConnectionsSharedTable(b *testing.B) {
 		start := netnstest.CPUTime()
 		for i := 0; i < b.N; i++ {
 			total := 0
-			for _, pid := range w.PIDs {
-				fd, err := netns.DiagSocket(netns.ProcPath(pid), 0)
-				if err != nil {
-					b.Fatal(err)
-				}
-				got, err := c.Count(fd)
-				unix.Close(fd)
-				if err != nil {
-					b.Fatal(err)
-				}
+			for _, got := range diagAll(b, c, w.PIDs) {
 				total += got.Inbound
 			}
 			if total != want {
@@ -65,17 +56,7 @@ func BenchmarkScrape110Pods50kConnectionsSharedTable(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c := sockdiag.NewCounter(sockdiag.Options{})
-		for i, pid := range w.PIDs {
-			fd, err := netns.DiagSocket(netns.ProcPath(pid), 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			d, err := c.Count(fd)
-			unix.Close(fd)
-			if err != nil {
-				b.Fatal(err)
-			}
+		for i, d := range diagAll(b, sockdiag.NewCounter(sockdiag.Options{}), w.PIDs) {
 			tr.Seed(inodes[i], d, all[inodes[i]])
 		}
 		b.ResetTimer()
@@ -99,6 +80,23 @@ func BenchmarkScrape110Pods50kConnectionsSharedTable(b *testing.B) {
 		}
 		b.ReportMetric(float64((netnstest.CPUTime()-start).Microseconds())/1000/float64(b.N), "cpu-ms/scrape")
 	})
+}
+
+// diagAll counts the namespace of each of pids with sock_diag.
+func diagAll(b *testing.B, c *sockdiag.Counter, pids []int) []sockdiag.Counts {
+	out := make([]sockdiag.Counts, len(pids))
+	for i, pid := range pids {
+		fd, err := netns.DiagSocket(netns.ProcPath(pid), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i], err = c.Count(fd)
+		unix.Close(fd)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out
 }
 
 // One op = a connection opened and closed (client in one namespace, server accepting and

@@ -2,48 +2,12 @@ package openstack
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/pem"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
-
-// recordingKeystone is a Keystone v3 over TLS that issues a token for any credentials and keeps
-// the last authentication request's body; its catalog has compute in RegionOne and RegionTwo
-// (public and internal).
-func recordingKeystone(t *testing.T) (*httptest.Server, *map[string]any) {
-	t.Helper()
-	var last map[string]any
-	var srv *httptest.Server
-	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/v3/auth/tokens" {
-			http.NotFound(w, r)
-			return
-		}
-		b, _ := io.ReadAll(r.Body)
-		last = nil
-		_ = json.Unmarshal(b, &last)
-		w.Header().Set("X-Subject-Token", "conf-token")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusCreated)
-		_ = json.NewEncoder(w).Encode(map[string]any{"token": map[string]any{
-			"methods": []string{"password"}, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
-			"catalog": []map[string]any{{"type": "compute", "name": "nova", "endpoints": []map[string]string{
-				{"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": srv.URL + "/one/v2.1"},
-				{"interface": "internal", "region": "RegionOne", "region_id": "RegionOne", "url": srv.URL + "/one-internal/v2.1"},
-				{"interface": "internal", "region": "RegionTwo", "region_id": "RegionTwo", "url": srv.URL + "/two-internal/v2.1"},
-				{"interface": "public", "region": "RegionTwo", "region_id": "RegionTwo", "url": srv.URL + "/two/v2.1"}}}},
-		}})
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &last
-}
 
 func writeFile(t *testing.T, dir, name, text string) string {
 	t.Helper()
@@ -71,7 +35,7 @@ func dig(v any, keys ...string) any {
 // domain, scoped to the project in its domain, the region and interface it names, the private
 // CA of ca-file.
 func TestConnectReadsCloudProviderOpenstacksCloudConf(t *testing.T) {
-	srv, last := recordingKeystone(t)
+	srv, _, last := keystone(t)
 	dir := t.TempDir()
 	ca := writeFile(t, dir, "ca.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
 	conf := writeFile(t, dir, "cloud.conf", `[Global]
@@ -116,7 +80,7 @@ bs-version=v3
 }
 
 func TestCloudConfApplicationCredentialAndInsecure(t *testing.T) {
-	srv, last := recordingKeystone(t)
+	srv, _, last := keystone(t)
 	conf := writeFile(t, t.TempDir(), "cloud.conf", `[Global]
 auth-url=`+srv.URL+`/v3
 application-credential-id=ac-id
@@ -134,7 +98,7 @@ tls-insecure=true
 }
 
 func TestCloudConfUseCloudsReadsTheNamedEntry(t *testing.T) {
-	srv, last := recordingKeystone(t)
+	srv, _, last := keystone(t)
 	dir := t.TempDir()
 	ca := writeFile(t, dir, "ca.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
 	clouds := writeFile(t, dir, "clouds.yaml", `clouds:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,10 +17,12 @@ import (
 )
 
 // keystone is a Keystone v3 over TLS (with httptest's own CA) that issues a token for any
-// application credential, with a catalog holding compute at the same address.
-func keystone(t *testing.T) (*httptest.Server, *atomic.Int32) {
+// credentials, counts the requests and keeps the last authentication request's body; its catalog
+// has compute at the same address in RegionOne and RegionTwo (public and internal).
+func keystone(t *testing.T) (*httptest.Server, *atomic.Int32, *map[string]any) {
 	t.Helper()
 	var requests atomic.Int32
+	var last map[string]any
 	var srv *httptest.Server
 	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
@@ -27,23 +30,29 @@ func keystone(t *testing.T) (*httptest.Server, *atomic.Int32) {
 			http.NotFound(w, r)
 			return
 		}
+		b, _ := io.ReadAll(r.Body)
+		last = nil
+		_ = json.Unmarshal(b, &last)
 		w.Header().Set("X-Subject-Token", "tls-token")
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
 		_ = json.NewEncoder(w).Encode(map[string]any{"token": map[string]any{
-			"methods": []string{"application_credential"}, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+			"methods": []string{"password"}, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
 			"catalog": []map[string]any{{"type": "compute", "name": "nova", "endpoints": []map[string]string{
-				{"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": srv.URL + "/v2.1"}}}},
+				{"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": srv.URL + "/one/v2.1"},
+				{"interface": "internal", "region": "RegionOne", "region_id": "RegionOne", "url": srv.URL + "/one-internal/v2.1"},
+				{"interface": "internal", "region": "RegionTwo", "region_id": "RegionTwo", "url": srv.URL + "/two-internal/v2.1"},
+				{"interface": "public", "region": "RegionTwo", "region_id": "RegionTwo", "url": srv.URL + "/two/v2.1"}}}},
 		}})
 	}))
 	t.Cleanup(srv.Close)
-	return srv, &requests
+	return srv, &requests, &last
 }
 
 // clouds.yaml's cacert names the private CA of the cloud's endpoints. It is used whether or not
 // the caller wraps the transport (the provider wraps it to count calls), as `validate` uses it.
 func TestConnectUsesTheCloudsCACert(t *testing.T) {
-	srv, requests := keystone(t)
+	srv, requests, _ := keystone(t)
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
