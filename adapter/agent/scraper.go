@@ -5,7 +5,6 @@ package agent
 import (
 	"fmt"
 	"math/rand/v2"
-	"reflect"
 	"sync"
 	"time"
 
@@ -44,6 +43,8 @@ type Scraper struct {
 	CheckEvery time.Duration
 	tracker    *bpfcount.Tracker
 	checked    map[uint32]time.Time // when sock_diag last counted each namespace
+	owner      map[uint32]string    // the pod UID each namespace inode was counted for
+	swept      time.Time            // when entries of uncounted namespaces were last deleted
 
 	mu       sync.Mutex
 	scan     *podns.Scan
@@ -136,7 +137,7 @@ func (s *Scraper) Scrape() report.Report {
 		out.Pods = append(out.Pods, sample)
 	}
 	if events != nil {
-		s.forgetGone(seen, start)
+		s.forgetGone(seen, events, start)
 		if lost, err := s.Events.Lost(); err == nil && s.Metrics != nil {
 			s.Metrics.Lost.Set(float64(lost))
 		}
@@ -253,12 +254,18 @@ func (s *Scraper) passiveOpens(pid int, sample *report.Pod, more ...int) {
 func (s *Scraper) countEvents(ns *podns.Namespace, sample *report.Pod, events map[uint32]*bpfcount.Events) error {
 	ino := uint32(ns.Inode)
 	if s.tracker == nil {
-		s.tracker, s.checked = bpfcount.NewTracker(), map[uint32]time.Time{}
+		s.tracker, s.checked, s.owner = bpfcount.NewTracker(), map[uint32]time.Time{}, map[uint32]string{}
 	}
 	every := s.CheckEvery
 	if every == 0 {
 		every = 5 * time.Minute
 	}
+	if owner, ok := s.owner[ino]; ok && owner != sample.UID {
+		// The inode of a namespace that is gone, reused by another pod's: start afresh.
+		s.tracker.Forget(ino)
+		delete(s.checked, ino)
+	}
+	s.owner[ino] = sample.UID
 	sample.SynRecvUncounted = true
 	if last, ok := s.checked[ino]; ok && time.Since(last) < every {
 		c, _ := s.tracker.Counts(ino, events[ino])
@@ -267,46 +274,52 @@ func (s *Scraper) countEvents(ns *podns.Namespace, sample *report.Pod, events ma
 		s.passiveOpens(0, sample, ns.PIDs...)
 		return nil
 	}
-	// The namespace's events are read just before and just after the dump: if they moved, a
-	// connection came or went during it and the two counts cannot be compared (nor the dump
-	// taken as the seed); the sample is the dump's and the check is tried at the next scrape.
-	before, err := s.Events.Snapshot()
-	if err != nil {
-		s.error("bpf_read", err)
-		return s.count(ns, sample)
-	}
 	counts, pid, err := s.diag(ns)
 	if err != nil {
 		return err
 	}
-	after, err := s.Events.Snapshot()
-	if err != nil {
-		s.error("bpf_read", err)
-	} else if reflect.DeepEqual(before[ino], after[ino]) {
-		if s.tracker.Seeded(ino) {
-			c, _ := s.tracker.Counts(ino, after[ino])
-			if s.Metrics != nil {
-				s.Metrics.Checks.Inc()
-			}
-			if d := drift(c, counts); d > 0 {
-				if s.Metrics != nil {
-					s.Metrics.Drift.Add(float64(d))
-				}
-				klog.V(2).InfoS("event counts drifted from sock_diag's; corrected", "namespaceInode", ino, "connections", d,
-					"events", fmt.Sprintf("in %d out %d", c.Inbound, c.Outbound), "sockDiag", fmt.Sprintf("in %d out %d", counts.Inbound, counts.Outbound))
-			}
-		}
-		checked := time.Now()
-		if !s.tracker.Seeded(ino) {
-			// Spread the namespaces' checks over the period, not all in one scrape.
-			checked = checked.Add(-time.Duration(rand.Int64N(int64(every))))
-		}
-		s.tracker.Seed(ino, counts, after[ino])
-		s.checked[ino] = checked
-	}
 	sample.Time = time.Now()
 	sample.Inbound, sample.Outbound, sample.InboundByPort = counts.Inbound, counts.Outbound, counts.InboundByPort
 	s.passiveOpens(pid, sample)
+	// The namespace's events at the scrape's start are its state at the dump only if nothing
+	// was recorded for it since: else the two counts cannot be compared (nor the dump taken as
+	// the seed), and the check is tried again later (a busy namespace: 30 s later, its event
+	// counts served meanwhile).
+	var before uint64
+	if ev := events[ino]; ev != nil {
+		before = ev.Changes
+	}
+	after, err := s.Events.Changes(ino)
+	if err != nil {
+		s.error("bpf_read", err)
+		return nil
+	}
+	if after != before {
+		if s.tracker.Seeded(ino) {
+			s.checked[ino] = time.Now().Add(30*time.Second - every)
+		}
+		return nil
+	}
+	if s.tracker.Seeded(ino) {
+		c, _ := s.tracker.Counts(ino, events[ino])
+		if s.Metrics != nil {
+			s.Metrics.Checks.Inc()
+		}
+		if d := drift(c, counts); d > 0 {
+			if s.Metrics != nil {
+				s.Metrics.Drift.Add(float64(d))
+			}
+			klog.V(2).InfoS("event counts drifted from sock_diag's; corrected", "namespaceInode", ino, "connections", d,
+				"events", fmt.Sprintf("in %d out %d", c.Inbound, c.Outbound), "sockDiag", fmt.Sprintf("in %d out %d", counts.Inbound, counts.Outbound))
+		}
+	}
+	checked := time.Now()
+	if !s.tracker.Seeded(ino) {
+		// Spread the namespaces' checks over the period, not all in one scrape.
+		checked = checked.Add(-time.Duration(rand.Int64N(int64(every))))
+	}
+	s.tracker.Seed(ino, counts, events[ino])
+	s.checked[ino] = checked
 	return nil
 }
 
@@ -326,11 +339,19 @@ func drift(c bpfcount.Counts, d sockdiag.Counts) int {
 }
 
 // forgetGone drops the namespaces not seen for two check periods: their events are deleted
-// from the program's maps (a namespace's inode may be reused once it is freed).
-func (s *Scraper) forgetGone(seen map[uint32]bool, now time.Time) {
+// from the program's maps (a namespace's inode may be reused once it is freed). Once a minute it
+// also deletes the entries of namespaces that are not pods' being counted (the host's, pods'
+// that went before they were seeded): they would fill the maps, and a namespace seeded later is
+// seeded against whatever its entries are then.
+func (s *Scraper) forgetGone(seen map[uint32]bool, events map[uint32]*bpfcount.Events, now time.Time) {
 	every := s.CheckEvery
 	if every == 0 {
 		every = 5 * time.Minute
+	}
+	forget := func(ino uint32) {
+		if err := s.Events.Forget(ino); err != nil {
+			s.error("bpf_forget", err)
+		}
 	}
 	for ino, last := range s.checked {
 		if seen[ino] || now.Sub(last) < 2*every {
@@ -338,8 +359,16 @@ func (s *Scraper) forgetGone(seen map[uint32]bool, now time.Time) {
 		}
 		s.tracker.Forget(ino)
 		delete(s.checked, ino)
-		if err := s.Events.Forget(ino); err != nil {
-			s.error("bpf_forget", err)
+		delete(s.owner, ino)
+		forget(ino)
+	}
+	if now.Sub(s.swept) < time.Minute {
+		return
+	}
+	s.swept = now
+	for ino := range events {
+		if !seen[ino] && (s.tracker == nil || !s.tracker.Seeded(ino)) {
+			forget(ino)
 		}
 	}
 }

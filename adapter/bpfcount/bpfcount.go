@@ -22,9 +22,10 @@ import (
 
 // Directions, as the program stores them.
 const (
-	dirIn     = 1
-	dirOut    = 2
-	dirListen = 3
+	dirIn      = 1
+	dirOut     = 2
+	dirListen  = 3
+	dirChanges = 4
 )
 
 // Options change what is counted.
@@ -87,6 +88,8 @@ type Events struct {
 	Outbound int64
 	// ListenersByPort: sockets that started listening on the port, minus those that stopped.
 	ListenersByPort map[uint16]int64
+	// Changes counts every event recorded for the namespace (see Program.Changes).
+	Changes uint64
 	// GoneByPort: departures, by local port, of connections established before the program
 	// was attached (whose direction it does not know).
 	GoneByPort map[uint16]int64
@@ -118,6 +121,8 @@ func (p *Program) Snapshot() (map[uint32]*Events, error) {
 			e.Outbound += est
 		case dirListen:
 			e.ListenersByPort[k.Port] += est
+		case dirChanges:
+			e.Changes = opened
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -171,4 +176,15 @@ func (p *Program) Lost() (uint64, error) {
 	var n uint64
 	err := p.objs.Lost.Lookup(uint32(0), &n)
 	return n, err
+}
+
+// Changes reads one namespace's count of recorded events (one map lookup): equal before and after
+// a sock_diag count, nothing the program records happened in the namespace in between.
+func (p *Program) Changes(ino uint32) (uint64, error) {
+	var v counterValue
+	err := p.objs.Counts.Lookup(counterKey{Netns: ino, Dir: dirChanges}, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return 0, nil
+	}
+	return v.Opened, err
 }

@@ -134,6 +134,20 @@ func TestEventsKeepSockDiagsCounts(t *testing.T) {
 	}
 	check("after a port's connections all closed")
 
+	// A listener closes while its connections stay (a server draining): sock_diag then counts
+	// them as outbound, and so do events.
+	l5555 := n.Listen(t, n.Pod, "tcp4", "0.0.0.0:5555")
+	n.Dial(t, n.Peer, "198.51.100.33:5555", 3)
+	check("with a new port's connections")
+	l5555.Close()
+	check("after its listener closed, its connections open")
+
+	// A listener on a port the kernel chose (bound to :0) closes: the port stops listening.
+	auto := n.Listen(t, n.Pod, "tcp4", "0.0.0.0:0")
+	check("with a listener on a port the kernel chose")
+	auto.Close()
+	check("after it closed")
+
 	acc, _ := tr.Counts(ino, events(t, p, ino))
 	if acc.AcceptedByPort[9090] != 3 || acc.AcceptedByPort[7070] != 2 || acc.AcceptedByPort[6060] != 2 {
 		t.Errorf("accepted since the seed %v, want 9090:3 7070:2 6060:2", acc.AcceptedByPort)
@@ -180,5 +194,33 @@ func TestForgetDeletesANamespacesEntries(t *testing.T) {
 	}
 	if ev := events(t, p, inode(t, n.Peer)); ev == nil || ev.Outbound != 3 {
 		t.Errorf("the peer's events went too: %+v", ev)
+	}
+}
+
+// Changes moves with every event of the namespace and only then: read before and after a
+// sock_diag count, it tells whether the two can be compared.
+func TestChangesMoveWithTheNamespacesEvents(t *testing.T) {
+	p := load(t, Options{})
+	n := netnstest.New(t)
+	ino, peer := inode(t, n.Pod), inode(t, n.Peer)
+	n.Listen(t, n.Pod, "tcp4", "0.0.0.0:8080")
+	before, err := p.Changes(ino)
+	if err != nil || before == 0 {
+		t.Fatalf("changes after a listener opened: %d, %v", before, err)
+	}
+	peerBefore, _ := p.Changes(peer)
+	n.Dial(t, n.Peer, "198.51.100.33:8080", 1)
+	n.WaitHeld(2)
+	time.Sleep(50 * time.Millisecond)
+	after, _ := p.Changes(ino)
+	peerAfter, _ := p.Changes(peer)
+	if after == before || peerAfter == peerBefore {
+		t.Errorf("a connection between the two did not move their changes: pod %d → %d, peer %d → %d", before, after, peerBefore, peerAfter)
+	}
+	if again, _ := p.Changes(ino); again != after {
+		t.Errorf("changes moved at rest: %d → %d", after, again)
+	}
+	if ev := events(t, p, ino); ev.Changes != after {
+		t.Errorf("snapshot's changes %d, lookup's %d", ev.Changes, after)
 	}
 }

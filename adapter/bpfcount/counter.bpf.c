@@ -56,7 +56,7 @@ struct sock {
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 
-enum direction { DIR_SKIP = 0, DIR_IN = 1, DIR_OUT = 2, DIR_LISTEN = 3 };
+enum direction { DIR_SKIP = 0, DIR_IN = 1, DIR_OUT = 2, DIR_LISTEN = 3, DIR_CHANGES = 4 };
 
 // key of counts: outbound connections are summed under port 0; DIR_LISTEN counts the
 // namespace's listening sockets on the port (as established, opened unused).
@@ -154,6 +154,14 @@ static __always_inline void add(struct key *k, __s64 est, __u64 opened)
 		__sync_fetch_and_add(&v->opened, opened);
 }
 
+// changed counts every event recorded for a namespace (key dir DIR_CHANGES, port 0): user space
+// reads it before and after a sock_diag count to know nothing moved in between.
+static __always_inline void changed(__u32 netns)
+{
+	struct key k = {.netns = netns, .dir = DIR_CHANGES};
+	add(&k, 0, 1);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -171,20 +179,45 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	// to SYN_RECV: not a listener closing.
 	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
 		return 0;
-	if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN) {
+	if (newstate == TCP_LISTEN) {
+		// The key is kept with the socket: when it closes, an automatically bound port has
+		// already been released (inet_num 0) by the time the tracepoint fires.
+		struct sk_state *st = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		struct key k = {
 			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
 			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
 			.dir = DIR_LISTEN,
 		};
-		add(&k, newstate == TCP_LISTEN ? 1 : -1, 0);
+		if (st)
+			st->key = k;
+		else
+			count_lost();
+		add(&k, 1, 0);
+		changed(k.netns);
+		return 0;
+	}
+	if (oldstate == TCP_LISTEN) {
+		struct sk_state *st = bpf_sk_storage_get(&sockets, sk, 0, 0);
+		struct key k = {
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+			.dir = DIR_LISTEN,
+		};
+		if (st && st->key.dir == DIR_LISTEN) {
+			k = st->key;
+			bpf_sk_storage_delete(&sockets, sk);
+		}
+		add(&k, -1, 0);
+		changed(k.netns);
 		return 0;
 	}
 
 	if (newstate == TCP_ESTABLISHED) {
 		struct sk_state *st = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!st)
+		if (!st) {
+			count_lost(); // its departure will be taken for an older connection's
 			return 0;
+		}
 		st->key.dir = DIR_SKIP;
 		if (!include_loopback_peers && loopback_peer(sk, family))
 			return 0;
@@ -199,15 +232,17 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		st->key.pad = 0;
 		struct key k = st->key;
 		add(&k, 1, 1);
+		changed(k.netns);
 		return 0;
 	}
 
 	// Leaving ESTABLISHED.
 	struct sk_state *st = bpf_sk_storage_get(&sockets, sk, 0, 0);
 	if (st) {
-		if (st->key.dir != DIR_SKIP) {
+		if (st->key.dir == DIR_IN || st->key.dir == DIR_OUT) {
 			struct key k = st->key;
 			add(&k, -1, 0);
+			changed(k.netns);
 		}
 		bpf_sk_storage_delete(&sockets, sk);
 		return 0;
@@ -229,6 +264,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		}
 	}
 	__sync_fetch_and_add(g, 1);
+	changed(k.netns);
 	return 0;
 }
 

@@ -44,23 +44,25 @@ func (t *Tracker) Seeded(ino uint32) bool {
 	return t.seeds[ino] != nil
 }
 
-// Seed records a namespace's sock_diag count d against ev, its events read just before the
-// dump (nil: none yet). A connection established between the two reads is counted twice until
-// the next Reconcile; at rest the result is exact.
+// Seed records a namespace's sock_diag count d against ev, its events at the moment of the dump
+// (nil: none yet; see Program.Changes for knowing they did not move during it). Afterwards,
+// Counts(ino, ev) is d.
 func (t *Tracker) Seed(ino uint32, d sockdiag.Counts, ev *Events) {
 	if ev == nil {
 		ev = &Events{}
 	}
 	s := &seed{inByPort: map[uint16]int64{}, listeners: map[uint16]int64{}, gone: map[uint16]int64{}, accepted: map[uint16]uint64{}}
+	// sock_diag's inbound ports are the listening ones; connections the program saw accepted on
+	// a port no longer listening are outbound to sock_diag, as they are in Counts.
+	s.out = int64(d.Outbound) - ev.Outbound
 	for p, n := range d.InboundByPort {
 		s.inByPort[p] = int64(n) - ev.InboundByPort[p]
 	}
-	for p, n := range ev.InboundByPort { // tracked inbound on ports sock_diag did not see listening
-		if _, ok := d.InboundByPort[p]; !ok {
-			s.inByPort[p] = -n
+	for p, n := range ev.InboundByPort {
+		if _, listening := d.InboundByPort[p]; !listening {
+			s.out -= n
 		}
 	}
-	s.out = int64(d.Outbound) - ev.Outbound
 	for p, n := range d.ListenersByPort {
 		s.listeners[p] = int64(n) - ev.ListenersByPort[p]
 	}
@@ -88,8 +90,9 @@ func (t *Tracker) Forget(ino uint32) {
 }
 
 // Counts derives a namespace's counts from its events (nil: none since it was seeded); false
-// when it was never seeded. Inbound are connections accepted on a port that is listening; a
-// departure of a connection older than the seed is inbound if its port was listening then.
+// when it was never seeded. As sock_diag counts them, inbound connections are those on a port
+// that is listening now (accepted there, or older than the seed and on a port listening then);
+// the rest are outbound.
 func (t *Tracker) Counts(ino uint32, ev *Events) (Counts, bool) {
 	t.mu.Lock()
 	s := t.seeds[ino]
@@ -119,7 +122,6 @@ func (t *Tracker) Counts(ino uint32, ev *Events) (Counts, bool) {
 			out -= g
 		}
 	}
-	c := Counts{InboundByPort: map[uint16]int{}, AcceptedByPort: map[uint16]uint64{}, Outbound: int(out)}
 	listening := map[uint16]bool{}
 	for p, n := range s.listeners {
 		listening[p] = n+ev.ListenersByPort[p] > 0
@@ -129,18 +131,21 @@ func (t *Tracker) Counts(ino uint32, ev *Events) (Counts, bool) {
 			listening[p] = n > 0
 		}
 	}
+	c := Counts{InboundByPort: map[uint16]int{}, AcceptedByPort: map[uint16]uint64{}}
 	for p, n := range in {
-		if n == 0 && !listening[p] {
+		if !listening[p] {
+			out += n
 			continue
 		}
-		c.InboundByPort[p] = int(n)
-		c.Inbound += int(n)
+		c.InboundByPort[p] = int(max(n, 0))
+		c.Inbound += int(max(n, 0))
 	}
 	for p, l := range listening {
 		if _, ok := c.InboundByPort[p]; !ok && l {
 			c.InboundByPort[p] = 0
 		}
 	}
+	c.Outbound = int(max(out, 0))
 	for p, n := range ev.AcceptedByPort {
 		c.AcceptedByPort[p] = n - s.accepted[p]
 	}

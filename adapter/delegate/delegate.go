@@ -37,8 +37,9 @@ type Backend struct {
 	// the adapter's credentials.
 	URL       *url.URL
 	Transport http.RoundTripper
-	// DiscoveryTimeout bounds the backend's share of a discovery request (5 s when 0, the
-	// aggregator's own limit).
+	// DiscoveryTimeout bounds the backend's share of a discovery request (3 s when 0: the
+	// aggregator gives the whole request 5 s, and a backend that hangs must not take this
+	// adapter's own resources down with it).
 	DiscoveryTimeout time.Duration
 
 	proxy *httputil.ReverseProxy
@@ -166,7 +167,7 @@ func (b *Backend) discovery(w http.ResponseWriter, r *http.Request, local http.H
 		m.DiscoveryErrors.WithLabelValues(b.Group).Inc()
 		klog.ErrorS(err, "discovery without the backend's resources", "group", b.Group, "backend", b.URL.Host)
 	case theirs != nil: // nil: the backend does not serve this version
-		ours.APIResources = Merge(ours.APIResources, theirs.APIResources)
+		ours.APIResources = Merge(ours.APIResources, theirs.APIResources, b.Ours)
 	}
 	out, _ := json.Marshal(&ours)
 	w.Header().Set("Content-Type", "application/json")
@@ -179,7 +180,7 @@ func (b *Backend) discovery(w http.ResponseWriter, r *http.Request, local http.H
 func (b *Backend) fetchDiscovery(ctx context.Context, path string) (*metav1.APIResourceList, int, []byte, error) {
 	timeout := b.DiscoveryTimeout
 	if timeout == 0 {
-		timeout = 5 * time.Second
+		timeout = 3 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -212,15 +213,18 @@ func (b *Backend) fetchDiscovery(ctx context.Context, path string) (*metav1.APIR
 	return &list, resp.StatusCode, body, nil
 }
 
-// Merge returns ours followed by those of theirs whose names ours does not have.
-func Merge(ours, theirs []metav1.APIResource) []metav1.APIResource {
+// Merge returns ours followed by those of theirs whose names ours does not have, leaving out
+// theirs for a metric this adapter serves (requests for it come here: listing it as theirs would
+// promise what they do not answer).
+func Merge(ours, theirs []metav1.APIResource, ourMetrics sets.Set[string]) []metav1.APIResource {
 	seen := sets.New[string]()
 	for _, r := range ours {
 		seen.Insert(r.Name)
 	}
 	out := append([]metav1.APIResource{}, ours...)
 	for _, r := range theirs {
-		if !seen.Has(r.Name) {
+		metric := r.Name[strings.LastIndex(r.Name, "/")+1:]
+		if !seen.Has(r.Name) && !ourMetrics.Has(metric) {
 			seen.Insert(r.Name)
 			out = append(out, r)
 		}

@@ -59,7 +59,8 @@ func backend(t *testing.T, s *seen) *httptest.Server {
 		s.header = r.Header.Clone()
 		switch {
 		case r.URL.Path == "/apis/custom.metrics.k8s.io/v1beta2":
-			_, _ = w.Write(resourceList("custom.metrics.k8s.io/v1beta2", "pods/http_requests", "pods/tcp_connections"))
+			// services/tcp_connections: a metric of ours by name, whose requests come here.
+			_, _ = w.Write(resourceList("custom.metrics.k8s.io/v1beta2", "pods/http_requests", "pods/tcp_connections", "services/tcp_connections"))
 		case strings.HasSuffix(r.URL.Path, "/http_requests"):
 			w.Header().Set("Content-Type", "application/vnd.kubernetes.protobuf")
 			w.WriteHeader(http.StatusOK)

@@ -52,7 +52,15 @@ type Dialer struct {
 	Services corelisters.ServiceLister
 	Slices   discoverylisters.EndpointSliceLister
 	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // net.Dialer's when nil
+	// ControllerSlicesOnly takes only EndpointSlices the control plane's EndpointSlice
+	// controller wrote for the Service's selector, not ones anyone allowed to create
+	// EndpointSlices in the namespace wrote: when the backend's certificate is not checked,
+	// a planted slice would otherwise receive the adapter's token.
+	ControllerSlicesOnly bool
 }
+
+// controllerName is the EndpointSlice controller's value of the managed-by label.
+const controllerName = "endpointslice-controller.k8s.io"
 
 // DialContext ignores addr (the Service's name) and dials one of its ready endpoints.
 func (d *Dialer) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -75,8 +83,9 @@ func (d *Dialer) Resolve() (string, error) {
 	}
 	var port *corev1.ServicePort
 	for i := range svc.Spec.Ports {
-		if svc.Spec.Ports[i].Port == d.Service.Port {
-			port = &svc.Spec.Ports[i]
+		if p := &svc.Spec.Ports[i]; p.Port == d.Service.Port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			port = p
+			break
 		}
 	}
 	if port == nil {
@@ -91,8 +100,12 @@ func (d *Dialer) Resolve() (string, error) {
 		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue
 		}
+		if d.ControllerSlicesOnly && sl.Labels[discoveryv1.LabelManagedBy] != controllerName {
+			continue
+		}
 		for _, p := range sl.Ports {
-			if p.Port == nil || (p.Name != nil && *p.Name != port.Name) || (p.Name == nil && port.Name != "") {
+			if p.Port == nil || (p.Name != nil && *p.Name != port.Name) || (p.Name == nil && port.Name != "") ||
+				(p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP) {
 				continue
 			}
 			for _, e := range sl.Endpoints {
@@ -106,6 +119,9 @@ func (d *Dialer) Resolve() (string, error) {
 		}
 	}
 	if len(ready) == 0 {
+		if d.ControllerSlicesOnly {
+			return "", fmt.Errorf("backend Service %s has no ready endpoint for port %d in EndpointSlices managed by %s (its certificate is not checked: slices written by others are not trusted)", d.Service, d.Service.Port, controllerName)
+		}
 		return "", fmt.Errorf("backend Service %s has no ready endpoint for port %d", d.Service, d.Service.Port)
 	}
 	return ready[rand.IntN(len(ready))], nil

@@ -51,7 +51,8 @@ func dialer(t *testing.T, slices ...*discoveryv1.EndpointSlice) *Dialer {
 	_ = svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "monitoring", Name: "prometheus-adapter"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
 			{Name: "metrics", Port: 9090, TargetPort: intstr.FromInt(9090)},
-			{Name: "https", Port: 443, TargetPort: intstr.FromInt(6443)}}}})
+			{Name: "https", Port: 443, TargetPort: intstr.FromInt(6443)},
+			{Name: "quic", Port: 443, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt(8443)}}}})
 	for _, s := range slices {
 		_ = sl.Add(s)
 	}
@@ -61,7 +62,8 @@ func dialer(t *testing.T, slices ...*discoveryv1.EndpointSlice) *Dialer {
 
 func slice(name, service string, ready *bool, addr string, ports ...discoveryv1.EndpointPort) *discoveryv1.EndpointSlice {
 	return &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "monitoring", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "monitoring", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: service,
+			discoveryv1.LabelManagedBy: controllerName}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ready}}},
 		Ports:       ports,
@@ -101,5 +103,22 @@ func TestDialerSaysWhatIsMissing(t *testing.T) {
 	d.Service.Name = "gone"
 	if _, err := d.Resolve(); err == nil || !strings.Contains(err.Error(), "monitoring/gone:8443") {
 		t.Errorf("no Service: %v", err)
+	}
+}
+
+// With the backend's certificate unchecked, only the EndpointSlice controller's slices are
+// trusted: a slice planted by someone who may write EndpointSlices in the namespace is not
+// dialed (it would receive the adapter's token).
+func TestDialerWithoutCertificateCheckTrustsOnlyTheControllersSlices(t *testing.T) {
+	https := discoveryv1.EndpointPort{Name: ptr.To("https"), Port: ptr.To(int32(6443))}
+	planted := slice("planted", "prometheus-adapter", ptr.To(true), "198.51.100.66", https)
+	planted.Labels[discoveryv1.LabelManagedBy] = "someone"
+	d := dialer(t, planted)
+	if addr, err := d.Resolve(); err != nil || addr != "198.51.100.66:6443" {
+		t.Fatalf("with the certificate checked, any slice: %q, %v", addr, err)
+	}
+	d.ControllerSlicesOnly = true
+	if addr, err := d.Resolve(); err == nil || !strings.Contains(err.Error(), "managed by endpointslice-controller.k8s.io") {
+		t.Fatalf("planted slice dialed without a certificate check: %q, %v", addr, err)
 	}
 }

@@ -77,7 +77,7 @@ func main() {
 		p := strings.Split(group, ".")[0] + "-metrics-delegate"
 		fs.StringVar(&d.service, p, "", "namespace/name[:port] (443) of the Service that served "+group+" before this adapter: every metric this adapter does not serve, and discovery, is handed to it unchanged (prometheus-adapter, KEDA)")
 		fs.StringVar(&d.ca, p+"-ca", "", "CA (PEM) of that Service's serving certificate (its APIService's caBundle)")
-		fs.BoolVar(&d.insecure, p+"-insecure-skip-tls-verify", false, "do not check that Service's certificate (only as its APIService had insecureSkipTLSVerify)")
+		fs.BoolVar(&d.insecure, p+"-insecure-skip-tls-verify", false, "do not check that Service's certificate (only as its APIService had insecureSkipTLSVerify): the adapter's credentials then go to an unverified peer, so only EndpointSlices written by the EndpointSlice controller are used; prefer the CA")
 	}
 	logOpts := logging.AddFlags(fs)
 	fs.AddGoFlagSet(flag.CommandLine)
@@ -257,7 +257,8 @@ func delegateBackends(ctx context.Context, cmd *basecmd.AdapterBase, delegates m
 		}
 		// Only the backend's namespace is watched (a Role there suffices).
 		f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(svc.Namespace))
-		dialer := &delegate.Dialer{Service: svc, Services: f.Core().V1().Services().Lister(), Slices: f.Discovery().V1().EndpointSlices().Lister()}
+		dialer := &delegate.Dialer{Service: svc, Services: f.Core().V1().Services().Lister(), Slices: f.Discovery().V1().EndpointSlices().Lister(),
+			ControllerSlicesOnly: d.insecure}
 		f.Start(ctx.Done())
 		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
 			if !ok {
@@ -274,7 +275,8 @@ func delegateBackends(ctx context.Context, cmd *basecmd.AdapterBase, delegates m
 			cfg.TLSClientConfig.CAFile, cfg.TLSClientConfig.ServerName = "", ""
 		}
 		cfg.Dial = dialer.DialContext
-		cfg.Proxy = nil
+		// No proxy: the dialer reaches the endpoint itself (client-go's nil means the environment's).
+		cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
 		rt, err := rest.TransportFor(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s delegate %s: %w", group, svc, err)

@@ -78,8 +78,9 @@ func Hold(t testing.TB, ns string) int {
 	return cmd.Process.Pid
 }
 
-// Listen opens a listener inside the namespace and accepts (and holds) every connection.
-func (n *Net) Listen(t testing.TB, ns, network, addr string) {
+// Listen opens a listener inside the namespace and accepts (and holds) every connection; it is
+// returned for a test that closes it early.
+func (n *Net) Listen(t testing.TB, ns, network, addr string) net.Listener {
 	t.Helper()
 	var l net.Listener
 	if err := netns.Do(Path(ns), 0, func() (err error) { l, err = net.Listen(network, addr); return err }); err != nil {
@@ -97,6 +98,7 @@ func (n *Net) Listen(t testing.TB, ns, network, addr string) {
 			n.mu.Unlock()
 		}
 	}()
+	return l
 }
 
 // Dial opens count connections from inside the namespace and returns them (held until the test
