@@ -48,11 +48,13 @@ func TestChartRunsOnTheRealNode(t *testing.T) {
 	const rel, ns = "osa-real", "osa-real-e2e"
 	waitMetricsAPIsFree(t, w)
 	testNamespace(t, w, ns)
-	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
-	logNamespaceOnFailure(t, w, ns, "connection-agent", "connection-metrics-adapter") // before the uninstall
+	// The host's sysctl is put back last, once the release (whose agent pods' init container
+	// sets it whenever one starts) is gone.
 	if before, err := os.ReadFile(hostEhashPath); err == nil {
 		t.Cleanup(func() { _ = os.WriteFile(hostEhashPath, before, 0) })
 	}
+	t.Cleanup(func() { _, _ = helmRun(w, helm, "uninstall", rel, "-n", ns, "--wait", "--timeout", "2m") })
+	logNamespaceOnFailure(t, w, ns, "connection-agent", "connection-metrics-adapter") // before the uninstall
 
 	// Queue metrics too: the adapter's pods read the world's RabbitMQ over TLS, at the world's
 	// own address (world-forward), with the credentials and CA of Secrets, as an operator's would.
