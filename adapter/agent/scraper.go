@@ -203,7 +203,7 @@ func (s *Scraper) count(ns *podns.Namespace, sample *report.Pod) error {
 	sample.Time = time.Now()
 	sample.Inbound, sample.Outbound, sample.SynRecv = counts.Inbound, counts.Outbound, counts.SynRecv
 	sample.InboundByPort = counts.InboundByPort
-	s.passiveOpens(pid, sample)
+	s.passiveOpens(sample, pid)
 	return nil
 }
 
@@ -230,15 +230,12 @@ func (s *Scraper) diag(ns *podns.Namespace) (sockdiag.Counts, int, error) {
 	return sockdiag.Counts{}, 0, lastErr
 }
 
-// passiveOpens reads the namespace's counter of accepted connections through pid (or, with
-// pid 0, the first of its processes that answers). A counter that cannot be read is left out,
-// not sent as 0 (which would read as a counter reset and then a burst of new connections).
-func (s *Scraper) passiveOpens(pid int, sample *report.Pod, more ...int) {
+// passiveOpens reads the namespace's counter of accepted connections through the first of pids
+// that answers. A counter that cannot be read is left out, not sent as 0 (which would read as a
+// counter reset and then a burst of new connections).
+func (s *Scraper) passiveOpens(sample *report.Pod, pids ...int) {
 	var err error
-	for _, p := range append([]int{pid}, more...) {
-		if p == 0 {
-			continue
-		}
+	for _, p := range pids {
 		var tcp sockdiag.TCPCounters
 		if tcp, err = sockdiag.ReadTCPCounters(p); err == nil {
 			sample.PassiveOpens = &tcp.PassiveOpens
@@ -246,6 +243,14 @@ func (s *Scraper) passiveOpens(pid int, sample *report.Pod, more ...int) {
 		}
 	}
 	s.error("tcp_counters", err)
+}
+
+// checkEvery is CheckEvery, 5 minutes when unset.
+func (s *Scraper) checkEvery() time.Duration {
+	if s.CheckEvery == 0 {
+		return 5 * time.Minute
+	}
+	return s.CheckEvery
 }
 
 // countEvents counts the namespace from the kernel events; sock_diag counts it when it is new
@@ -256,10 +261,7 @@ func (s *Scraper) countEvents(ns *podns.Namespace, sample *report.Pod, events ma
 	if s.tracker == nil {
 		s.tracker, s.checked, s.owner = bpfcount.NewTracker(), map[uint32]time.Time{}, map[uint32]string{}
 	}
-	every := s.CheckEvery
-	if every == 0 {
-		every = 5 * time.Minute
-	}
+	every := s.checkEvery()
 	if owner, ok := s.owner[ino]; ok && owner != sample.UID {
 		// The inode of a namespace that is gone, reused by another pod's: start afresh.
 		s.tracker.Forget(ino)
@@ -271,7 +273,7 @@ func (s *Scraper) countEvents(ns *podns.Namespace, sample *report.Pod, events ma
 		c, _ := s.tracker.Counts(ino, events[ino])
 		sample.Time = time.Now()
 		sample.Inbound, sample.Outbound, sample.InboundByPort = c.Inbound, c.Outbound, c.InboundByPort
-		s.passiveOpens(0, sample, ns.PIDs...)
+		s.passiveOpens(sample, ns.PIDs...)
 		return nil
 	}
 	counts, pid, err := s.diag(ns)
@@ -280,7 +282,7 @@ func (s *Scraper) countEvents(ns *podns.Namespace, sample *report.Pod, events ma
 	}
 	sample.Time = time.Now()
 	sample.Inbound, sample.Outbound, sample.InboundByPort = counts.Inbound, counts.Outbound, counts.InboundByPort
-	s.passiveOpens(pid, sample)
+	s.passiveOpens(sample, pid)
 	// The namespace's events at the scrape's start are its state at the dump only if nothing
 	// was recorded for it since: else the two counts cannot be compared (nor the dump taken as
 	// the seed), and the check is tried again later (a busy namespace: 30 s later, its event
@@ -344,10 +346,7 @@ func drift(c bpfcount.Counts, d sockdiag.Counts) int {
 // that went before they were seeded): they would fill the maps, and a namespace seeded later is
 // seeded against whatever its entries are then.
 func (s *Scraper) forgetGone(seen map[uint32]bool, events map[uint32]*bpfcount.Events, now time.Time) {
-	every := s.CheckEvery
-	if every == 0 {
-		every = 5 * time.Minute
-	}
+	every := s.checkEvery()
 	forget := func(ino uint32) {
 		if err := s.Events.Forget(ino); err != nil {
 			s.error("bpf_forget", err)

@@ -241,19 +241,22 @@ func (d *delegateFlags) check(group string) error {
 // account to read the group).
 func delegateBackends(ctx context.Context, cmd *basecmd.AdapterBase, delegates map[string]*delegateFlags, ours map[string]sets.Set[string]) ([]*delegate.Backend, error) {
 	var out []*delegate.Backend
+	var base *rest.Config
+	var kube kubernetes.Interface
 	for _, group := range []string{customGroup, externalGroup} {
 		d := delegates[group]
 		if d.service == "" {
 			continue
 		}
 		svc, _ := delegate.ParseService(d.service)
-		base, err := cmd.ClientConfig()
-		if err != nil {
-			return nil, err
-		}
-		kube, err := kubernetes.NewForConfig(base)
-		if err != nil {
-			return nil, err
+		if base == nil {
+			var err error
+			if base, err = cmd.ClientConfig(); err != nil {
+				return nil, err
+			}
+			if kube, err = kubernetes.NewForConfig(base); err != nil {
+				return nil, err
+			}
 		}
 		// Only the backend's namespace is watched (a Role there suffices).
 		f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(svc.Namespace))
