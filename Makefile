@@ -29,9 +29,17 @@ e2e:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## lint: gofmt, go vet (with and without the e2e build tag), the chart's README current, and the
-## committed BPF object what its source compiles to (Debian 12's clang 14 and libbpf-dev)
+## lint: no build output tracked, gofmt, go vet (with and without the e2e build tag), the chart's
+## README current, and the committed BPF object what its source compiles to (Debian 12's clang 14
+## and libbpf-dev). A build output is a tracked ELF file (executable or object; the BPF object is
+## the one committed on purpose) or any tracked file over 5 MB; only 4 bytes of each file are read.
 lint: deps
+	@bad=0; while IFS=' ' read -r -d '' size f; do \
+	  LC_ALL=C read -r -N4 magic < "$$f" || true; \
+	  if [ "$$magic" = $$'\177ELF' ] && [ "$$f" != adapter/bpfcount/counter_bpfel.o ]; then why="an ELF executable or object"; \
+	  elif [ "$$size" -gt 5242880 ]; then why="$$size bytes, over 5 MB"; else continue; fi; \
+	  printf '%s is tracked but is a build output (%s): run git rm --cached %q (build outputs go in _output/, which .gitignore ignores)\n' "$$f" "$$why" "$$f"; bad=1; \
+	done < <(git ls-files -z | xargs -0 -r stat --printf '%s %n\0' -- 2>/dev/null); exit $$bad
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)

@@ -376,11 +376,38 @@ func (c *Config) Validate() error {
 			bad("%s.name: %q is used by another group: names must be unique", field, g.Name)
 		}
 		seen[g.Name] = true
+		for j, other := range c.NodeGroups[:i] {
+			if msg := stackClash(g, other); msg != "" {
+				bad("%s.%s (nodeGroups[%d])%s", field, msg, j, stackClashFix)
+			}
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// stackClashFix is how to give each of two groups that claim one stack its own part of it.
+const stackClashFix = ": both would claim its nodes (the autoscaler would be told either group for them) and both would resize it; " +
+	"drop one of the groups, or, when the stack holds several groups, name each one's heat.resourceGroup with its own countParameter and removalParameter"
+
+// stackClash says how heat group g claims what the earlier group other claims, or "": the same
+// group of the same stack (an empty resourceGroup is the stack's only one, so it clashes with
+// any), or the same count parameter, which each would overwrite with its own size. A stack named
+// by name in one group and by ID in the other is not seen here.
+func stackClash(g, other NodeGroup) string {
+	if g.Backend != BackendHeat || other.Backend != BackendHeat || g.Heat == nil || other.Heat == nil || g.Heat.Stack == "" || g.Heat.Stack != other.Heat.Stack {
+		return ""
+	}
+	h, o := g.Heat, other.Heat
+	if h.ResourceGroup == "" || o.ResourceGroup == "" || h.ResourceGroup == o.ResourceGroup {
+		return fmt.Sprintf("heat.stack: stack %q is already node group %q's", h.Stack, other.Name)
+	}
+	if h.CountParameter == o.CountParameter {
+		return fmt.Sprintf("heat.countParameter: %q of stack %q is already node group %q's", h.CountParameter, h.Stack, other.Name)
+	}
+	return ""
 }
 
 func (g NodeGroup) validate() []string {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +121,40 @@ func TestWarningsAboutOptionsTheStockClientDrops(t *testing.T) {
 			t.Errorf("warnings %q lack %q", w, want)
 		}
 	}
+}
+
+// Two node groups driving the same group of a stack would both claim its nodes (the autoscaler
+// is told either at random) and both resize it: refused, naming both groups and the stack.
+func TestStackClaimedByTwoGroupsIsRefused(t *testing.T) {
+	const twice = `
+cloud: {name: world}
+clusterName: prod
+nodeGroups:
+- {name: workers, backend: heat, minSize: 0, maxSize: 5, heat: {stack: prod-workers%s}}
+- {name: batch, backend: heat, minSize: 0, maxSize: 5, heat: {stack: prod-workers%s}}
+`
+	for _, tc := range []struct {
+		name, first, second, want string
+	}{
+		{"same stack", "", "", `nodeGroups[1] (batch).heat.stack: stack "prod-workers" is already node group "workers"'s (nodeGroups[0])`},
+		{"one names the resource group, the other takes the only one", "", ", resourceGroup: nodes",
+			`nodeGroups[1] (batch).heat.stack: stack "prod-workers" is already node group "workers"'s (nodeGroups[0])`},
+		{"same resource group", ", resourceGroup: nodes", ", resourceGroup: nodes, countParameter: count_b",
+			`nodeGroups[1] (batch).heat.stack: stack "prod-workers" is already node group "workers"'s (nodeGroups[0])`},
+		{"two resource groups, one count parameter", ", resourceGroup: nodes", ", resourceGroup: batch, removalParameter: removal_b",
+			`nodeGroups[1] (batch).heat.countParameter: "count" of stack "prod-workers" is already node group "workers"'s (nodeGroups[0])`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(fmt.Sprintf(twice, tc.first, tc.second)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("each with its own resource group and parameters", func(t *testing.T) {
+		text := fmt.Sprintf(twice, ", resourceGroup: nodes", ", resourceGroup: batch, countParameter: count_b, removalParameter: removal_b")
+		if _, err := Parse([]byte(text)); err != nil {
+			t.Errorf("two groups of one stack, each with its own resource group and parameters: %v", err)
+		}
+	})
 }

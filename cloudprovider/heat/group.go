@@ -7,6 +7,7 @@
 package heat
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,9 +47,6 @@ type Group struct {
 	// IDs writes the providerIDs of members (set before the group is used).
 	IDs membership.IDs
 
-	// deleteMu makes DeleteInstances one at a time (it records removals on servers unlocked).
-	deleteMu sync.Mutex
-
 	mu          sync.Mutex
 	stackName   string
 	stackID     string
@@ -61,6 +59,9 @@ type Group struct {
 	pendingDelta int
 	// removal lists members to name in the next update; the count is not lowered for them yet.
 	removal []string
+	// reserved lists members a DeleteInstances call is recording; recorder records them.
+	reserved []string
+	recorder *membership.Recorder
 	// replacing lists members of removal that repair replaces (their successor is counted in
 	// pendingDelta until the update is sent).
 	replacing []string
@@ -79,10 +80,12 @@ type Group struct {
 	sending  bool
 	lastSent *sentUpdate
 	members  []member
-	servers  map[string]servers.Server // by server ID, from the Nova listing
+	servers  map[string]servers.Server // by server ID, from the Nova listing and look-ups
 	lastErr  string
 	kick     chan struct{}
 	once     sync.Once
+	// gone holds members' servers Nova answered 404 for: the member has no server any more.
+	gone map[string]bool
 }
 
 // stackState is what the provider reads of its stack.
@@ -114,6 +117,7 @@ type replacement struct {
 type member struct {
 	stack    [2]string // name and id of the nested stack holding the member
 	name     string    // the ResourceGroup index ("0", "1", …) or the AutoScalingGroup member name
+	physID   string    // the member resource's physical ID: its server's or its nested stack's
 	serverID string
 	status   string // Heat resource status
 	reason   string
@@ -171,7 +175,7 @@ func (g *Group) TargetSize() int {
 }
 
 func (g *Group) targetLocked() int {
-	return g.stack.count + g.pendingDelta - len(g.removal) - g.droppingLocked()
+	return g.stack.count + g.pendingDelta - len(g.removal) - len(g.reserved) - g.droppingLocked()
 }
 
 // droppingLocked counts successors the autoscaler asked away that are not named yet.
@@ -224,7 +228,7 @@ func (g *Group) placeholder(name string) string {
 // removingLocked says whether a member is on its way out: named for the next update, named in
 // the stack's removal parameter, or being deleted by Heat.
 func (g *Group) removingLocked(m member) bool {
-	return slices.Contains(g.removal, m.name) || slices.Contains(g.stack.removal, m.name) || strings.HasPrefix(m.status, "DELETE")
+	return slices.Contains(g.removal, m.name) || slices.Contains(g.reserved, m.name) || slices.Contains(g.stack.removal, m.name) || strings.HasPrefix(m.status, "DELETE")
 }
 
 func (g *Group) liveLocked() int {
@@ -246,19 +250,25 @@ func (g *Group) pendingLocked() []string {
 	return out
 }
 
-// failedCreation says whether a member never came up: its creation failed, or its server went
-// to ERROR without ever running. A member that ran and failed later (UPDATE_FAILED after a
-// stack update, CHECK_FAILED after a check) is a node like any other: repair's business, not
-// a creation for the autoscaler to undo.
+// failedCreation says whether a member never came up: it has no server, or its server went to
+// ERROR without ever running (nodegroup.FailedCreation, the Nova backend's rule). The autoscaler
+// deletes failed creations undrained, and Heat marks a member CREATE_FAILED for causes that
+// come after its server booted and the kubelet joined (a WaitCondition or the stack's timeout,
+// a heat-engine restart mid-create): CREATE_FAILED alone does not say the node never ran, and
+// neither does a server the provider cannot see. A member that ran and failed later is a node
+// like any other: repair's business, not a creation for the autoscaler to undo.
 func (g *Group) failedCreation(m member) (*nodegroup.ErrorInfo, bool) {
-	if m.status == "CREATE_FAILED" {
+	s, seen := g.servers[m.serverID]
+	switch {
+	case m.status == "CREATE_FAILED" && (m.serverID == "" || g.gone[m.serverID]):
+		return memberError(m), true
+	case !seen || !nodegroup.FailedCreation(s):
+		return nil, false
+	case m.status == "CREATE_FAILED": // Heat's reason quotes Nova's fault
 		return memberError(m), true
 	}
-	if s, ok := g.servers[m.serverID]; ok && nodegroup.FailedCreation(s) {
-		return &nodegroup.ErrorInfo{Code: "SERVER_ERROR", Message: "server " + m.serverID + " is in ERROR: " + s.Fault.Message,
-			Class: nodegroup.FailureClass(s.Fault.Message)}, true
-	}
-	return nil, false
+	return &nodegroup.ErrorInfo{Code: "SERVER_ERROR", Message: "server " + m.serverID + " is in ERROR: " + s.Fault.Message,
+		Class: nodegroup.FailureClass(s.Fault.Message)}, true
 }
 
 // Instances lists the stack's members, and placeholders for count not applied yet.
@@ -300,9 +310,7 @@ func memberError(m member) *nodegroup.ErrorInfo {
 // DeleteInstances removes exactly these members in the next stack update. Before it answers,
 // the removal is recorded on the members' servers, so a provider that restarts (or the replica
 // that takes over) still removes them.
-func (g *Group) DeleteInstances(ids []string) error {
-	g.deleteMu.Lock()
-	defer g.deleteMu.Unlock()
+func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
 	g.mu.Lock()
 	var names, serverIDs []string
 	pending := g.pendingLocked()
@@ -314,6 +322,10 @@ func (g *Group) DeleteInstances(ids []string) error {
 		case ok:
 			m := g.memberLocked(name)
 			switch {
+			case slices.Contains(g.reserved, name):
+				err := fmt.Errorf("node group %q: member %s is named by another deletion call still being recorded: ask again once it has answered", g.cfg.Name, name)
+				g.mu.Unlock()
+				return err
 			case slices.Contains(cancelReplace, name) || slices.Contains(dropSuccessor, name):
 			case slices.Contains(g.replacing, name) && !slices.Contains(g.inFlight, name):
 				// Repair replaces it and the update is not sent yet: no successor, one fewer.
@@ -347,12 +359,25 @@ func (g *Group) DeleteInstances(ids []string) error {
 		g.mu.Unlock()
 		return err
 	}
+	// The names are reserved while their servers are marked: a call running beside this one
+	// sees them leaving (minSize) and cannot name them again.
+	g.reserved = append(g.reserved, names...)
+	if g.recorder == nil {
+		g.recorder = &membership.Recorder{Compute: g.Compute, Backoff: &g.Backoff}
+	}
 	g.mu.Unlock()
+	var err error
 	if g.Compute != nil {
-		membership.MarkDeletion(g.Compute, g.Backoff, serverIDs)
+		// A member's server in ERROR or BUILD keeps no metadata: its removal is recorded only
+		// by the update that names it.
+		_, _, err = g.recorder.Record(ctx, serverIDs)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.reserved = slices.DeleteFunc(g.reserved, func(n string) bool { return slices.Contains(names, n) })
+	if err != nil {
+		return fmt.Errorf("node group %q: nothing deleted: %w", g.cfg.Name, err)
+	}
 	// The lock was released while the servers were marked: what was decided must still hold.
 	names = slices.DeleteFunc(names, func(n string) bool { return g.removingLocked(g.memberLocked(n)) })
 	cancelReplace = slices.DeleteFunc(cancelReplace, func(n string) bool {
@@ -392,6 +417,11 @@ func (g *Group) replacementLocked(name string, taken bool) *replacement {
 		return &replacement{name: name}
 	}
 	return nil
+}
+
+// undoingLocked says whether a failed call's deletion mark is being taken off the server.
+func (g *Group) undoingLocked(serverID string) bool {
+	return g.recorder != nil && g.recorder.Undoing(serverID)
 }
 
 // Busy says whether a stack update is pending or running.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
@@ -88,7 +89,7 @@ func TestStaleReplicaRemovesExactlyTheNamedMember(t *testing.T) {
 		t.Errorf("after the stack grew to 5, replica B reports target %d", got)
 	}
 	named := cloud.MemberServers(nodes, "3")[0]
-	if err := replicaB.DeleteInstances([]string{membership.ProviderID(named)}); err != nil {
+	if err := replicaB.DeleteInstances(context.Background(), []string{membership.ProviderID(named)}); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
@@ -136,7 +137,7 @@ func TestFailedRemovalIsSentAgainWithoutLoweringTheCountTwice(t *testing.T) {
 	stack.FailUpdates = 1
 	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
-	if err := g.DeleteInstances([]string{providerID(cloud, nodes, "1")}); err != nil {
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the first update fails", func() bool { _, status := cloud.StackUpdates(stack); return status == "UPDATE_FAILED" })
@@ -158,14 +159,15 @@ func TestFailedRemovalIsSentAgainWithoutLoweringTheCountTwice(t *testing.T) {
 }
 
 // A member that ran and failed later (a stack update or check left it *_FAILED) is a node to
-// repair, not a failed creation the autoscaler would delete undrained; a member whose creation
-// failed is one.
+// repair, not a failed creation the autoscaler would delete undrained; a member whose server
+// never ran (Nova put it in ERROR before it launched, or Heat never got one) is one.
 func TestMemberThatRanAndFailedLaterIsRunning(t *testing.T) {
 	cloud := openstacktest.NewCloud(t)
-	_, nodes := workers(cloud, 3)
+	stack, nodes := workers(cloud, 4)
 	cloud.SetMemberStatus(nodes, "0", "UPDATE_FAILED", "Resource UPDATE failed: timeout")
 	cloud.SetMemberStatus(nodes, "1", "CHECK_FAILED", "Resource CHECK failed: server is SHUTOFF")
-	cloud.SetMemberStatus(nodes, "2", "CREATE_FAILED", "Resource CREATE failed: No valid host was found.")
+	cloud.FailMemberCreation(nodes, "2", "Resource CREATE failed: ResourceInError: resources[2]: Went to status ERROR due to \"Message: No valid host was found. , Code: 500\"", true)
+	cloud.FailMemberCreation(nodes, "3", "Resource CREATE failed: Forbidden: Quota exceeded for instances: Requested 1, but already used 10 of 10 instances", false)
 	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	got := map[string]nodegroup.Instance{}
@@ -180,7 +182,71 @@ func TestMemberThatRanAndFailedLaterIsRunning(t *testing.T) {
 	}
 	failed := got[providerID(cloud, nodes, "2")]
 	if failed.State != nodegroup.Creating || failed.Error == nil || failed.Error.Class != nodegroup.OutOfResources {
-		t.Errorf("member 2 (CREATE_FAILED): %+v, want a failed creation, out of resources", failed)
+		t.Errorf("member 2 (CREATE_FAILED, server in ERROR never launched): %+v, want a failed creation, out of resources", failed)
+	}
+	noServer := got[heat.PlaceholderPrefix+stack.ID+"/3"]
+	if noServer.State != nodegroup.Creating || noServer.Error == nil || noServer.Error.Class != nodegroup.OutOfResources {
+		t.Errorf("member 3 (CREATE_FAILED, no server): %+v, want a failed creation, out of resources", noServer)
+	}
+}
+
+// Heat marks a member CREATE_FAILED for reasons that come after its server booted and the
+// kubelet joined: a WaitCondition or the stack's timeout, a heat-engine restart mid-create.
+// The autoscaler deletes failed creations undrained, so such a member is a running node, never
+// a failed creation: only a member whose server never ran is one.
+func TestCreateFailedMemberWhoseServerRunsIsRunning(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	_, nodes := workers(cloud, 3)
+	cloud.SetMemberStatus(nodes, "1", "CREATE_FAILED", "Resource CREATE failed: WaitConditionTimeout: resources.wait: 0 of 1 received")
+	cloud.SetMemberStatus(nodes, "2", "CREATE_FAILED", "Resource CREATE failed: Engine went down during resource CREATE")
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	got := map[string]nodegroup.Instance{}
+	for _, inst := range g.Instances() {
+		got[inst.ID] = inst
+	}
+	for _, member := range []string{"1", "2"} {
+		inst := got[providerID(cloud, nodes, member)]
+		if inst.State != nodegroup.Running || inst.Error != nil {
+			t.Errorf("member %s (CREATE_FAILED, server ACTIVE and launched): state %d, error %+v; want running with no error",
+				member, inst.State, inst.Error)
+		}
+	}
+}
+
+// The provider's snapshot holds only servers carrying the cluster's metadata, and a stack's
+// servers need not carry it. A CREATE_FAILED member whose server is not in the snapshot is
+// looked up in Nova: running, it is a node; in ERROR without ever launching, a failed creation.
+func TestCreateFailedMemberWithAnUntaggedServerIsLookedUp(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	nodes := &openstacktest.StackGroup{Resource: "nodes", CountParam: "count", RemovalParam: "removal"} // no metadata
+	cloud.AddStack("workers", map[string]string{"count": "3", "removal": ""}, nodes)
+	cloud.SetMemberStatus(nodes, "1", "CREATE_FAILED", "Resource CREATE failed: WaitConditionTimeout: resources.wait: 0 of 1 received")
+	cloud.FailMemberCreation(nodes, "2", "Resource CREATE failed: ResourceInError: resources[2]: Went to status ERROR due to \"Message: No valid host was found. , Code: 500\"", true)
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g.Compute = cloud.Clients().Compute
+	clients := cloud.Clients()
+	ctx := context.Background()
+	snap := &nodegroup.Snapshot{Started: time.Now()} // as the provider's: the cluster's servers only
+	stackPages, err := stacks.List(clients.Orchestration, stacks.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Stacks, err = stacks.ExtractStacks(stackPages); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Observe(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]nodegroup.Instance{}
+	for _, inst := range g.Instances() {
+		got[inst.ID] = inst
+	}
+	if inst := got[providerID(cloud, nodes, "1")]; inst.State != nodegroup.Running || inst.Error != nil {
+		t.Errorf("member 1 (CREATE_FAILED, untagged server ACTIVE and launched): state %d, error %+v; want running with no error", inst.State, inst.Error)
+	}
+	if inst := got[providerID(cloud, nodes, "2")]; inst.State != nodegroup.Creating || inst.Error == nil {
+		t.Errorf("member 2 (CREATE_FAILED, untagged server in ERROR never launched): %+v, want a failed creation", inst)
 	}
 }
 
@@ -243,16 +309,16 @@ func TestPendingPlaceholdersAreChecked(t *testing.T) {
 		t.Fatalf("pending placeholders %v, want one", pending)
 	}
 	notPending := strings.Replace(pending[0], "pending-1", "pending-7", 1)
-	if err := g.DeleteInstances([]string{notPending}); !errors.Is(err, nodegroup.ErrNotMember) {
+	if err := g.DeleteInstances(context.Background(), []string{notPending}); !errors.Is(err, nodegroup.ErrNotMember) {
 		t.Errorf("deleting %s (not pending): %v, want ErrNotMember", notPending, err)
 	}
-	if err := g.DeleteInstances([]string{pending[0], pending[0]}); !errors.Is(err, nodegroup.ErrNotMember) {
+	if err := g.DeleteInstances(context.Background(), []string{pending[0], pending[0]}); !errors.Is(err, nodegroup.ErrNotMember) {
 		t.Errorf("deleting one pending placeholder twice: %v, want ErrNotMember", err)
 	}
 	if got := g.TargetSize(); got != 2 {
 		t.Errorf("target %d after refused deletions, want 2", got)
 	}
-	if err := g.DeleteInstances(pending); err != nil {
+	if err := g.DeleteInstances(context.Background(), pending); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.TargetSize(); got != 1 {
@@ -274,7 +340,7 @@ func TestUpdateWhoseAnswerWasLostIsNotAppliedTwice(t *testing.T) {
 			return g.IncreaseSize(2)
 		}, "5", 5},
 		{"removal", func(g *heat.Group, cloud *openstacktest.Cloud, nodes *openstacktest.StackGroup) error {
-			return g.DeleteInstances([]string{providerID(cloud, nodes, "1")})
+			return g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")})
 		}, "2", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -331,7 +397,7 @@ func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
 		cluster, clients.Orchestration)
 	first.Compute = clients.Compute
 	mustObserve(t, cloud, first)
-	if err := first.DeleteInstances([]string{providerID(cloud, nodes, "1")}); err != nil {
+	if err := first.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
 		t.Fatal(err)
 	}
 	next := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
@@ -366,7 +432,7 @@ func TestDeletingAMemberUnderReplacementLowersTheTarget(t *testing.T) {
 	if err := g.Replace(broken); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.DeleteInstances([]string{membership.ProviderID(broken)}); err != nil {
+	if err := g.DeleteInstances(context.Background(), []string{membership.ProviderID(broken)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.TargetSize(); got != 2 {
@@ -457,7 +523,7 @@ func TestDeletingAMemberWhoseReplacementIsInFlightDropsItsSuccessor(t *testing.T
 	}
 	<-entered
 	deleted := make(chan error)
-	go func() { deleted <- g.DeleteInstances([]string{membership.ProviderID(broken)}) }()
+	go func() { deleted <- g.DeleteInstances(context.Background(), []string{membership.ProviderID(broken)}) }()
 	time.Sleep(20 * time.Millisecond)
 	close(proceed)
 	if err := <-deleted; err != nil {
@@ -508,7 +574,7 @@ func TestDeletingAMemberBeingReplacedByHeatDropsItsSuccessor(t *testing.T) {
 	}
 	openstacktest.Eventually(t, "the replacement sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
 	mustObserve(t, cloud, g)
-	if err := g.DeleteInstances([]string{membership.ProviderID(broken)}); err != nil {
+	if err := g.DeleteInstances(context.Background(), []string{membership.ProviderID(broken)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.TargetSize(); got != 3 {
@@ -538,7 +604,7 @@ func TestRefreshAfterALostUpdateAnswerCountsItOnce(t *testing.T) {
 	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	g.PollInterval = time.Second // the update loop looks again 5 s after the lost answer
 	mustObserve(t, cloud, g)
-	if err := g.DeleteInstances([]string{providerID(cloud, nodes, "1"), providerID(cloud, nodes, "2")}); err != nil {
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1"), providerID(cloud, nodes, "2")}); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the update applied, its answer lost", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
@@ -569,7 +635,7 @@ func TestAutoScalingGroupMemberBeingRemovedIsCountedOnce(t *testing.T) {
 	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	g.Compute = cloud.Clients().Compute
 	mustObserve(t, cloud, g)
-	if err := g.DeleteInstances([]string{providerID(cloud, nodes, "1")}); err != nil {
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the update taken by Heat", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
@@ -655,4 +721,159 @@ func TestARefreshThatReadWhileAnUpdateWasOnItsWayDoesNotUndoIt(t *testing.T) {
 	if got := g.TargetSize(); got != 5 {
 		t.Errorf("target %d after a refresh that read the stack while the update was on its way, want 5", got)
 	}
+}
+
+// A ResourceGroup with removal_policies_mode: update skips only the names its last update's
+// removal_policies list. After member 1 went, removing member 3 with "3" alone would free name
+// 1: Heat would renumber onto it and delete member 4, which nobody named.
+func TestRemovalPoliciesModeUpdateRemovesOnlyTheNamedMembers(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, 5)
+	nodes.RemovalPoliciesUpdate = true
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	four := cloud.MemberServers(nodes, "4")[0]
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the first removal", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	mustObserve(t, cloud, g)
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "3")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the second removal", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 2 })
+	updates, _ := cloud.StackUpdates(stack)
+	if got, want := cloud.StackMembers(nodes), []string{"0", "2", "4"}; !slices.Equal(got, want) {
+		t.Errorf("members %v after removing 1 then 3, want %v (updates sent: %v)", got, want, updates)
+	}
+	if cloud.ServerBody(four) == nil {
+		t.Errorf("the server of member 4, which nobody named, was deleted (updates sent: %v)", updates)
+	}
+}
+
+// Marking an AutoScalingGroup's member unhealthy must not put the member in a metric label:
+// every request is counted by its path template, and a label per member is a series per member
+// ever removed.
+func TestMarkingAMemberUnhealthyKeepsItOutOfMetricLabels(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := asgWorkers(cloud, 3)
+	clients := cloud.Clients()
+	reg := prometheus.NewRegistry()
+	clients.Provider.HTTPClient.Transport = openstack.NewMetrics(reg).Transport(clients.Provider.HTTPClient.Transport)
+	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
+		cluster, clients.Orchestration)
+	g.PollInterval = 5 * time.Millisecond
+	mustObserve(t, cloud, g)
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the removal sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
+	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
+		t.Errorf("members %v, want %v", got, want)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := false
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() != "operation" || !strings.HasPrefix(l.GetValue(), "PATCH ") || !strings.Contains(l.GetValue(), "/resources/") {
+					continue
+				}
+				marked = true
+				if !strings.HasSuffix(l.GetValue(), "/resources/{id}") {
+					t.Errorf("%s{operation=%q}: the member is in the label", f.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+	if !marked {
+		t.Error("no mark-unhealthy request was counted")
+	}
+}
+
+// cluster-autoscaler 1.36.1 sends one DeleteNodes call per node, all at once, each under its
+// own deadline (core/scaledown/actuation/delete_in_batch.go with the default
+// --node-deletion-batcher-interval=0), and takes the node's taint off when a call fails. Six
+// such calls on one stack: they are recorded side by side, not one behind the other, and the
+// one whose mark hangs past its deadline answers an error and removes nothing, even though
+// Nova applies its mark afterwards.
+func TestConcurrentSingleNodeDeletionsOnAStack(t *testing.T) {
+	const calls = 6
+	cloud := openstacktest.NewCloud(t)
+	stack, nodes := workers(cloud, calls+1)
+	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g.Compute = cloud.Clients().Compute
+	mustObserve(t, cloud, g)
+	ids := make([]string, calls+1)
+	for i := range ids {
+		ids[i] = providerID(cloud, nodes, strconv.Itoa(i))
+	}
+	hung, _ := membership.ServerID(ids[calls-1])
+	release := make(chan struct{})
+	var inflight, overlap atomic.Int32
+	cloud.Fault = func(r *http.Request) int {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/metadata") {
+			return 0
+		}
+		if strings.Contains(r.URL.Path, hung) {
+			<-release
+			return 0
+		}
+		if n := inflight.Add(1); n > 1 {
+			overlap.Store(n)
+		}
+		time.Sleep(200 * time.Millisecond)
+		inflight.Add(-1)
+		return 0
+	}
+	errs := make([]error, calls)
+	done := make([]chan struct{}, calls)
+	for i := range calls {
+		done[i] = make(chan struct{})
+		go func() {
+			defer close(done[i])
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			errs[i] = g.DeleteInstances(ctx, []string{ids[i]})
+		}()
+	}
+	<-done[calls-1]
+	close(release)
+	for _, d := range done {
+		<-d
+	}
+	if errs[calls-1] == nil {
+		t.Fatal("the call whose mark hung past its deadline answered OK")
+	}
+	if overlap.Load() < 2 {
+		t.Errorf("the calls' marks never overlapped: concurrent calls were queued one behind the other")
+	}
+	want := []string{strconv.Itoa(calls - 1), strconv.Itoa(calls)}
+	for i, err := range errs[:calls-1] {
+		if err != nil {
+			want = append(want, strconv.Itoa(i))
+			t.Logf("call %d answered %v", i, err)
+		}
+	}
+	slices.Sort(want)
+	openstacktest.Eventually(t, "the stack to keep exactly the members no successful call named", func() bool {
+		return slices.Equal(cloud.StackMembers(nodes), want)
+	})
+	time.Sleep(100 * time.Millisecond)
+	if got := cloud.StackMembers(nodes); !slices.Equal(got, want) {
+		t.Errorf("members %v, want %v", got, want)
+	}
+	openstacktest.Eventually(t, "the hung call's mark to be taken off", func() bool {
+		_, marked := cloud.ServerBody(hung)["metadata"].(map[string]any)[membership.DeletionKey]
+		return !marked
+	})
+	mustObserve(t, cloud, g)
+	time.Sleep(100 * time.Millisecond)
+	if got := cloud.StackMembers(nodes); !slices.Equal(got, want) {
+		t.Errorf("members %v after a refresh, want %v: a failed call's deletion was resumed", got, want)
+	}
+	_ = stack
 }

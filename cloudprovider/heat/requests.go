@@ -1,8 +1,11 @@
 package heat
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +62,8 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	if err != nil {
 		return err
 	}
+	looked, gone := g.lookUpUnseen(ctx, members, byID)
+	maps.Copy(byID, looked)
 	state, flavor, err := g.readStack(ctx, found.Name, found.ID, kind)
 	if err != nil {
 		return err
@@ -67,7 +72,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.stackName, g.stackID, g.kind, g.flavor = found.Name, found.ID, kind, flavor
-	g.servers, g.initialized = byID, true
+	g.servers, g.gone, g.initialized = byID, gone, true
 	if g.sends == sends && !sending {
 		g.stack, g.members = state, members
 		// An update whose answer was lost is in the stack: it was applied. Recorded now, or its
@@ -79,7 +84,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	present := map[string]bool{}
 	for _, m := range members {
 		present[m.name] = true
-		if _, marked := byID[m.serverID].Metadata[membership.DeletionKey]; marked && !g.removingLocked(m) {
+		if _, marked := byID[m.serverID].Metadata[membership.DeletionKey]; marked && !g.removingLocked(m) && !g.undoingLocked(m.serverID) {
 			klog.InfoS("resuming an accepted removal recorded on the member's server", "group", g.cfg.Name, "member", m.name, "server", m.serverID)
 			g.removal = append(g.removal, m.name)
 		}
@@ -96,6 +101,46 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		g.poke()
 	}
 	return nil
+}
+
+// maxLookUps bounds the servers one refresh reads one by one.
+const maxLookUps = 20
+
+// lookUpUnseen reads the servers of CREATE_FAILED members that the snapshot lacks: it holds the
+// servers carrying the cluster's metadata only, and a stack's servers need not carry it. Whether
+// such a server ever ran decides whether its member is a failed creation; it returns the servers
+// read, and those Nova no longer has. A server that cannot be read stays unseen, and an unseen
+// server is not taken for one that never ran.
+func (g *Group) lookUpUnseen(ctx context.Context, members []member, seen map[string]servers.Server) (map[string]servers.Server, map[string]bool) {
+	found, gone := map[string]servers.Server{}, map[string]bool{}
+	if g.Compute == nil {
+		return found, gone
+	}
+	for _, m := range members {
+		if _, ok := seen[m.serverID]; ok || m.status != "CREATE_FAILED" || m.serverID == "" {
+			continue
+		}
+		if len(found)+len(gone) >= maxLookUps {
+			klog.V(2).InfoS("more CREATE_FAILED members with unlisted servers than one refresh reads; the others are read at the next", "group", g.cfg.Name)
+			break
+		}
+		var s *servers.Server
+		err := g.Backoff.Retry(ctx, "get server", func(ctx context.Context) error {
+			var err error
+			s, err = servers.Get(ctx, g.Compute, m.serverID).Extract()
+			return err
+		})
+		switch {
+		case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+			gone[m.serverID] = true
+		case err != nil:
+			klog.V(2).InfoS("reading the server of a CREATE_FAILED member; it is not taken for a failed creation until it is read",
+				"group", g.cfg.Name, "member", m.name, "server", m.serverID, "err", err)
+		default:
+			found[m.serverID] = *s
+		}
+	}
+	return found, gone
 }
 
 // needsUpdateLocked says whether the stack must be updated: a change is asked, or an update
@@ -254,7 +299,7 @@ func (g *Group) readMembers(ctx context.Context, name, id string, tagged map[str
 		if r.ParentResource != groupName || (groupStack != "" && stackOf(r.Links)[1] != groupStack) {
 			continue
 		}
-		m := member{name: r.Name, status: r.Status, reason: r.StatusReason, stack: stackOf(r.Links)}
+		m := member{name: r.Name, physID: r.PhysicalID, status: r.Status, reason: r.StatusReason, stack: stackOf(r.Links)}
 		if r.Type == "OS::Nova::Server" {
 			m.serverID = r.PhysicalID
 		} else {
@@ -379,6 +424,18 @@ func (g *Group) applyOnce() error {
 	}
 	count = max(count-len(named), 0)
 	removal := append(again, named...)
+	if kind == resourceGroupType {
+		// With removal_policies_mode: update, Heat skips only the names the list holds now
+		// (append, the default, keeps every name ever listed): a list of the members still to
+		// go frees the names of those already gone, and Heat renumbers onto them, deleting a
+		// member nobody named. The whole list the stack holds is sent again, grown.
+		removal = slices.Clone(state.removal)
+		for _, n := range named {
+			if !slices.Contains(removal, n) {
+				removal = append(removal, n)
+			}
+		}
+	}
 	asked := slices.Clone(g.removal)
 	g.inFlight = asked
 	g.sends++
@@ -577,13 +634,16 @@ func (g *Group) markForRemoval(ctx context.Context, members []member, removal []
 	for _, n := range removal {
 		remove[n] = true
 	}
-	live, where := 0, map[string][2]string{}
+	live, where, ref := 0, map[string][2]string{}, map[string]string{}
 	for _, m := range members {
 		if strings.HasPrefix(m.status, "DELETE") {
 			continue
 		}
 		live++
 		where[m.name] = m.stack
+		// Heat takes the member's physical ID for its name: a UUID, which the request metrics'
+		// path template folds into {id}, where the name would make a series per member.
+		ref[m.name] = cmp.Or(m.physID, m.name)
 		if !remove[m.name] && strings.HasSuffix(m.status, "_FAILED") {
 			return 0, fmt.Errorf("member %s is %s and not asked to go: Heat would remove it before the members named, so nothing is removed until it is deleted or repaired", m.name, m.status)
 		}
@@ -594,9 +654,11 @@ func (g *Group) markForRemoval(ctx context.Context, members []member, removal []
 			live++ // already gone: nothing to mark, and it no longer counts
 			continue
 		}
+		klog.InfoS("marking member unhealthy so that its group removes it first", "group", g.cfg.Name, "stack", stack[0],
+			"member", n, "resource", ref[n])
 		opts := stackresources.MarkUnhealthyOpts{MarkUnhealthy: true, ResourceStatusReason: markReason}
 		err := g.Backoff.Retry(ctx, "mark member unhealthy", func(ctx context.Context) error {
-			return stackresources.MarkUnhealthy(ctx, g.client, stack[0], stack[1], n, opts).ExtractErr()
+			return stackresources.MarkUnhealthy(ctx, g.client, stack[0], stack[1], ref[n], opts).ExtractErr()
 		})
 		if err != nil {
 			return 0, fmt.Errorf("marking member %s unhealthy: %w", n, err)

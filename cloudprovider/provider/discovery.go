@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 
 	"k8s.io/klog/v2"
 
@@ -62,6 +63,15 @@ func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, k
 		if !ok {
 			continue
 		}
+		if owner := p.configuredGroupOf(s.Name, s.ID); owner != "" {
+			// A second group on the stack would claim the same nodes (the autoscaler would be
+			// told either group for them) and resize the stack against the configured one.
+			if _, said := claimedSaid.LoadOrStore(claimedKey{p, s.ID}, true); !said {
+				klog.InfoS("tagged stack not discovered: a configured node group already drives it; remove its autoscaler tags or the configured group",
+					"stack", s.Name, "group", owner)
+			}
+			continue
+		}
 		if g, ok := known[s.Name].(*heat.Group); ok {
 			g.SetBounds(cfg.MinSize, cfg.MaxSize)
 			out = append(out, g)
@@ -73,4 +83,24 @@ func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, k
 		out = append(out, g)
 	}
 	return out
+}
+
+// claimedSaid holds the claimedKeys of stacks already said to be left to a configured group:
+// discovery runs at every refresh, and saying it once is enough.
+var claimedSaid sync.Map
+
+type claimedKey struct {
+	p     *Provider
+	stack string
+}
+
+// configuredGroupOf names the configured heat group whose stack this is (named by its name or
+// its ID), or "".
+func (p *Provider) configuredGroupOf(name, id string) string {
+	for _, g := range p.Config.NodeGroups {
+		if g.Backend == config.BackendHeat && g.Heat != nil && (g.Heat.Stack == name || g.Heat.Stack == id) {
+			return g.Name
+		}
+	}
+	return ""
 }

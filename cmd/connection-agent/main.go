@@ -39,12 +39,14 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/bpfcount"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/netns"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/sockdiag"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/buildinfo"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/logging"
 )
 
 func main() {
 	logOpts := logging.AddGoFlags(flag.CommandLine)
+	printVersion := buildinfo.AddGoFlag(flag.CommandLine, "connection-agent")
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig (default: in-cluster)")
 	node := flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the DaemonSet passes spec.nodeName)")
 	allNodes := flag.Bool("all-nodes", false, "count pods of every node (only for test topologies where every pod's namespace is on this host)")
@@ -63,6 +65,7 @@ func main() {
 	checkInterval := flag.Duration("check-interval", 5*time.Minute, "with the ebpf counter: how often sock_diag re-counts each namespace to measure and correct drift")
 	setHostSysctl := flag.String("set-host-sysctl", "", "set this net.* sysctl (name=value) in the host's network namespace (PID 1's, else the kubelet's: needs hostPID and privilege), then exit: the DaemonSet's init container")
 	flag.Parse()
+	printVersion.ExitIfSet()
 	if err := logOpts.Apply(); err != nil {
 		fmt.Fprintln(os.Stderr, "connection-agent:", err)
 		os.Exit(2)

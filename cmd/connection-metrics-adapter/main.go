@@ -42,6 +42,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/puller"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/rabbitmq"
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/store"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/buildinfo"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/logging"
 )
@@ -80,11 +81,13 @@ func main() {
 		fs.BoolVar(&d.insecure, p+"-insecure-skip-tls-verify", false, "do not check that Service's certificate (only as its APIService had insecureSkipTLSVerify): the adapter's credentials then go to an unverified peer, so only EndpointSlices written by the EndpointSlice controller are used; prefer the CA")
 	}
 	logOpts := logging.AddFlags(fs)
+	printVersion := buildinfo.AddFlag(fs, "connection-metrics-adapter")
 	fs.AddGoFlagSet(flag.CommandLine)
 	if err := fs.Parse(os.Args); err != nil {
 		klog.ErrorS(err, "flags")
 		os.Exit(2)
 	}
+	printVersion.ExitIfSet()
 	if err := logOpts.Apply(); err != nil {
 		klog.ErrorS(err, "flags")
 		os.Exit(2)

@@ -19,7 +19,9 @@ type Stack struct {
 	Status       string
 	StatusReason string
 	Params       map[string]string
-	Groups       []*StackGroup
+	// Tags are the stack's tags, as the stack listing shows them.
+	Tags   []string
+	Groups []*StackGroup
 	// Updates holds the parameters of every PATCH the stack received, in order.
 	Updates []map[string]string
 	// Hold leaves the next updates UPDATE_IN_PROGRESS (applied, not finished) until Finish.
@@ -38,6 +40,11 @@ type StackGroup struct {
 	Resource     string // the group's resource name
 	CountParam   string
 	RemovalParam string
+	// RemovalPoliciesUpdate gives the group removal_policies_mode: update. Heat then skips only
+	// the names the removal parameter lists now (with append, the default, every name it ever
+	// listed), and the members are the first count names of 0, 1, 2, … not skipped: a name
+	// dropped from the list is free again, and the members are renumbered onto it.
+	RemovalPoliciesUpdate bool
 	// AutoScaling makes the group an OS::Heat::AutoScalingGroup: no removal parameter; when it
 	// shrinks it removes its failed members first (CHECK_FAILED after a mark-unhealthy), then
 	// its oldest.
@@ -128,6 +135,32 @@ func (c *Cloud) SetMemberStatus(g *StackGroup, name, status, reason string) {
 	m.Status, m.Reason = status, reason
 }
 
+// FailMemberCreation leaves a member CREATE_FAILED as Heat does when its server never ran:
+// with server, Nova put the server in ERROR before it launched (no launch time, Nova's "No
+// valid host" fault); without, Heat failed before Nova had a server (the member has no
+// physical resource).
+func (c *Cloud) FailMemberCreation(g *StackGroup, name, reason string, server bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := g.Member(name)
+	m.Status, m.Reason = "CREATE_FAILED", reason
+	if !server {
+		c.deleteServersLocked(m)
+		m.Servers = nil
+		return
+	}
+	var errored struct {
+		Server map[string]any `json:"server"`
+	}
+	if err := json.Unmarshal(Fixture("server-error-novalidhost.json"), &errored); err != nil {
+		panic(err)
+	}
+	for _, id := range m.Servers {
+		s := c.servers[id]
+		s["status"], s["fault"], s["OS-SRV-USG:launched_at"] = "ERROR", errored.Server["fault"], nil
+	}
+}
+
 // MemberServers returns a member's server IDs (nil when it is gone).
 func (c *Cloud) MemberServers(g *StackGroup, name string) []string {
 	c.mu.Lock()
@@ -159,6 +192,10 @@ func (c *Cloud) applyLocked(s *Stack, params map[string]string) {
 
 // resizeLocked brings a group to its count: named removals first, then the highest indices.
 func (c *Cloud) resizeLocked(s *Stack, g *StackGroup) {
+	if g.RemovalPoliciesUpdate && !g.AutoScaling {
+		c.resizeUpdateModeLocked(s, g)
+		return
+	}
 	for _, n := range strings.Split(s.Params[g.RemovalParam], ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			g.removed[n] = true
@@ -199,24 +236,66 @@ func (c *Cloud) resizeLocked(s *Stack, g *StackGroup) {
 		if g.removed[name] {
 			continue
 		}
-		m := &StackMember{Name: name, Status: "CREATE_COMPLETE"}
-		servers := 1
-		if g.Nested {
-			c.nextID++
-			m.NestedID = fmt.Sprintf("5a5a5a5a-0000-4000-8000-%012d", c.nextID)
-			servers = max(g.ServersPerMember, 1)
-		}
-		for i := 0; i < servers; i++ {
-			metadata := g.Metadata
-			if i > 0 {
-				metadata = nil // the node is the member's first server; the others are not tagged
-			}
-			id := c.addLocked(fmt.Sprintf("%s-%s-%s-%d", s.Name, g.Resource, name, i), "ACTIVE", metadata)
-			c.servers[id]["OS-SRV-USG:launched_at"] = "2026-11-30T10:00:00.000000"
-			m.Servers = append(m.Servers, id)
-		}
-		g.Members = append(g.Members, m)
+		g.Members = append(g.Members, c.newMemberLocked(s, g, name))
 	}
+}
+
+// resizeUpdateModeLocked resizes a group with removal_policies_mode: update as Heat's
+// ResourceGroup does: the skipped names are those of the removal parameter that are members or
+// were skipped already, and the members are the first count names not skipped.
+func (c *Cloud) resizeUpdateModeLocked(s *Stack, g *StackGroup) {
+	skip := map[string]bool{}
+	for _, n := range strings.Split(s.Params[g.RemovalParam], ",") {
+		if n = strings.TrimSpace(n); n != "" && (g.removed[n] || g.Member(n) != nil) {
+			skip[n] = true
+		}
+	}
+	g.removed = skip
+	count, _ := strconv.Atoi(s.Params[g.CountParam])
+	want := map[string]bool{}
+	var names []string
+	for i := 0; len(names) < count; i++ {
+		if n := strconv.Itoa(i); !skip[n] {
+			names = append(names, n)
+			want[n] = true
+		}
+	}
+	kept := g.Members[:0]
+	for _, m := range g.Members {
+		if want[m.Name] {
+			kept = append(kept, m)
+			continue
+		}
+		c.deleteServersLocked(m)
+	}
+	g.Members = kept
+	for _, n := range names {
+		if g.Member(n) == nil {
+			g.Members = append(g.Members, c.newMemberLocked(s, g, n))
+		}
+	}
+	sort.Slice(g.Members, func(i, j int) bool { return index(g.Members[i].Name) < index(g.Members[j].Name) })
+}
+
+// newMemberLocked creates a member with its servers, ACTIVE and launched.
+func (c *Cloud) newMemberLocked(s *Stack, g *StackGroup, name string) *StackMember {
+	m := &StackMember{Name: name, Status: "CREATE_COMPLETE"}
+	servers := 1
+	if g.Nested {
+		c.nextID++
+		m.NestedID = fmt.Sprintf("5a5a5a5a-0000-4000-8000-%012d", c.nextID)
+		servers = max(g.ServersPerMember, 1)
+	}
+	for i := 0; i < servers; i++ {
+		metadata := g.Metadata
+		if i > 0 {
+			metadata = nil // the node is the member's first server; the others are not tagged
+		}
+		id := c.addLocked(fmt.Sprintf("%s-%s-%s-%d", s.Name, g.Resource, name, i), "ACTIVE", metadata)
+		c.servers[id]["OS-SRV-USG:launched_at"] = "2026-11-30T10:00:00.000000"
+		m.Servers = append(m.Servers, id)
+	}
+	return m
 }
 
 func index(name string) int {
@@ -258,7 +337,7 @@ func (c *Cloud) serveHeat(w http.ResponseWriter, r *http.Request) {
 	if len(parts) == 1 && parts[0] == "stacks" && r.Method == http.MethodGet {
 		list := []map[string]any{}
 		for _, s := range c.stacks {
-			list = append(list, map[string]any{"id": s.ID, "stack_name": s.Name, "stack_status": s.Status,
+			list = append(list, map[string]any{"id": s.ID, "stack_name": s.Name, "stack_status": s.Status, "tags": s.Tags,
 				"links": []map[string]string{{"href": c.Server.URL + "/heat/v1/p/stacks/" + s.Name + "/" + s.ID, "rel": "self"}}})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"stacks": list})
@@ -330,7 +409,8 @@ func (c *Cloud) serveHeat(w http.ResponseWriter, r *http.Request) {
 }
 
 // markUnhealthyLocked answers PATCH /stacks/<group's nested stack>/<id>/resources/<member>
-// {"mark_unhealthy": true, "resource_status_reason": …}: the member becomes CHECK_FAILED.
+// {"mark_unhealthy": true, "resource_status_reason": …}: the member becomes CHECK_FAILED. The
+// member is named by its name or its physical resource ID, as Heat accepts either.
 func (c *Cloud) markUnhealthyLocked(w http.ResponseWriter, r *http.Request, nestedID, name string) {
 	var body struct {
 		MarkUnhealthy bool   `json:"mark_unhealthy"`
@@ -342,7 +422,13 @@ func (c *Cloud) markUnhealthyLocked(w http.ResponseWriter, r *http.Request, nest
 			if g.Resource+"-nested-id" != nestedID {
 				continue
 			}
-			if m := g.Member(name); m != nil {
+			m := g.Member(name)
+			for _, candidate := range g.Members {
+				if m == nil && candidate.physicalID(g) == name {
+					m = candidate
+				}
+			}
+			if m != nil {
 				if body.MarkUnhealthy {
 					m.Status, m.Reason = "CHECK_FAILED", body.Reason
 				}
@@ -372,12 +458,13 @@ func (c *Cloud) resourcesLocked(s *Stack) []map[string]any {
 		for _, m := range g.Members {
 			member := map[string]any{"resource_name": m.Name, "resource_status": m.Status, "resource_status_reason": m.Reason,
 				"parent_resource": g.Resource, "links": link(s.Name+"-"+g.Resource, g.Resource+"-nested-id")}
+			member["physical_resource_id"] = m.physicalID(g)
 			if !g.Nested {
-				member["resource_type"], member["physical_resource_id"] = "OS::Nova::Server", m.Servers[0]
+				member["resource_type"] = "OS::Nova::Server"
 				out = append(out, member)
 				continue
 			}
-			member["resource_type"], member["physical_resource_id"] = "node.yaml", m.NestedID
+			member["resource_type"] = "node.yaml"
 			out = append(out, member)
 			for i, id := range m.Servers {
 				name := "server"
@@ -391,6 +478,18 @@ func (c *Cloud) resourcesLocked(s *Stack) []map[string]any {
 		}
 	}
 	return out
+}
+
+// physicalID is the member's physical resource ID: its nested stack's, or its server's ("" when
+// Heat failed before Nova had one).
+func (m *StackMember) physicalID(g *StackGroup) string {
+	switch {
+	case g.Nested:
+		return m.NestedID
+	case len(m.Servers) > 0:
+		return m.Servers[0]
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
