@@ -39,8 +39,25 @@ func toStatus(err error) error {
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.Is(err, nodegroup.ErrNotMember):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// defaultCallTimeout is cluster-autoscaler's default grpc_timeout, for a caller that sets no
+// deadline.
+const defaultCallTimeout = 5 * time.Second
+
+// answerBy gives a call's work its deadline less a margin to send the answer (a fifth of the
+// time left, at most a second).
+func answerBy(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(defaultCallTimeout)
+	}
+	margin := min(time.Until(deadline)/5, time.Second)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
 func protoGroup(g nodegroup.Group) *pb.NodeGroup {
@@ -152,7 +169,12 @@ func (s *Server) NodeGroupIncreaseSize(_ context.Context, req *pb.NodeGroupIncre
 }
 
 // NodeGroupDeleteNodes deletes exactly the named nodes' servers.
-func (s *Server) NodeGroupDeleteNodes(_ context.Context, req *pb.NodeGroupDeleteNodesRequest) (*pb.NodeGroupDeleteNodesResponse, error) {
+//
+// The answer must reach the autoscaler before its grpc_timeout: when a call fails (a deadline
+// included) it takes the ToBeDeletedByClusterAutoscaler taint off and the node takes pods again
+// (cluster-autoscaler 1.36.1, core/scaledown/actuation/actuator.go), so the work gets the
+// call's deadline less a margin for the answer, and a call that runs out of it deletes nothing.
+func (s *Server) NodeGroupDeleteNodes(ctx context.Context, req *pb.NodeGroupDeleteNodesRequest) (*pb.NodeGroupDeleteNodesResponse, error) {
 	g, err := s.group(req.GetId())
 	if err != nil {
 		return nil, err
@@ -164,7 +186,9 @@ func (s *Server) NodeGroupDeleteNodes(_ context.Context, req *pb.NodeGroupDelete
 		}
 		ids = append(ids, n.GetProviderID())
 	}
-	if err := g.DeleteInstances(ids); err != nil {
+	ctx, cancel := answerBy(ctx)
+	defer cancel()
+	if err := g.DeleteInstances(ctx, ids); err != nil {
 		klog.ErrorS(err, "refused to delete nodes", "group", g.ID())
 		return nil, toStatus(err)
 	}

@@ -2,12 +2,16 @@ package membership
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
@@ -31,45 +35,200 @@ const ReplacedSuffix = "-replaced"
 // (5 s by default).
 const markTimeout = 3 * time.Second
 
+// markParallelism bounds the requests in flight: a scale-down of a hundred nodes must not
+// arrive at Nova as a hundred simultaneous calls.
+const markParallelism = 10
+
 // MarkDeletion records on each server that its removal was accepted, in parallel. A server
 // that cannot be marked in time is still removed by this process; only a restart before its
 // removal would forget it, which is logged.
 func MarkDeletion(compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string) {
-	for id, err := range Mark(compute, backoff, serverIDs, DeletionKey, time.Now().UTC().Format(time.RFC3339)) {
+	ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
+	defer cancel()
+	for id, err := range Mark(ctx, compute, backoff, serverIDs, DeletionKey, time.Now().UTC().Format(time.RFC3339)) {
 		klog.ErrorS(err, "could not record the accepted removal on the server; it is removed all the same unless the provider restarts first", "server", id)
 	}
 }
 
-// Mark sets key=value in each server's metadata, in parallel, within markTimeout; it returns the
-// errors by server (a server already gone is no error).
-func Mark(compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string, key, value string) map[string]error {
+// Mark sets key=value in each server's metadata, markParallelism at a time, within ctx; it
+// returns the errors by server (a server already gone is no error). A server whose state
+// refuses metadata (RefusedForState) is not asked again.
+func Mark(ctx context.Context, compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string, key, value string) map[string]error {
+	opts := servers.MetadataOpts{key: value}
+	return eachServer(ctx, backoff, serverIDs, "mark server", func(ctx context.Context, id string) error {
+		_, err := servers.UpdateMetadata(ctx, compute, id, opts).Extract()
+		return err
+	})
+}
+
+// Unmark deletes key from each server's metadata, as Mark sets it.
+func Unmark(ctx context.Context, compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string, key string) map[string]error {
+	return eachServer(ctx, backoff, serverIDs, "unmark server", func(ctx context.Context, id string) error {
+		return servers.DeleteMetadatum(ctx, compute, id, key).ExtractErr()
+	})
+}
+
+// RefusedForState says whether Nova refused a metadata change for the server's state: it keeps
+// no metadata on a server in ERROR or BUILD ("Cannot 'update metadata' instance ... while it
+// is in vm_state error"), and asking again does not help while the state lasts.
+func RefusedForState(err error) bool {
+	var unexpected gophercloud.ErrUnexpectedResponseCode
+	return errors.As(err, &unexpected) && unexpected.Actual == http.StatusConflict && strings.Contains(string(unexpected.Body), "vm_state")
+}
+
+// eachServer runs call for each server, markParallelism at a time, retrying as backoff says;
+// it returns the errors by server (a server already gone is no error).
+func eachServer(ctx context.Context, backoff openstack.Backoff, serverIDs []string, op string, call func(context.Context, string) error) map[string]error {
 	errs := map[string]error{}
 	if len(serverIDs) == 0 {
 		return errs
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
-	defer cancel()
-	opts := servers.MetadataOpts{key: value}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(markParallelism)
 	for _, id := range serverIDs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := backoff.Retry(ctx, "mark server", func(ctx context.Context) error {
-				_, err := servers.UpdateMetadata(ctx, compute, id, opts).Extract()
-				if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-					return nil // already gone
+		g.Go(func() error {
+			var refused error
+			err := backoff.Retry(ctx, op, func(ctx context.Context) error {
+				err := call(ctx, id)
+				switch {
+				case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+					return nil // already gone (or, for Unmark, never marked)
+				case RefusedForState(err):
+					refused = err
+					return nil // not retried: the state lasts
 				}
 				return err
 			})
+			if err == nil {
+				err = refused
+			}
 			if err != nil {
 				mu.Lock()
 				errs[id] = err
 				mu.Unlock()
 			}
-		}()
+			return nil // collected by server in errs
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	return errs
+}
+
+// Recorder records accepted deletions on a group's servers before the call that asked for them
+// answers, and takes the marks of a call that failed off again. One per group.
+type Recorder struct {
+	Compute *gophercloud.ServiceClient
+	// Backoff is the group's retry policy (read at each call).
+	Backoff *openstack.Backoff
+	// Timeout bounds a mark's requests, which outlive the call that sent them.
+	Timeout time.Duration
+
+	mu       sync.Mutex
+	undoing  map[string]int // servers whose marks are being taken off
+	inflight sync.WaitGroup
+}
+
+// Record marks the servers for deletion before ctx ends. It returns the servers whose state
+// refuses metadata (ERROR, BUILD): the caller records those by sending their DELETE, and calls
+// Undo(marked) if that fails. On an error nothing stays recorded: the marks are not cancelled
+// with ctx (Nova may apply a request whose caller gave up), so each outcome is awaited, in the
+// background once ctx has ended, and every mark that landed is taken off. Meanwhile Undoing
+// says so, and no refresh may resume those deletions.
+func (r *Recorder) Record(ctx context.Context, serverIDs []string) (refused, marked []string, err error) {
+	if len(serverIDs) == 0 {
+		return nil, nil, nil
+	}
+	stamp := time.Now().UTC().Format(time.RFC3339)
+	done := make(chan map[string]error, 1)
+	go func() {
+		markCtx, cancel := context.WithTimeout(context.Background(), r.timeout())
+		defer cancel()
+		done <- Mark(markCtx, r.Compute, *r.Backoff, serverIDs, DeletionKey, stamp)
+	}()
+	var errs map[string]error
+	select {
+	case errs = <-done:
+	case <-ctx.Done():
+		r.startUndo(serverIDs, func() []string { return landed(serverIDs, <-done) })
+		return nil, nil, fmt.Errorf("recording the deletion of %d server(s) in Nova did not finish before the call's deadline: %w", len(serverIDs), ctx.Err())
+	}
+	var failed error
+	for _, id := range serverIDs {
+		switch err := errs[id]; {
+		case err == nil:
+			marked = append(marked, id)
+		case RefusedForState(err):
+			refused = append(refused, id)
+		default:
+			failed = errors.Join(failed, fmt.Errorf("marking server %s for deletion: %s", id, openstack.Brief(err)))
+		}
+	}
+	if failed != nil {
+		r.Undo(marked)
+		return nil, nil, failed
+	}
+	return refused, marked, nil
+}
+
+// Undo takes the deletion marks off the servers, in the background.
+func (r *Recorder) Undo(serverIDs []string) {
+	r.startUndo(serverIDs, func() []string { return serverIDs })
+}
+
+func (r *Recorder) startUndo(serverIDs []string, marked func() []string) {
+	if len(serverIDs) == 0 {
+		return
+	}
+	r.mu.Lock()
+	if r.undoing == nil {
+		r.undoing = map[string]int{}
+	}
+	for _, id := range serverIDs {
+		r.undoing[id]++
+	}
+	r.mu.Unlock()
+	r.inflight.Add(1)
+	go func() {
+		defer r.inflight.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*r.timeout())
+		defer cancel()
+		for id, err := range Unmark(ctx, r.Compute, *r.Backoff, marked(), DeletionKey) {
+			klog.ErrorS(err, "could not take off the deletion mark of a call that failed: the server stays a member, but a provider restarted before the mark is gone would delete it", "server", id)
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, id := range serverIDs {
+			if r.undoing[id]--; r.undoing[id] <= 0 {
+				delete(r.undoing, id)
+			}
+		}
+	}()
+}
+
+// Undoing says whether the server's deletion mark is being taken off (a failed call's).
+func (r *Recorder) Undoing(serverID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.undoing[serverID] > 0
+}
+
+// Wait blocks until marks being taken off are (for tests and shutdown).
+func (r *Recorder) Wait() { r.inflight.Wait() }
+
+func (r *Recorder) timeout() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return 30 * time.Second
+}
+
+func landed(serverIDs []string, errs map[string]error) []string {
+	var out []string
+	for _, id := range serverIDs {
+		if errs[id] == nil {
+			out = append(out, id)
+		}
+	}
+	return out
 }

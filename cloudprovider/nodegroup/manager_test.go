@@ -23,17 +23,17 @@ type fakeGroup struct {
 	observed atomic.Int32
 }
 
-func (g *fakeGroup) ID() string                               { return g.id }
-func (g *fakeGroup) Config() config.NodeGroup                 { return config.NodeGroup{Name: g.id} }
-func (g *fakeGroup) TargetSize() int                          { return 0 }
-func (g *fakeGroup) IncreaseSize(int) error                   { return nil }
-func (g *fakeGroup) DeleteInstances([]string) error           { return nil }
-func (g *fakeGroup) DecreaseTargetSize(int) error             { return nil }
-func (g *fakeGroup) Instances() []Instance                    { return nil }
-func (g *fakeGroup) HasServer(string) bool                    { return false }
-func (g *fakeGroup) FlavorName() string                       { return "" }
-func (g *fakeGroup) Debug() string                            { return g.id }
-func (g *fakeGroup) Observe(context.Context, *Snapshot) error { g.observed.Add(1); return g.err }
+func (g *fakeGroup) ID() string                                      { return g.id }
+func (g *fakeGroup) Config() config.NodeGroup                        { return config.NodeGroup{Name: g.id} }
+func (g *fakeGroup) TargetSize() int                                 { return 0 }
+func (g *fakeGroup) IncreaseSize(int) error                          { return nil }
+func (g *fakeGroup) DeleteInstances(context.Context, []string) error { return nil }
+func (g *fakeGroup) DecreaseTargetSize(int) error                    { return nil }
+func (g *fakeGroup) Instances() []Instance                           { return nil }
+func (g *fakeGroup) HasServer(string) bool                           { return false }
+func (g *fakeGroup) FlavorName() string                              { return "" }
+func (g *fakeGroup) Debug() string                                   { return g.id }
+func (g *fakeGroup) Observe(context.Context, *Snapshot) error        { g.observed.Add(1); return g.err }
 
 // One group's failure (its stack is missing) does not fail the refresh: the other groups are
 // refreshed, the autoscaler's Refresh succeeds (it would skip whole loops, scale-down included),

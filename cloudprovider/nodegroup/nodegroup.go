@@ -89,8 +89,9 @@ type Group interface {
 	// IncreaseSize asks for delta more servers and returns at once.
 	IncreaseSize(delta int) error
 	// DeleteInstances deletes exactly these instances (by ID) after checking they are members,
-	// lowering the target; nothing is deleted if any is refused.
-	DeleteInstances(ids []string) error
+	// lowering the target; nothing is deleted if any is refused. It answers OK only once the
+	// deletion is recorded in OpenStack, before ctx ends; an error means nothing was deleted.
+	DeleteInstances(ctx context.Context, ids []string) error
 	// DecreaseTargetSize cancels requests not yet fulfilled (delta < 0).
 	DecreaseTargetSize(delta int) error
 	Instances() []Instance

@@ -7,6 +7,7 @@ package nova
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -45,9 +46,6 @@ type Group struct {
 	// IDs writes the providerIDs of members (set before the group is used).
 	IDs membership.IDs
 
-	// deleteMu makes DeleteInstances one at a time (it records deletions on servers unlocked).
-	deleteMu sync.Mutex
-
 	mu      sync.Mutex
 	members map[string]*member       // by server ID
 	faults  map[string]servers.Fault // faults read of failed creations the listing showed without one
@@ -68,8 +66,11 @@ type Group struct {
 	creating  map[string]time.Time // server names whose POST has not answered yet
 	failed    map[string]nodegroup.ErrorInfo
 	deleting  map[string]time.Time // server IDs whose deletion was requested
-	sem       chan struct{}
-	inflight  sync.WaitGroup
+	// reserved holds the servers a DeleteInstances call is recording.
+	reserved map[string]bool
+	recorder *membership.Recorder
+	sem      chan struct{}
+	inflight sync.WaitGroup
 }
 
 type member struct {
@@ -99,14 +100,17 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 	if events == nil {
 		events = noEvents{}
 	}
-	return &Group{
+	g := &Group{
 		cfg: cfg, cluster: cluster, compute: compute, imageID: imageID, flavorID: flavorID,
 		Backoff: openstack.DefaultBackoff, events: events,
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
+		reserved:      map[string]bool{},
 		replaceFailed: map[string]string{}, replacing: map[string]string{}, cancelled: map[string]bool{}, renaming: map[string]bool{},
 		sem: make(chan struct{}, maxParallelCreates),
 	}
+	g.recorder = &membership.Recorder{Compute: compute, Backoff: &g.Backoff, Timeout: callTimeout}
+	return g
 }
 
 // ID is the group's name.
@@ -153,6 +157,9 @@ func (g *Group) targetLocked() int {
 
 func (g *Group) isDeletingLocked(id string, m *member) bool {
 	if _, ok := g.deleting[id]; ok {
+		return true
+	}
+	if g.reserved[id] {
 		return true
 	}
 	s := m.server
@@ -268,16 +275,26 @@ func (g *Group) placeholder(serverName string) string {
 // DeleteInstances deletes the named members' servers (in the background) and drops failed
 // creations. Nothing is done if any id is refused.
 //
-// Before it answers, the deletion is recorded on each server (membership.MarkDeletion), so a
-// provider that restarts (or the replica that takes over) still deletes them.
-func (g *Group) DeleteInstances(ids []string) error {
-	g.deleteMu.Lock()
-	defer g.deleteMu.Unlock()
-	servers, failures, replaced, err := g.checkDeletion(ids)
+// Before it answers OK, the deletion is recorded in Nova: a mark on each server
+// (membership.DeletionKey), or, for a server whose state refuses metadata (ERROR, BUILD), the
+// DELETE itself. A provider that restarts (or the replica that takes over) finishes what was
+// recorded. Calls run side by side (cluster-autoscaler 1.36.1 sends one call per node, all at
+// once); the servers a call names are reserved while it records them, so concurrent calls see
+// them leaving. A call that cannot record its deletions before ctx ends answers an error and
+// deletes nothing: marks that land afterwards are taken off again.
+func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
+	servers, failures, replaced, err := g.reserveDeletion(ids)
 	if err != nil {
 		return err
 	}
-	membership.MarkDeletion(g.compute, g.Backoff, servers)
+	if err := g.recordDeletion(ctx, servers); err != nil {
+		g.mu.Lock()
+		for _, id := range servers {
+			delete(g.reserved, id)
+		}
+		g.mu.Unlock()
+		return fmt.Errorf("node group %q: nothing deleted: %w", g.cfg.Name, err)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, name := range replaced {
@@ -288,12 +305,39 @@ func (g *Group) DeleteInstances(ids []string) error {
 		delete(g.failed, id)
 	}
 	for _, id := range servers {
-		g.startDeleteLocked(id)
+		delete(g.reserved, id)
+		if _, ok := g.members[id]; ok {
+			g.startDeleteLocked(id)
+		}
 	}
 	if len(servers) > 0 {
 		klog.InfoS("scaling down", "group", g.cfg.Name, "servers", servers, "target", g.targetLocked())
 	}
 	return nil
+}
+
+// recordDeletion records in Nova that the servers are to be deleted, before ctx ends, or
+// leaves nothing recorded (membership.Recorder).
+func (g *Group) recordDeletion(ctx context.Context, serverIDs []string) error {
+	refused, marked, err := g.recorder.Record(ctx, serverIDs)
+	if err == nil && len(refused) > 0 {
+		// Nova keeps no metadata on a server in ERROR or BUILD: the accepted DELETE is the record.
+		if err = g.deleteNow(ctx, refused); err != nil {
+			g.recorder.Undo(marked)
+		}
+	}
+	return err
+}
+
+// deleteNow sends the DELETE of servers that cannot be marked, within ctx.
+func (g *Group) deleteNow(ctx context.Context, serverIDs []string) error {
+	var errs error
+	for _, id := range serverIDs {
+		if err := g.deleteServer(ctx, id); err != nil {
+			errs = errors.Join(errs, fmt.Errorf("deleting server %s (its state refuses a deletion mark): %s", id, openstack.Brief(err)))
+		}
+	}
+	return errs
 }
 
 func (g *Group) startDeleteLocked(id string) {
@@ -302,8 +346,9 @@ func (g *Group) startDeleteLocked(id string) {
 	go g.delete(id)
 }
 
-// checkDeletion says which servers to delete and which failed creations to drop, or why not.
-func (g *Group) checkDeletion(ids []string) (servers, failures, replaced []string, err error) {
+// reserveDeletion says which servers to delete and which failed creations to drop, or why not,
+// and reserves the servers for the call.
+func (g *Group) reserveDeletion(ids []string) (servers, failures, replaced []string, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, id := range ids {
@@ -322,6 +367,9 @@ func (g *Group) checkDeletion(ids []string) (servers, failures, replaced []strin
 			return nil, nil, nil, fmt.Errorf("node group %q: %q is not a member (its server is not tagged %s=%s, %s=%s): %w",
 				g.cfg.Name, id, membership.ClusterKey, g.cluster, membership.NodeGroupKey, g.cfg.Name, nodegroup.ErrNotMember)
 		}
+		if g.reserved[serverID] {
+			return nil, nil, nil, fmt.Errorf("node group %q: server %s is named by another deletion call still being recorded: ask again once it has answered", g.cfg.Name, serverID)
+		}
 		if g.isDeletingLocked(serverID, m) {
 			// Already going; if repair is replacing it, its successor must not stay.
 			if name, ok := g.replacing[serverID]; ok && !g.cancelled[name] && !slices.Contains(replaced, name) {
@@ -335,6 +383,9 @@ func (g *Group) checkDeletion(ids []string) (servers, failures, replaced []strin
 	if target := g.targetLocked(); lowered > 0 && target-lowered-len(failures) < g.cfg.MinSize {
 		return nil, nil, nil, fmt.Errorf("node group %q: deleting %d node(s) would take the size from %d below minSize %d: %w",
 			g.cfg.Name, lowered, target, g.cfg.MinSize, nodegroup.ErrOutOfRange)
+	}
+	for _, id := range servers {
+		g.reserved[id] = true
 	}
 	return servers, failures, replaced, nil
 }
@@ -404,7 +455,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		}
 	}
 	for id, m := range g.members {
-		if _, marked := m.server.Metadata[membership.DeletionKey]; marked && !g.isDeletingLocked(id, m) {
+		if _, marked := m.server.Metadata[membership.DeletionKey]; marked && !g.isDeletingLocked(id, m) && !g.recorder.Undoing(id) {
 			klog.InfoS("resuming an accepted deletion recorded on the server", "group", g.cfg.Name, "server", m.server.Name, "id", id)
 			g.startDeleteLocked(id)
 		}
@@ -579,7 +630,10 @@ func (g *Group) resumeReplacementsLocked() {
 }
 
 // Wait blocks until background creations and deletions finish (for shutdown and tests).
-func (g *Group) Wait() { g.inflight.Wait() }
+func (g *Group) Wait() {
+	g.inflight.Wait()
+	g.recorder.Wait()
+}
 
 func randomSuffix() string {
 	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"

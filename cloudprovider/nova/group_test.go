@@ -125,7 +125,7 @@ func TestAcceptedDeletionSurvivesARestart(t *testing.T) {
 	}
 	first := newGroup(cloud, func(c *openstack.Clients) { c.Provider.UserAgent.Prepend("killed-replica") }, 0, 5)
 	observe(t, cloud, first)
-	if err := first.DeleteInstances([]string{membership.ProviderID(named)}); err != nil {
+	if err := first.DeleteInstances(context.Background(), []string{membership.ProviderID(named)}); err != nil {
 		t.Fatal(err)
 	}
 	first.Wait() // its deletion failed: as good as killed
@@ -314,7 +314,7 @@ func TestDeletingANodeUnderReplacementLowersTheTarget(t *testing.T) {
 	if got := g.TargetSize(); got != 1 {
 		t.Fatalf("target %d during the replacement, want 1", got)
 	}
-	if err := g.DeleteInstances([]string{membership.ProviderID(old)}); err != nil {
+	if err := g.DeleteInstances(context.Background(), []string{membership.ProviderID(old)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.TargetSize(); got != 0 {
@@ -449,7 +449,7 @@ func TestDeletingANodeWhoseSuccessorExistsLowersTheTargetAtOnce(t *testing.T) {
 	if got := g.TargetSize(); got != 1 {
 		t.Fatalf("target %d during the replacement, want 1", got)
 	}
-	if err := g.DeleteInstances([]string{membership.ProviderID(old)}); err != nil {
+	if err := g.DeleteInstances(context.Background(), []string{membership.ProviderID(old)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.TargetSize(); got != 0 {
@@ -460,5 +460,69 @@ func TestDeletingANodeWhoseSuccessorExistsLowersTheTargetAtOnce(t *testing.T) {
 	g.Wait()
 	if left := cloud.Servers(); len(left) != 0 {
 		t.Errorf("servers left: %v, want none", left)
+	}
+}
+
+// Nova keeps no metadata on a server in ERROR (409 "while it is in vm_state error"), and asking
+// again does not change that: the deletion of such a node is recorded by the DELETE itself,
+// sent within the call, after a single refused mark.
+func TestDeletingAServerInErrorIsRecordedByItsDelete(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	broken := cloud.AddServer("prod-workers-a", "ERROR", membership.Metadata(cluster, "workers"))
+	cloud.AddServer("prod-workers-b", "ACTIVE", membership.Metadata(cluster, "workers"))
+	var marks atomic.Int32
+	cloud.Fault = func(r *http.Request) int {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, broken+"/metadata") {
+			marks.Add(1)
+		}
+		return 0
+	}
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := g.DeleteInstances(ctx, []string{membership.ProviderID(broken)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := marks.Load(); got != 1 {
+		t.Errorf("%d marks sent to a server in ERROR, want 1 (a refusal for its state is not retried)", got)
+	}
+	for _, id := range cloud.Servers() {
+		if id == broken {
+			t.Errorf("the call answered OK but the server in ERROR still exists: its deletion is recorded nowhere")
+		}
+	}
+	if got := g.TargetSize(); got != 1 {
+		t.Errorf("target %d, want 1", got)
+	}
+}
+
+// A mark that Nova refuses (not for the server's state) fails the call, and the marks of the
+// call's other servers are taken off: nothing of the call stays.
+func TestAFailedMarkUndoesTheCallsOtherMarks(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	a := cloud.AddServer("prod-workers-a", "ACTIVE", membership.Metadata(cluster, "workers"))
+	b := cloud.AddServer("prod-workers-b", "ACTIVE", membership.Metadata(cluster, "workers"))
+	cloud.Fault = func(r *http.Request) int {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, b+"/metadata") {
+			return http.StatusForbidden
+		}
+		return 0
+	}
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	err := g.DeleteInstances(context.Background(), []string{membership.ProviderID(a), membership.ProviderID(b)})
+	if err == nil {
+		t.Fatal("the call answered OK though one of its servers could not be marked")
+	}
+	g.Wait()
+	if len(cloud.Servers()) != 2 {
+		t.Errorf("servers %v after a failed call, want both", cloud.Servers())
+	}
+	if _, marked := cloud.ServerBody(a)["metadata"].(map[string]any)[membership.DeletionKey]; marked {
+		t.Errorf("server %s keeps the mark of a call that failed", a)
+	}
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d after a failed call, want 2", got)
 	}
 }

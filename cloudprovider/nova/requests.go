@@ -135,7 +135,26 @@ func (g *Group) delete(id string) {
 	defer g.inflight.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*callTimeout)
 	defer cancel()
-	err := g.Backoff.Retry(ctx, "delete server", func(ctx context.Context) error {
+	err := g.deleteServer(ctx, id)
+	if err != nil {
+		g.events.ServerDeleteFailed(g.cfg.Name)
+		klog.ErrorS(err, "deleting server failed; it is tried again later", "group", g.cfg.Name, "server", id)
+		if errors.Is(err, nodegroup.ErrNotMember) {
+			g.mu.Lock()
+			delete(g.deleting, id)
+			delete(g.members, id)
+			g.mu.Unlock()
+		}
+		return
+	}
+	g.events.ServerDeleted(g.cfg.Name)
+	klog.InfoS("server deletion requested", "group", g.cfg.Name, "server", id)
+}
+
+// deleteServer sends the DELETE of a member's server after checking, on a fresh read, that it
+// still is one; a server already gone is no error.
+func (g *Group) deleteServer(ctx context.Context, id string) error {
+	return g.Backoff.Retry(ctx, "delete server", func(ctx context.Context) error {
 		s, err := servers.Get(ctx, g.compute, id).Extract()
 		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
 			return nil
@@ -153,19 +172,6 @@ func (g *Group) delete(id string) {
 		}
 		return err
 	})
-	if err != nil {
-		g.events.ServerDeleteFailed(g.cfg.Name)
-		klog.ErrorS(err, "deleting server failed; it is tried again later", "group", g.cfg.Name, "server", id)
-		if errors.Is(err, nodegroup.ErrNotMember) {
-			g.mu.Lock()
-			delete(g.deleting, id)
-			delete(g.members, id)
-			g.mu.Unlock()
-		}
-		return
-	}
-	g.events.ServerDeleted(g.cfg.Name)
-	klog.InfoS("server deletion requested", "group", g.cfg.Name, "server", id)
 }
 
 // replace creates the successor under the name (the old server was renamed <name>-replaced, so

@@ -266,6 +266,32 @@ func (c *Cloud) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		_, _ = w.Write(body)
+	case strings.HasPrefix(path, "/servers/") && strings.Contains(path, "/metadata/") && r.Method == http.MethodDelete:
+		id, key, _ := strings.Cut(strings.TrimPrefix(path, "/servers/"), "/metadata/")
+		c.mu.Lock()
+		s, ok := c.servers[id]
+		var all map[string]any
+		if ok {
+			all, _ = s["metadata"].(map[string]any)
+		}
+		_, had := all[key]
+		refused := ok && s["status"] == "ERROR"
+		if !refused {
+			delete(all, key)
+		}
+		c.mu.Unlock()
+		switch {
+		case !ok:
+			instanceNotFound(w, id)
+		case refused:
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"conflictingRequest": {"code": 409, "message": "Cannot 'delete metadata' instance ` + id + ` while it is in vm_state error"}}`))
+		case !had:
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404, "message": "Metadata item was not found"}}`))
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
 	case strings.HasPrefix(path, "/servers/") && r.Method == http.MethodPut:
 		id := strings.TrimPrefix(path, "/servers/")
 		var req struct {
