@@ -13,6 +13,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	gopenstack "github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+	"golang.org/x/time/rate"
 )
 
 // ComputeMicroversion is the Nova API version requests are made at: 2.79 returns the flavor
@@ -35,6 +36,10 @@ type CloudRef struct {
 	CloudConfFile string
 	// Region overrides the cloud's region_name when set.
 	Region string
+	// RateLimit is the most requests per second made to the cloud, in bursts of up to Burst
+	// (at least 1); 0 is no limit.
+	RateLimit float64
+	Burst     int
 }
 
 // Clients holds authenticated service clients for one cloud and region.
@@ -49,7 +54,8 @@ type Clients struct {
 // Connect authenticates with the cloud's credentials (password, token or application
 // credential, as clouds.yaml says) and locates the services in the catalog. wrap, when set,
 // wraps the HTTP transport (which carries clouds.yaml's cacert, cert/key and verify) to observe
-// every call. Re-authentication on 401 is enabled: tokens expire while the provider runs for months.
+// every call; ref.RateLimit, when set, limits them all (authentication included).
+// Re-authentication on 401 is enabled: tokens expire while the provider runs for months.
 func Connect(ctx context.Context, ref CloudRef, wrap func(http.RoundTripper) http.RoundTripper) (*Clients, error) {
 	opts := []clouds.ParseOption{clouds.WithCloudName(ref.Cloud)}
 	if ref.CloudsFile != "" {
@@ -73,6 +79,17 @@ func Connect(ctx context.Context, ref CloudRef, wrap func(http.RoundTripper) htt
 		return nil, fmt.Errorf("cloud %q in %s: %w (check the file and the cloud name)", ref.Cloud, describeFile(ref.CloudsFile), err)
 	}
 	authOpts.AllowReauth = true
+	if ref.RateLimit > 0 {
+		// Outside wrap, so the metrics' latency is OpenStack's, not the time spent waiting here.
+		limiter := rate.NewLimiter(rate.Limit(ref.RateLimit), max(ref.Burst, 1))
+		inner := wrap
+		wrap = func(rt http.RoundTripper) http.RoundTripper {
+			if inner != nil {
+				rt = inner(rt)
+			}
+			return RateLimited(rt, limiter)
+		}
+	}
 	provider, err := newProvider(ctx, authOpts, tlsConfig, wrap)
 	if err != nil {
 		return nil, fmt.Errorf("cloud %q: authenticating at %s: %w", ref.Cloud, authOpts.IdentityEndpoint, err)
@@ -118,4 +135,16 @@ func newProvider(ctx context.Context, authOpts gophercloud.AuthOptions, tlsConfi
 		return nil, err
 	}
 	return provider, nil
+}
+
+// RateLimited returns next with every request first waiting for a token of limiter, as long as
+// its context allows: one process shares the cloud's API with its other users, and a burst of
+// deletions or a refresh loop gone wrong must not take their share (nor earn the project a 429).
+func RateLimited(next http.RoundTripper, limiter *rate.Limiter) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		if err := limiter.Wait(req.Context()); err != nil {
+			return nil, fmt.Errorf("client-side rate limit of OpenStack calls (%g/s): %w", float64(limiter.Limit()), err)
+		}
+		return next.RoundTrip(req)
+	})
 }

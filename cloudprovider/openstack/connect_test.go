@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"golang.org/x/time/rate"
 )
 
 // keystone is a Keystone v3 over TLS (with httptest's own CA) that issues a token for any
@@ -85,5 +88,61 @@ func TestConnectUsesTheCloudsCACert(t *testing.T) {
 	}
 	if requests.Load() != 2 || wrapped.Load() != 1 {
 		t.Errorf("keystone saw %d requests, the wrapper %d; want 2 and 1", requests.Load(), wrapped.Load())
+	}
+}
+
+// A limiter whose tokens are used up makes the next request wait for one; a request whose
+// deadline comes before that fails at once without reaching OpenStack (no clock involved: the
+// limiter refills one token an hour).
+func TestRateLimitedTransport(t *testing.T) {
+	var served atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1) }))
+	t.Cleanup(srv.Close)
+	limiter := rate.NewLimiter(rate.Every(time.Hour), 3)
+	client := &http.Client{Transport: RateLimited(srv.Client().Transport, limiter)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errs []error
+	for range 4 {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v2.1/servers/detail", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errs = append(errs, err)
+	}
+	if served.Load() != 3 || errs[2] != nil || errs[3] == nil || limiter.Tokens() >= 1 {
+		t.Errorf("burst 3, 4 calls: %d served, errors %v, %.2f tokens left; want 3 served and the 4th refused", served.Load(), errs, limiter.Tokens())
+	}
+}
+
+// Connect puts the limiter in front of every call to the cloud, authentication included.
+func TestConnectLimitsTheRateOfCalls(t *testing.T) {
+	srv, requests, _ := keystone(t)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clouds := filepath.Join(dir, "clouds.yaml")
+	if err := os.WriteFile(clouds, []byte(fmt.Sprintf(`clouds:
+  private:
+    auth_type: v3applicationcredential
+    auth: {auth_url: %s/v3, application_credential_id: id, application_credential_secret: secret}
+    region_name: RegionOne
+    cacert: %s
+`, srv.URL, caFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ref := CloudRef{CloudsFile: clouds, Cloud: "private", RateLimit: 1.0 / 3600, Burst: 1}
+	clients, err := Connect(context.Background(), ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = servers.Get(ctx, clients.Compute, "0b6b2f7e-98b4-4b0e-9d51-5f0b8f1f2c3d").Extract()
+	if err == nil || requests.Load() != 1 {
+		t.Errorf("1 call an hour, after authenticating: GET server err %v, keystone saw %d requests; want the GET refused before it is sent", err, requests.Load())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,9 @@ type Backoff struct {
 	Attempts int           // total tries, including the first
 	Initial  time.Duration // wait before the second try; doubled each time
 	Max      time.Duration
+
+	// sleep waits d or until ctx ends; nil is the real clock (tests record the waits instead).
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 // DefaultBackoff: 4 tries over about 3.5 s.
@@ -47,7 +51,9 @@ func Retryable(err error) bool {
 }
 
 // Retry runs call until it succeeds, fails with an error that is not Retryable, the attempts
-// are used up, or ctx ends. op names the call in logs.
+// are used up, or ctx ends. A 429 or 503 with Retry-After is retried after the time it names
+// instead of the exponential wait, or returned at once if that is after ctx's deadline. op
+// names the call in logs.
 func (b Backoff) Retry(ctx context.Context, op string, call func(context.Context) error) error {
 	wait := b.Initial
 	var err error
@@ -55,13 +61,54 @@ func (b Backoff) Retry(ctx context.Context, op string, call func(context.Context
 		if err = call(ctx); err == nil || !Retryable(err) || attempt >= b.Attempts {
 			return err
 		}
-		klog.V(2).InfoS("retrying OpenStack call", "op", op, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(wait):
+		next := wait
+		if after, ok := retryAfter(err, time.Now()); ok {
+			// OpenStack said when it will take calls again: an earlier try only adds to its load,
+			// and one after the caller's deadline is of no use to the caller.
+			if deadline, ok := ctx.Deadline(); ok && time.Now().Add(after).After(deadline) {
+				return fmt.Errorf("%w (OpenStack asks to retry in %s, after the call's deadline)", err, after.Round(time.Second))
+			}
+			next = after
+		}
+		klog.V(2).InfoS("retrying OpenStack call", "op", op, "attempt", attempt, "in", next, "err", err)
+		if serr := b.wait(ctx, next); serr != nil {
+			return errors.Join(err, serr)
 		}
 		wait = min(2*wait, b.Max)
+	}
+}
+
+// retryAfter is how long a 429 or 503 asks the caller to wait (Retry-After in seconds or as an
+// HTTP-date, RFC 9110 10.2.3); ok is false when it does not say.
+func retryAfter(err error, now time.Time) (d time.Duration, ok bool) {
+	var unexpected gophercloud.ErrUnexpectedResponseCode
+	if !errors.As(err, &unexpected) || (unexpected.Actual != http.StatusTooManyRequests && unexpected.Actual != http.StatusServiceUnavailable) {
+		return 0, false
+	}
+	value := strings.TrimSpace(unexpected.ResponseHeader.Get("Retry-After"))
+	if value == "" {
+		return 0, false
+	}
+	if seconds, err := strconv.ParseUint(value, 10, 32); err == nil {
+		return time.Duration(seconds) * time.Second, true
+	}
+	if at, err := http.ParseTime(value); err == nil {
+		return max(at.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+func (b Backoff) wait(ctx context.Context, d time.Duration) error {
+	if b.sleep != nil {
+		return b.sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -37,6 +38,7 @@ import (
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/provider"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/repair"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/buildinfo"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/certs"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cmd/internal/logging"
 )
@@ -49,6 +51,7 @@ func main() {
 	}
 	fs := flag.NewFlagSet("openstack-provider", flag.ExitOnError)
 	logOpts := logging.AddGoFlags(fs)
+	printVersion := buildinfo.AddGoFlag(fs, "openstack-provider")
 	configPath := fs.String("config", "", "provider configuration file (YAML)")
 	listen := fs.String("listen", "127.0.0.1:8086", "gRPC address cluster-autoscaler connects to")
 	httpAddr := fs.String("http-listen", "127.0.0.1:8087", "address of /healthz, /readyz and /metrics")
@@ -56,6 +59,10 @@ func main() {
 	tlsKey := fs.String("tls-key", "", "server key (PEM)")
 	clientCA := fs.String("tls-client-ca", "", "CA (PEM) client certificates must be signed by: mutual TLS (required with TLS: whoever can call this server can create and delete servers)")
 	anyClient := fs.Bool("tls-allow-any-client", false, "serve TLS without checking client certificates (not recommended: anyone who reaches the port can create and delete servers)")
+	allowPlaintext := fs.Bool(allowPlaintextFlag, false, "serve gRPC without TLS on a --listen address other than loopback (127.0.0.0/8, ::1, localhost); refused without this flag, as anyone who reaches the port could create and delete servers")
+	var rl rateFlags
+	fs.Float64Var(&rl.limit, "openstack-rate-limit", 50, "most OpenStack API requests per second this process makes (authentication included), shared by all calls; 0: no limit")
+	fs.IntVar(&rl.burst, "openstack-burst", 100, "requests that may go at once above --openstack-rate-limit before it applies (at least 1)")
 	var rf repairFlags
 	fs.StringVar(&rf.kubeconfig, "kubeconfig", "", "kubeconfig for node repair (repair.enabled in the config); empty: the in-cluster service account")
 	fs.StringVar(&rf.namespace, "leader-elect-namespace", envOr("POD_NAMESPACE", "kube-system"), "namespace of the Lease that elects the replica running node repair")
@@ -63,6 +70,7 @@ func main() {
 	fs.StringVar(&rf.autoscalerLease, "repair-with-autoscaler-lease", "", "namespace/name of cluster-autoscaler's Lease: repair acts only while the autoscaler of this pod (--repair-identity) holds it")
 	fs.StringVar(&rf.identity, "repair-identity", "", "this pod's name, as cluster-autoscaler writes it in its Lease (default: the hostname)")
 	_ = fs.Parse(args)
+	printVersion.ExitIfSet()
 	if err := logOpts.Apply(); err != nil {
 		fmt.Fprintln(os.Stderr, "openstack-provider:", err)
 		os.Exit(2)
@@ -72,18 +80,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "--config is required: the provider configuration file (see README, \"Configure node groups\")")
 		os.Exit(2)
 	}
+	if err := rl.check(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	if validate {
-		os.Exit(runValidate(*configPath))
+		os.Exit(runValidate(*configPath, rl))
 	}
 	tf := tlsFlags{cert: *tlsCert, key: *tlsKey, clientCA: *clientCA, anyClient: *anyClient}
-	if err := run(*configPath, *listen, *httpAddr, tf, rf); err != nil {
+	if err := checkPlaintextGRPC(*listen, tf, *allowPlaintext); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := run(*configPath, *listen, *httpAddr, tf, rf, rl); err != nil {
 		klog.ErrorS(err, "openstack-provider stopped")
 		os.Exit(1)
 	}
 }
 
 // runValidate checks the file and the cloud: credentials, flavors and images.
-func runValidate(path string) int {
+func runValidate(path string, rl rateFlags) int {
 	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -91,7 +107,7 @@ func runValidate(path string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, CloudConfFile: cfg.Cloud.CloudConfFile, Region: cfg.Cloud.Region}, nil)
+	clients, err := openstack.Connect(ctx, rl.cloudRef(cfg), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -162,7 +178,7 @@ func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, 
 	return done, nil
 }
 
-func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags) error {
+func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags, rl rateFlags) error {
 	cfg, err := config.Load(configPath)
 	if err != nil {
 		return err
@@ -174,7 +190,7 @@ func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags) error
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		version.NewCollector("openstack_autoscaler"))
 	osMetrics := openstack.NewMetrics(reg)
-	clients, err := openstack.Connect(ctx, openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, CloudConfFile: cfg.Cloud.CloudConfFile, Region: cfg.Cloud.Region}, osMetrics.Transport)
+	clients, err := openstack.Connect(ctx, rl.cloudRef(cfg), osMetrics.Transport)
 	if err != nil {
 		return err
 	}
@@ -283,4 +299,52 @@ func serverTLS(ctx context.Context, f tlsFlags) (credentials.TransportCredential
 		return nil, err
 	}
 	return credentials.NewTLS(conf), nil
+}
+
+const allowPlaintextFlag = "allow-plaintext-grpc-on-non-loopback"
+
+// checkPlaintextGRPC refuses gRPC without TLS on an address other than loopback unless
+// --allow-plaintext-grpc-on-non-loopback says so: the CloudProvider service creates and deletes
+// servers for whoever calls it, and a forgotten TLS flag must not open that to the network.
+func checkPlaintextGRPC(listen string, tf tlsFlags, allow bool) error {
+	if tf.set() || allow || isLoopback(listen) {
+		return nil
+	}
+	return fmt.Errorf("--listen %s would serve gRPC without TLS beyond loopback, where anyone who reaches the port can create and delete servers: "+
+		"give --tls-cert, --tls-key and --tls-client-ca (mutual TLS), or listen on 127.0.0.1 (cluster-autoscaler in the same pod), "+
+		"or pass --%s to accept that risk", listen, allowPlaintextFlag)
+}
+
+// isLoopback says whether a host:port only accepts connections from this host. A name other
+// than localhost is not, whatever it resolves to today.
+func isLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+type rateFlags struct {
+	limit float64
+	burst int
+}
+
+func (f rateFlags) check() error {
+	if f.limit < 0 {
+		return fmt.Errorf("--openstack-rate-limit %g: give requests per second, or 0 for no limit", f.limit)
+	}
+	if f.limit > 0 && f.burst < 1 {
+		return fmt.Errorf("--openstack-burst %d: at least 1 request must be able to go (or --openstack-rate-limit 0 for no limit)", f.burst)
+	}
+	return nil
+}
+
+func (f rateFlags) cloudRef(cfg *config.Config) openstack.CloudRef {
+	return openstack.CloudRef{CloudsFile: cfg.Cloud.CloudsFile, Cloud: cfg.Cloud.Name, CloudConfFile: cfg.Cloud.CloudConfFile, Region: cfg.Cloud.Region,
+		RateLimit: f.limit, Burst: f.burst}
 }
