@@ -31,7 +31,12 @@ type Loop struct {
 	Groups      map[string]*pb.NodeGroup
 	NodeToGroup map[string]string // node name -> group id ("" = not the provider's)
 	Nodes       []corev1.Node
-	Took        time.Duration
+	// Instances by group, and the group each instance without a node was said to be of.
+	Instances           map[string][]*pb.Instance
+	UnregisteredToGroup map[string]string
+	// Options by group (nil: the autoscaler's defaults).
+	Options map[string]*pb.NodeGroupAutoscalingOptions
+	Took    time.Duration
 }
 
 func (d *Driver) ctx(parent context.Context) (context.Context, context.CancelFunc) {
@@ -42,33 +47,83 @@ func (d *Driver) ctx(parent context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(parent, t)
 }
 
-// RunLoop makes the calls of one autoscaler loop.
+// RunLoop makes the calls of one cluster-autoscaler 1.36.1 loop before any decision
+// (core/static_autoscaler.go RunOnce; the externalgrpc client in
+// cloudprovider/externalgrpc/externalgrpc_cloud_provider.go): Refresh first, whose error ends
+// the loop; NodeGroups; NodeGroupForNode for every node; each group's instances
+// (NodeGroupNodes), and NodeGroupForNode for every instance without a node, with the instance
+// id as its providerID (clusterstate's unregistered nodes); NodeGroupGetOptions per group.
+// Every call has its own grpc_timeout.
 func (d *Driver) RunLoop(parent context.Context) (*Loop, error) {
 	nodes, err := d.Kube.CoreV1().Nodes().List(parent, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	ctx, cancel := d.ctx(parent)
-	defer cancel()
-	if _, err := d.Client.Refresh(ctx, &pb.RefreshRequest{}); err != nil {
+	call := func(f func(ctx context.Context) error) error {
+		ctx, cancel := d.ctx(parent)
+		defer cancel()
+		return f(ctx)
+	}
+	if err := call(func(ctx context.Context) error { _, err := d.Client.Refresh(ctx, &pb.RefreshRequest{}); return err }); err != nil {
 		return nil, fmt.Errorf("Refresh: %w", err)
 	}
-	groups, err := d.Client.NodeGroups(ctx, &pb.NodeGroupsRequest{})
-	if err != nil {
+	var groups *pb.NodeGroupsResponse
+	if err := call(func(ctx context.Context) (err error) {
+		groups, err = d.Client.NodeGroups(ctx, &pb.NodeGroupsRequest{})
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("NodeGroups: %w", err)
 	}
-	loop := &Loop{Groups: map[string]*pb.NodeGroup{}, NodeToGroup: map[string]string{}, Nodes: nodes.Items}
+	loop := &Loop{Groups: map[string]*pb.NodeGroup{}, NodeToGroup: map[string]string{}, Nodes: nodes.Items,
+		Instances: map[string][]*pb.Instance{}, UnregisteredToGroup: map[string]string{}, Options: map[string]*pb.NodeGroupAutoscalingOptions{}}
 	for _, g := range groups.GetNodeGroups() {
 		loop.Groups[g.GetId()] = g
 	}
+	forNode := func(n *pb.ExternalGrpcNode) (string, error) {
+		var resp *pb.NodeGroupForNodeResponse
+		err := call(func(ctx context.Context) (err error) {
+			resp, err = d.Client.NodeGroupForNode(ctx, &pb.NodeGroupForNodeRequest{Node: n})
+			return err
+		})
+		return resp.GetNodeGroup().GetId(), err
+	}
+	providerIDs := map[string]bool{}
 	for _, n := range nodes.Items {
-		resp, err := d.Client.NodeGroupForNode(ctx, &pb.NodeGroupForNodeRequest{Node: &pb.ExternalGrpcNode{
-			ProviderID: n.Spec.ProviderID, Name: n.Name, Labels: n.Labels, Annotations: n.Annotations}})
+		providerIDs[n.Spec.ProviderID] = true
+		id, err := forNode(&pb.ExternalGrpcNode{ProviderID: n.Spec.ProviderID, Name: n.Name, Labels: n.Labels, Annotations: n.Annotations})
 		if err != nil {
 			return nil, fmt.Errorf("NodeGroupForNode(%s): %w", n.Name, err)
 		}
-		loop.NodeToGroup[n.Name] = resp.GetNodeGroup().GetId()
+		loop.NodeToGroup[n.Name] = id
+	}
+	for id := range loop.Groups {
+		var instances *pb.NodeGroupNodesResponse
+		if err := call(func(ctx context.Context) (err error) {
+			instances, err = d.Client.NodeGroupNodes(ctx, &pb.NodeGroupNodesRequest{Id: id})
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("NodeGroupNodes(%s): %w", id, err)
+		}
+		loop.Instances[id] = instances.GetInstances()
+		for _, inst := range instances.GetInstances() {
+			if providerIDs[inst.GetId()] {
+				continue
+			}
+			group, err := forNode(&pb.ExternalGrpcNode{ProviderID: inst.GetId(), Name: inst.GetId()})
+			if err != nil {
+				return nil, fmt.Errorf("NodeGroupForNode(unregistered %s): %w", inst.GetId(), err)
+			}
+			loop.UnregisteredToGroup[inst.GetId()] = group
+		}
+		var options *pb.NodeGroupAutoscalingOptionsResponse
+		if err := call(func(ctx context.Context) (err error) {
+			options, err = d.Client.NodeGroupGetOptions(ctx, &pb.NodeGroupAutoscalingOptionsRequest{Id: id, Defaults: &pb.NodeGroupAutoscalingOptions{}})
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("NodeGroupGetOptions(%s): %w", id, err)
+		}
+		loop.Options[id] = options.GetNodeGroupAutoscalingOptions()
 	}
 	loop.Took = time.Since(start)
 	return loop, nil

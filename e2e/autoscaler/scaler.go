@@ -2,24 +2,29 @@ package autoscaler
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 )
 
 // Scaler is a small stand-in for cluster-autoscaler's core decisions, for the demo when no
 // cluster-autoscaler binary is at hand: it grows a group for its pending pods (sized with the
-// group's template) and removes nodes that have held no pods for UnneededTime (cordon, then
-// NodeGroupDeleteNodes). Everything it does goes through the provider's gRPC API.
+// group's template) and removes nodes that have held no pods for UnneededTime. It acts as
+// 1.36.1 does: each loop starts with the provider's Refresh and the housekeeping of failed,
+// unregistered and unfulfilled instances (Housekeeping), and nodes are deleted one call per
+// node, all at once, tainted first and untainted when their call fails (DeleteNodesAsStock).
+// Everything it does goes through the provider's gRPC API.
 type Scaler struct {
 	Driver       *Driver
 	Group        string
 	UnneededTime time.Duration
+	Housekeeping Housekeeping
 
 	emptySince map[string]time.Time
 }
@@ -33,6 +38,7 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	s.Housekeeping.Run(ctx, s.Driver, loop)
 	pods, err := s.Driver.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "", err
@@ -59,7 +65,7 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 		if loop.NodeToGroup[n.Name] == s.Group {
 			members = append(members, n)
 			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !n.Spec.Unschedulable {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !n.Spec.Unschedulable && !Tainted(n) {
 					ready++
 				}
 			}
@@ -68,7 +74,7 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 	// Pending pods that fit on a ready member are waiting for the scheduler, not for a node.
 	free := map[string]int64{}
 	for _, n := range members {
-		if !n.Spec.Unschedulable {
+		if !n.Spec.Unschedulable && !Tainted(n) {
 			free[n.Name] = n.Status.Allocatable.Cpu().MilliValue() - usedCPU[n.Name]
 		}
 	}
@@ -99,7 +105,11 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 		if need <= 0 {
 			return "", nil
 		}
-		return "scale up +" + strconv.Itoa(need) + " for " + strconv.Itoa(len(pending)) + " pending pods", s.Driver.IncreaseSize(ctx, s.Group, need)
+		if err := s.Driver.IncreaseSize(ctx, s.Group, need); err != nil {
+			return "", err
+		}
+		s.Housekeeping.ScaledUp(s.Group, need, target+need)
+		return "scale up +" + strconv.Itoa(need) + " for " + strconv.Itoa(len(pending)) + " pending pods", nil
 	}
 	var unneeded []corev1.Node
 	for _, n := range members {
@@ -117,14 +127,17 @@ func (s *Scaler) Step(ctx context.Context) (string, error) {
 	if len(unneeded) == 0 {
 		return "", nil
 	}
-	for _, n := range unneeded {
-		patch := []byte(`{"spec":{"unschedulable":true}}`)
-		if _, err := s.Driver.Kube.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			return "", err
+	deleted := 0
+	var failed []error
+	for name, err := range s.Driver.DeleteNodesAsStock(ctx, s.Group, unneeded...) {
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", name, err))
+			continue
 		}
-		delete(s.emptySince, n.Name)
+		deleted++
+		delete(s.emptySince, name)
 	}
-	return "scale down: delete " + strconv.Itoa(len(unneeded)) + " empty node(s)", s.Driver.DeleteNodes(ctx, s.Group, unneeded...)
+	return "scale down: deleted " + strconv.Itoa(deleted) + " of " + strconv.Itoa(len(unneeded)) + " empty node(s)", errors.Join(failed...)
 }
 
 func podCPU(p corev1.Pod) int64 {
