@@ -74,7 +74,9 @@ func (p *Provider) podsOf(name types.NamespacedName, gr schema.GroupResource) (k
 // objectValue sums the object's pods' values (for a Service: the connections it serves in total;
 // an HPA's AverageValue target divides it by the replicas). A sum over some of the pods would
 // understate the load and scale down: when a running pod has no fresh value, there is no sum
-// (as the queue metrics refuse partial answers) and the HPA holds.
+// (as the queue metrics refuse partial answers) and the HPA holds. A running pod not listening
+// on the port asked for (yet: a rollout or scale-up of a slow-starting app) holds 0 connections
+// on it and adds 0; only a port no pod of the object listens on is an error (a typo).
 func (p *Provider) objectValue(name types.NamespacedName, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (*custom_metrics.MetricValue, error) {
 	kind, apiVersion, pods, err := p.podsOf(name, info.GroupResource)
 	if err != nil {
@@ -82,18 +84,17 @@ func (p *Provider) objectValue(name types.NamespacedName, info provider.CustomMe
 	}
 	var sum *custom_metrics.MetricValue
 	var missing []string
+	l := listeners{port: port}
 	for _, pod := range pods {
 		if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil || pod.Spec.HostNetwork {
 			continue // holds no connections of its own: not measured
 		}
-		mv, err := p.value(pod, info, port, metricSelector)
-		if err != nil {
-			return nil, notListening(err, info, fmt.Sprintf("%s %s/%s (pod %s)", kind, name.Namespace, name.Name, pod.Name))
-		}
+		mv, ports, why := p.value(pod, info, port, metricSelector)
 		if mv == nil {
-			missing = append(missing, pod.Name)
+			missing = append(missing, fmt.Sprintf("%s (%s)", pod.Name, why))
 			continue
 		}
+		l.add(ports)
 		if sum == nil {
 			sum = mv
 			sum.DescribedObject = custom_metrics.ObjectReference{Kind: kind, APIVersion: apiVersion, Namespace: name.Namespace, Name: name.Name}
@@ -109,12 +110,15 @@ func (p *Provider) objectValue(name types.NamespacedName, info provider.CustomMe
 	}
 	if len(missing) > 0 {
 		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
-			"no complete %s for %s %s/%s: running pod(s) %s have no fresh value (their node's connection-agent has not reported them recently); a sum over the others would understate it",
-			info.Metric, kind, name.Namespace, name.Name, strings.Join(missing, ", "))
+			"no complete %s for %s %s/%s: running pod(s) have no fresh value: %s; a sum over the others would understate it",
+			info.Metric, kind, name.Namespace, name.Name, strings.Join(missing, "; "))
 	}
 	if sum == nil {
 		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
 			"no fresh %s for %s %s/%s: it has no running pod with a value", info.Metric, kind, name.Namespace, name.Name)
+	}
+	if err := l.err(); err != nil {
+		return nil, notListening(err, info, fmt.Sprintf("%s %s/%s", kind, name.Namespace, name.Name))
 	}
 	return sum, nil
 }

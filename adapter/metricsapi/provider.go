@@ -6,6 +6,7 @@
 package metricsapi
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -36,14 +37,17 @@ var metrics = map[string]struct {
 	portAware bool
 	// value is the metric and the window it covers; ok is false when there is none yet.
 	value func(v store.Values) (x float64, window time.Duration, ok bool)
+	// missing says why value has none.
+	missing string
 }{
-	"tcp_connections":                {true, average(func(v store.Values) float64 { return v.Connections })},
-	"tcp_connections_max":            {false, average(func(v store.Values) float64 { return v.ConnectionsMax })},
-	"tcp_new_connections_per_second": {false, func(v store.Values) (float64, time.Duration, bool) { return v.NewPerSecond, v.RateWindow, v.HasRate }},
+	"tcp_connections":     {true, average(func(v store.Values) float64 { return v.Connections }), ""},
+	"tcp_connections_max": {false, average(func(v store.Values) float64 { return v.ConnectionsMax }), ""},
+	"tcp_new_connections_per_second": {false, func(v store.Values) (float64, time.Duration, bool) { return v.NewPerSecond, v.RateWindow, v.HasRate },
+		"there is no rate until its agent has read its accepted-connections counter twice within the window"},
 	"tcp_syn_backlog": {false, func(v store.Values) (float64, time.Duration, bool) {
 		return v.SynBacklog, v.Window, v.HasSynBacklog
-	}},
-	"tcp_outbound_connections": {false, average(func(v store.Values) float64 { return v.Outbound })},
+	}, "its node's connection-agent does not count half-open handshakes (tcp_syn_backlog needs --counter=sock_diag)"},
+	"tcp_outbound_connections": {false, average(func(v store.Values) float64 { return v.Outbound }), ""},
 }
 
 // average serves a value computed over the samples' window.
@@ -136,10 +140,11 @@ func check(info provider.CustomMetricInfo, metricSelector labels.Selector) (port
 	return port, nil
 }
 
-// errNotListening says a pod has values but does not listen on the port asked for.
+// errNotListening says that no pod with values listens on the port asked for.
 type errNotListening struct {
 	port      uint16
-	listening []uint16
+	listening []uint16 // the ports they listen on, sorted
+	pods      int      // how many pods with values there are
 }
 
 func (e errNotListening) Error() string {
@@ -147,33 +152,71 @@ func (e errNotListening) Error() string {
 	for i, p := range e.listening {
 		ports[i] = strconv.Itoa(int(p))
 	}
-	return fmt.Sprintf("port %d is not a listening port of the pod (it listens on %s)", e.port, strings.Join(ports, ", "))
+	if len(ports) == 0 {
+		ports = []string{"no port"}
+	}
+	if e.pods == 1 {
+		return fmt.Sprintf("port %d is not a listening port of the pod (it listens on %s)", e.port, strings.Join(ports, ", "))
+	}
+	return fmt.Sprintf("port %d is not a listening port of any of its %d pods with values (they listen on %s)", e.port, e.pods, strings.Join(ports, ", "))
 }
 
-// value is a pod's metric; nil without a fresh value, or with errNotListening for a port the
-// pod does not listen on.
-func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (*custom_metrics.MetricValue, error) {
+// listeners gathers, over pods with values, whether one listens on the port asked for.
+type listeners struct {
+	port      uint16
+	pods      int
+	listening bool
+	ports     map[uint16]bool
+}
+
+func (l *listeners) add(ports []uint16) {
+	l.pods++
+	for _, p := range ports {
+		l.listening = l.listening || p == l.port
+		if l.ports == nil {
+			l.ports = map[uint16]bool{}
+		}
+		l.ports[p] = true
+	}
+}
+
+// err is errNotListening when a port was asked for, some pod has values, and none listens on it.
+func (l *listeners) err() error {
+	if l.port == 0 || l.pods == 0 || l.listening {
+		return nil
+	}
+	e := errNotListening{port: l.port, pods: l.pods}
+	for p := range l.ports {
+		e.listening = append(e.listening, p)
+	}
+	sort.Slice(e.listening, func(i, j int) bool { return e.listening[i] < e.listening[j] })
+	return e
+}
+
+// value is a pod's metric, with the ports it listens on; without a fresh value it is nil, and
+// why says why. On a port the pod does not listen on (yet: a starting app), it holds 0
+// connections: that is its value; whether any pod listens on the port is the caller's to judge
+// (a port no pod listens on is a typo).
+func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port uint16, metricSelector labels.Selector) (mv *custom_metrics.MetricValue, ports []uint16, why string) {
 	v, ok := p.Store.Get(store.Key{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}, p.Now())
 	if !ok {
-		return nil, nil
+		return nil, nil, cmp.Or(v.Withheld, "its node's connection-agent has not reported it (it is starting, or its node has no agent)")
 	}
-	x, span, ok := metrics[info.Metric].value(v)
+	m := metrics[info.Metric]
+	x, span, ok := m.value(v)
 	if !ok {
-		return nil, nil
+		return nil, nil, m.missing
 	}
 	if port != 0 {
-		var listening bool
-		if x, listening = v.ByPort[port]; !listening {
-			ports := make([]uint16, 0, len(v.ByPort))
-			for lp := range v.ByPort {
-				ports = append(ports, lp)
-			}
-			sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
-			return nil, errNotListening{port: port, listening: ports}
+		x = v.ByPort[port] // 0 when the pod does not listen on it
+		ports = make([]uint16, 0, len(v.ByPort))
+		for lp := range v.ByPort {
+			ports = append(ports, lp)
 		}
+		sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
 	}
 	window := int64(span.Seconds())
-	mv := &custom_metrics.MetricValue{
+	mv = &custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
 		Metric:          custom_metrics.MetricIdentifier{Name: info.Metric},
 		Timestamp:       metav1.NewTime(v.Time),
@@ -184,7 +227,7 @@ func (p *Provider) value(pod *corev1.Pod, info provider.CustomMetricInfo, port u
 		sel, _ := metav1.ParseToLabelSelector(metricSelector.String())
 		mv.Metric.Selector = sel
 	}
-	return mv, nil
+	return mv, ports, ""
 }
 
 func notListening(err error, info provider.CustomMetricInfo, what string) error {
@@ -204,21 +247,23 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err != nil {
 		return nil, provider.NewMetricNotFoundForError(info.GroupResource, info.Metric, name.Name)
 	}
-	mv, err := p.value(pod, info, port, metricSelector)
-	if err != nil {
-		return nil, notListening(err, info, "pod "+name.String())
-	}
+	mv, ports, why := p.value(pod, info, port, metricSelector)
 	if mv == nil {
-		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound,
-			"no fresh %s for pod %s/%s: its node's connection-agent has not reported it recently (or its runtime is unsupported, or the agent does not count it: tcp_syn_backlog needs --counter=sock_diag)", info.Metric, name.Namespace, name.Name)
+		return nil, statusError(http.StatusNotFound, metav1.StatusReasonNotFound, "no fresh %s for pod %s/%s: %s", info.Metric, name.Namespace, name.Name, why)
+	}
+	l := listeners{port: port}
+	l.add(ports)
+	if err := l.err(); err != nil {
+		return nil, notListening(err, info, "pod "+name.String())
 	}
 	return mv, nil
 }
 
 // GetMetricBySelector answers for the pods matching selector; pods without fresh values are left
-// out (the HPA then treats them as it treats pods whose metrics are missing), and so are pods
-// not listening on the port asked for, unless none does: that is an error naming their ports.
-// Requests across all namespaces are refused: every metric is namespaced.
+// out (the HPA then treats them as it treats pods whose metrics are missing). A pod not
+// listening on the port asked for (yet) holds 0 connections on it and is served 0, unless no
+// pod listens on it: that is an error naming the ports they listen on. Requests across all
+// namespaces are refused: every metric is namespaced.
 func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (*custom_metrics.MetricValueList, error) {
 	port, err := check(info, metricSelector)
 	if err != nil {
@@ -245,18 +290,15 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if err != nil {
 		return nil, err
 	}
-	var listenErr error
+	l := listeners{port: port}
 	for _, pod := range pods {
-		mv, err := p.value(pod, info, port, metricSelector)
-		switch {
-		case err != nil:
-			listenErr = err
-		case mv != nil:
+		if mv, ports, _ := p.value(pod, info, port, metricSelector); mv != nil {
 			out.Items = append(out.Items, *mv)
+			l.add(ports)
 		}
 	}
-	if len(out.Items) == 0 && listenErr != nil {
-		return nil, notListening(listenErr, info, fmt.Sprintf("the pods of %s matching %q", namespace, selector.String()))
+	if err := l.err(); err != nil {
+		return nil, notListening(err, info, fmt.Sprintf("the pods of %s matching %q", namespace, selector.String()))
 	}
 	return out, nil
 }

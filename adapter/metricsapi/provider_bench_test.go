@@ -34,7 +34,7 @@ func BenchmarkSelector1000Pods(b *testing.B) {
 			r.Pods = append(r.Pods, report.Pod{Namespace: "shop", Name: name, UID: name, Time: now.Add(time.Duration(s) * 5 * time.Second),
 				Inbound: i % 50, InboundByPort: map[uint16]int{8080: i % 50}})
 		}
-		st.Add(r)
+		st.Add(r, now.Add(time.Duration(s)*5*time.Second))
 	}
 	p := &Provider{Store: st, Pods: corelisters.NewPodLister(indexer), Now: func() time.Time { return now.Add(26 * time.Second) }}
 	sel := labels.SelectorFromSet(labels.Set{"app": "web"})

@@ -43,7 +43,7 @@ func fixture(t *testing.T) *Provider {
 		{Namespace: "shop", Name: "web-1", UID: "u1", Time: now, Inbound: 12, InboundByPort: map[uint16]int{8080: 10, 9090: 2}},
 		{Namespace: "shop", Name: "web-2", UID: "u2", Time: now, Inbound: 8, InboundByPort: map[uint16]int{8080: 8}},
 		{Namespace: "shop", Name: "db-1", UID: "u4", Time: now, Inbound: 3},
-	}})
+	}}, now)
 	return &Provider{Store: st, Pods: corelisters.NewPodLister(indexer), Now: func() time.Time { return now.Add(time.Second) }}
 }
 
@@ -74,8 +74,8 @@ func TestBySelectorAndPort(t *testing.T) {
 	for _, it := range list.Items {
 		byPort[it.DescribedObject.Name] = it.Value.String()
 	}
-	if err != nil || len(byPort) != 1 || byPort["web-1"] != "2" {
-		t.Errorf("port 9090 values = %v, %v; want web-1 2 and web-2 left out (it does not listen on 9090)", byPort, err)
+	if err != nil || len(byPort) != 2 || byPort["web-1"] != "2" || byPort["web-2"] != "0" {
+		t.Errorf("port 9090 values = %v, %v; want web-1 2 and web-2 0 (it does not listen on 9090: no connection on it)", byPort, err)
 	}
 	one, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "db-1"}, info("tcp_connections"), labels.Everything())
 	if err != nil || one.Value.String() != "3" {
@@ -199,5 +199,78 @@ func TestObjectMetricsSumTheirPods(t *testing.T) {
 	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, dep, labels.Everything())
 	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "web-3") {
 		t.Errorf("deployment with a running pod without a value: %v; want NotFound naming web-3", err)
+	}
+}
+
+// withWorkloads adds a Deployment and a StatefulSet named web over the fixture's app=web pods.
+func withWorkloads(p *Provider) {
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	deployments := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	_ = deployments.Add(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{Selector: sel}})
+	p.Deployments = appslisters.NewDeploymentLister(deployments)
+	sets := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	_ = sets.Add(&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.StatefulSetSpec{Selector: sel}})
+	p.StatefulSets = appslisters.NewStatefulSetLister(sets)
+}
+
+// A rollout or scale-up of a slow-starting app: web-2 runs but does not listen on 9090 yet, so
+// it holds 0 connections on 9090. The Deployment's and the StatefulSet's sums on port=9090 are
+// web-1's 2 (not a 400 that stalls the HPA), and the per-pod answer serves web-2 as 0. Only a
+// port that no pod of the object listens on is the typo error naming the ports they listen on.
+func TestPortSumCountsAPodNotListeningYetAsZero(t *testing.T) {
+	p := fixture(t)
+	withWorkloads(p)
+	ctx := context.Background()
+	web := types.NamespacedName{Namespace: "shop", Name: "web"}
+	port9090, _ := labels.Parse("port=9090")
+	typo, _ := labels.Parse("port=8008")
+	for _, gr := range []schema.GroupResource{deploymentsResource, statefulSetsResource} {
+		obj := provider.CustomMetricInfo{GroupResource: gr, Namespaced: true, Metric: "tcp_connections"}
+		v, err := p.GetMetricByName(ctx, web, obj, port9090)
+		if err != nil || v.Value.String() != "2" {
+			t.Errorf("%s web port=9090 = %v, %v; want 2 (web-1 2 + web-2 0: not listening yet)", gr, v, err)
+		}
+		_, err = p.GetMetricByName(ctx, web, obj, typo)
+		if !apierrors.IsBadRequest(err) || !strings.Contains(err.Error(), "8080, 9090") {
+			t.Errorf("%s web port=8008 (no pod listens): %v; want BadRequest naming 8080, 9090", gr, err)
+		}
+	}
+	list, err := p.GetMetricBySelector(ctx, "shop", labels.SelectorFromSet(labels.Set{"app": "web"}), info("tcp_connections"), port9090)
+	got := map[string]string{}
+	if list != nil {
+		for _, it := range list.Items {
+			got[it.DescribedObject.Name] = it.Value.String()
+		}
+	}
+	if err != nil || len(got) != 2 || got["web-1"] != "2" || got["web-2"] != "0" {
+		t.Errorf("pods app=web port=9090 = %v, %v; want web-1 2, web-2 0 (not listening yet: 0 connections on 9090)", got, err)
+	}
+	if _, err := p.GetMetricBySelector(ctx, "shop", labels.SelectorFromSet(labels.Set{"app": "web"}), info("tcp_connections"), typo); !apierrors.IsBadRequest(err) ||
+		!strings.Contains(err.Error(), "8080, 9090") {
+		t.Errorf("pods app=web port=8008 (no pod listens): %v; want BadRequest naming 8080, 9090", err)
+	}
+}
+
+// A withheld value says why in the answer the HPA shows (kubectl describe hpa): web-2's node
+// clock is 10 minutes ahead (its samples refused), web-1's agent stopped reporting.
+func TestWithheldValuesSayWhy(t *testing.T) {
+	p := fixture(t)
+	withWorkloads(p)
+	ctx := context.Background()
+	ahead := now.Add(10 * time.Minute)
+	p.Store.Add(report.Report{Pods: []report.Pod{{Namespace: "shop", Name: "web-2", UID: "u2", Time: ahead, Inbound: 8}}}, now)
+	_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web-2"}, info("tcp_connections"), labels.Everything())
+	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "stamps its samples 10m0s ahead of their receipt") {
+		t.Errorf("pod whose node's clock is 10 min ahead: %v; want NotFound naming the skew", err)
+	}
+	dep := provider.CustomMetricInfo{GroupResource: deploymentsResource, Namespaced: true, Metric: "tcp_connections"}
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, dep, labels.Everything())
+	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "web-2 (its node's connection-agent stamps its samples 10m0s ahead") {
+		t.Errorf("deployment with that pod: %v; want NotFound naming web-2 and the skew", err)
+	}
+	p.Now = func() time.Time { return now.Add(31 * time.Second) }
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "shop", Name: "web-1"}, info("tcp_connections"), labels.Everything())
+	if !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "its newest sample was received 31s ago, more than the TTL (30s)") {
+		t.Errorf("pod whose agent stopped reporting: %v; want NotFound saying when its newest sample was received", err)
 	}
 }

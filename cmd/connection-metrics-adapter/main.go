@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/component-base/logs"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/adapter/delegate"
@@ -68,10 +69,10 @@ func main() {
 	fs.StringVar(&clientKey, "agent-client-key", "", "its key (PEM)")
 	fs.StringVar(&agentCA, "agent-ca", "", "CA (PEM) of the agents' serving certificates")
 	fs.StringVar(&agentServerName, "agent-server-name", "", "name the agents' serving certificates are checked against (e.g. connection-agent.<namespace>.svc); empty: the address pulled (pod IP), and a renewed --agent-ca is then read only at start")
-	fs.DurationVar(&interval, "pull-interval", 5*time.Second, "how often every agent is pulled")
+	fs.DurationVar(&interval, "pull-interval", 5*time.Second, "how often every agent is pulled (each on its own loop: an agent that hangs delays only its node's values)")
 	fs.DurationVar(&timeout, "pull-timeout", 3*time.Second, "timeout of one pull")
 	fs.DurationVar(&window, "window", 30*time.Second, "sliding window tcp_connections is averaged over")
-	fs.DurationVar(&ttl, "ttl", 30*time.Second, "a pod's values are withdrawn when its newest sample is older than this")
+	fs.DurationVar(&ttl, "ttl", 30*time.Second, "a pod's values are withdrawn when the adapter has received no new sample of it for this long; a sample stamped further than this from its receipt (its node's clock is off) is refused")
 	fs.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:10262", "HTTP address of the adapter's own /metrics")
 	fs.StringVar(&rabbitmqConfig, "rabbitmq-config", "", "YAML file of RabbitMQ brokers and queues to serve as external metrics (absent: no external metrics)")
 	for group, d := range delegates {
@@ -140,7 +141,10 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 			b.Metrics = queueMetrics
 		}
 	}
-	pl := &puller.Puller{Client: httpClient, Store: st, Interval: interval, Timeout: timeout, Static: agents,
+	// One clock: the puller stamps every sample's receipt with it, the provider judges
+	// freshness with it.
+	clk := clock.RealClock{}
+	pl := &puller.Puller{Client: httpClient, Store: st, Interval: interval, Timeout: timeout, Clock: clk, Static: agents,
 		Metrics: puller.NewMetrics(reg, func() float64 { return float64(st.Len()) })}
 	if agentService != "" {
 		ns, name, ok := strings.Cut(agentService, "/")
@@ -161,7 +165,7 @@ func run(cmd *basecmd.AdapterBase, agents []string, agentService, agentPort, cli
 		}
 		return pod.Spec.NodeName, string(pod.UID), true
 	}
-	cmd.WithCustomMetrics(&metricsapi.Provider{Store: st, Pods: pods, Now: time.Now,
+	cmd.WithCustomMetrics(&metricsapi.Provider{Store: st, Pods: pods, Now: clk.Now,
 		Slices:       factory.Discovery().V1().EndpointSlices().Lister(),
 		Deployments:  factory.Apps().V1().Deployments().Lister(),
 		StatefulSets: factory.Apps().V1().StatefulSets().Lister()})
