@@ -685,7 +685,7 @@ func TestRepairRunsOnlyBesideTheLeadingAutoscaler(t *testing.T) {
 	setHolder := holdLease(t, w, "kube-system", "cluster-autoscaler-"+group, "pod-b")
 	pod := func(name string) *framework.Provider {
 		return framework.StartProvider(t, repairConfig(w, group, 3), "--kubeconfig", w.Env["KUBECONFIG"],
-			"--repair-with-autoscaler-lease", "kube-system/cluster-autoscaler-"+group, "--repair-identity", name)
+			"--autoscaler-lease", "kube-system/cluster-autoscaler-"+group, "--identity", name)
 	}
 	podA, podB := pod("pod-a"), pod("pod-b")
 	d := &autoscaler.Driver{Client: podB.Client, Kube: w.Kube}

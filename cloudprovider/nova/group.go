@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
@@ -45,6 +46,9 @@ type Group struct {
 	events  Events
 	// IDs writes the providerIDs of members (set before the group is used).
 	IDs membership.IDs
+	// Leader says whether this provider may write on its own initiative: resume deletions and
+	// replacements recorded in OpenStack, issue a lost deletion again (nil: always).
+	Leader leader.Gate
 
 	mu      sync.Mutex
 	members map[string]*member       // by server ID
@@ -446,6 +450,11 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 			g.members[s.ID] = &member{server: s, knownSince: snap.Started}
 		}
 	}
+	// A standby writes nothing: what a leader recorded in OpenStack is the new leader's to finish.
+	leads, why := true, ""
+	if g.Leader != nil {
+		leads, why = g.Leader.Leads()
+	}
 	for id, m := range g.members {
 		if !seen[id] && m.knownSince.Before(snap.Started) {
 			delete(g.members, id)
@@ -455,12 +464,16 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		}
 	}
 	for id, m := range g.members {
-		if _, marked := m.server.Metadata[membership.DeletionKey]; marked && !g.isDeletingLocked(id, m) && !g.recorder.Undoing(id) {
+		if _, marked := m.server.Metadata[membership.DeletionKey]; marked && !g.isDeletingLocked(id, m) && !g.recorder.Undoing(id) && leads {
 			klog.InfoS("resuming an accepted deletion recorded on the server", "group", g.cfg.Name, "server", m.server.Name, "id", id)
 			g.startDeleteLocked(id)
 		}
 	}
-	g.resumeReplacementsLocked()
+	if leads {
+		g.resumeReplacementsLocked()
+	} else {
+		klog.V(4).InfoS("standby: resuming nothing recorded in OpenStack", "group", g.cfg.Name, "why", why)
+	}
 	for id, asked := range g.deleting {
 		if _, ok := g.members[id]; !ok {
 			delete(g.deleting, id)
@@ -470,7 +483,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 			continue // its deletion waits for the successor (or the replacement's end)
 		}
 		// A deletion that failed or was lost is issued again.
-		if time.Since(asked) > redeleteAfter && g.members[id].server.TaskState != "deleting" {
+		if leads && time.Since(asked) > redeleteAfter && g.members[id].server.TaskState != "deleting" {
 			g.startDeleteLocked(id)
 		}
 	}

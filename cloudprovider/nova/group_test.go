@@ -526,3 +526,66 @@ func TestAFailedMarkUndoesTheCallsOtherMarks(t *testing.T) {
 		t.Errorf("target %d after a failed call, want 2", got)
 	}
 }
+
+type gate struct{ leads atomic.Bool }
+
+func (g *gate) Leads() (bool, string) {
+	if g.leads.Load() {
+		return true, ""
+	}
+	return false, "standby"
+}
+
+// Two replicas, each beside its own autoscaler; only the Lease holder's may write on its own.
+// The standby sees a deletion the leader recorded and a replacement the leader started (the
+// old server renamed -replaced): it deletes nothing and creates nothing (two successors under
+// one name would register two kubelets as one Node). Once it leads, it finishes both.
+func TestStandbyWritesNothingUntilItLeads(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	md := membership.Metadata(cluster, "workers")
+	// What the leader recorded before it was killed: a deletion it accepted, a replacement.
+	markedMD := membership.Metadata(cluster, "workers")
+	markedMD[membership.DeletionKey] = "2026-12-08T00:00:00Z"
+	cloud.AddServer("prod-workers-a", "ACTIVE", markedMD)
+	cloud.AddServer("prod-workers-b"+membership.ReplacedSuffix, "ACTIVE", md)
+	cloud.AddServer("prod-workers-c", "ACTIVE", md)
+	before := cloud.Calls()
+
+	standby := newGroup(cloud, nil, 0, 5)
+	var g gate
+	standby.Leader = &g
+	for range 3 {
+		observe(t, cloud, standby)
+		waitAtMost(standby, time.Second) // a write a standby started would be under way by then
+	}
+	after := cloud.Calls()
+	for op, n := range after {
+		if n != before[op] && !strings.HasPrefix(op, "GET") {
+			t.Errorf("the standby wrote to OpenStack: %s %d times", op, n-before[op])
+		}
+	}
+	if got := len(cloud.Servers()); got != 3 {
+		t.Fatalf("%d servers while nobody led the writes, want 3", got)
+	}
+	cloud.OnCreate = func(s map[string]any) { s["status"] = "ACTIVE" } // the successor boots
+	g.leads.Store(true)
+	openstacktest.Eventually(t, "the new leader finishes the recorded deletion and replacement", func() bool {
+		observe(t, cloud, standby)
+		names := map[string]int{}
+		for _, id := range cloud.Servers() {
+			names[cloud.ServerBody(id)["name"].(string)]++
+		}
+		_, gone := names["prod-workers-a"]
+		return !gone && names["prod-workers-b"] == 1
+	})
+}
+
+// waitAtMost waits for the group's background work, or d.
+func waitAtMost(g *nova.Group, d time.Duration) {
+	done := make(chan struct{})
+	go func() { g.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}

@@ -55,7 +55,8 @@ func DiscoveredGroup(stackName string, tags []string, cluster string) (g config.
 }
 
 // discoverStacks turns the snapshot's tagged stacks into groups, keeping the state of groups
-// already known (a stack's bounds may change with its tags).
+// already known (a stack's bounds may change with its tags). The manager stops the groups it no
+// longer returns: a stack has one writer at a time.
 func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, known map[string]nodegroup.Group) []nodegroup.Group {
 	var out []nodegroup.Group
 	for _, s := range snap.Stacks {
@@ -72,7 +73,9 @@ func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, k
 			}
 			continue
 		}
-		if g, ok := known[s.Name].(*heat.Group); ok {
+		// A stack deleted and made again under its name is another stack: the members the old
+		// group was to remove are not its members, whatever their names.
+		if g, ok := known[s.Name].(*heat.Group); ok && (g.StackID() == "" || g.StackID() == s.ID) {
 			g.SetBounds(cfg.MinSize, cfg.MaxSize)
 			out = append(out, g)
 			continue

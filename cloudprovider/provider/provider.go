@@ -18,6 +18,7 @@ import (
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodetemplate"
@@ -31,7 +32,28 @@ type Provider struct {
 	Clients *openstack.Clients
 	Manager *nodegroup.Manager
 	Metrics *Metrics
+	// Leader says whether this replica may write to OpenStack on its own initiative (see
+	// package leader); nil: always.
+	Leader  leader.Gate
 	flavors map[string]nodetemplate.Flavor // by name and by ID
+}
+
+// SetLeader makes every group, configured or discovered later, write on its own initiative
+// only while gate says this replica leads.
+func (p *Provider) SetLeader(gate leader.Gate) {
+	p.Leader = gate
+	for _, g := range p.Manager.Groups() {
+		setLeader(g, gate)
+	}
+}
+
+func setLeader(g nodegroup.Group, gate leader.Gate) {
+	switch g := g.(type) {
+	case *nova.Group:
+		g.Leader = gate
+	case *heat.Group:
+		g.Leader = gate
+	}
 }
 
 // New checks the configuration against the cloud and builds the node groups.

@@ -35,6 +35,7 @@ import (
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/grpcserver"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/provider"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/repair"
@@ -67,8 +68,10 @@ func main() {
 	fs.StringVar(&rf.kubeconfig, "kubeconfig", "", "kubeconfig for node repair (repair.enabled in the config); empty: the in-cluster service account")
 	fs.StringVar(&rf.namespace, "leader-elect-namespace", envOr("POD_NAMESPACE", "kube-system"), "namespace of the Lease that elects the replica running node repair")
 	fs.StringVar(&rf.lease, "leader-elect-lease", "openstack-provider-repair", "name of that Lease")
-	fs.StringVar(&rf.autoscalerLease, "repair-with-autoscaler-lease", "", "namespace/name of cluster-autoscaler's Lease: repair acts only while the autoscaler of this pod (--repair-identity) holds it")
-	fs.StringVar(&rf.identity, "repair-identity", "", "this pod's name, as cluster-autoscaler writes it in its Lease (default: the hostname)")
+	fs.StringVar(&rf.autoscalerLease, "autoscaler-lease", "", "namespace/name of cluster-autoscaler's Lease: while the autoscaler of this pod (--identity) does not hold it, this provider is a standby that writes nothing to OpenStack on its own (no resumed deletions or replacements, no stack updates, no repair); empty: a single replica, always writing")
+	fs.StringVar(&rf.identity, "identity", "", "this pod's name, as cluster-autoscaler writes it in its Lease (default: the hostname)")
+	fs.StringVar(&rf.autoscalerLease, "repair-with-autoscaler-lease", "", "deprecated: --autoscaler-lease")
+	fs.StringVar(&rf.identity, "repair-identity", "", "deprecated: --identity")
 	_ = fs.Parse(args)
 	printVersion.ExitIfSet()
 	if err := logOpts.Apply(); err != nil {
@@ -129,6 +132,35 @@ func runValidate(path string, rl rateFlags) int {
 
 type repairFlags struct{ kubeconfig, namespace, lease, autoscalerLease, identity string }
 
+func kubeClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
+	restConfig, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %q: %w", kubeconfig, err)
+	}
+	restConfig.UserAgent = userAgent
+	return kubernetes.NewForConfig(restConfig)
+}
+
+// startLeaderGate follows cluster-autoscaler's Lease when --autoscaler-lease names it (nil
+// otherwise: a single replica always writes).
+func startLeaderGate(ctx context.Context, rf repairFlags) (*leader.Lease, error) {
+	if rf.autoscalerLease == "" {
+		return nil, nil
+	}
+	ns, name, ok := strings.Cut(rf.autoscalerLease, "/")
+	if !ok || ns == "" || name == "" {
+		return nil, fmt.Errorf("--autoscaler-lease %q: write it as namespace/name", rf.autoscalerLease)
+	}
+	kube, err := kubeClient(rf.kubeconfig, "openstack-provider/leader")
+	if err != nil {
+		return nil, fmt.Errorf("--autoscaler-lease needs the Kubernetes API: %w", err)
+	}
+	host, _ := os.Hostname()
+	gate := leader.NewLease(ns, name, cmp.Or(rf.identity, host))
+	gate.Start(ctx, kube)
+	return gate, nil
+}
+
 func envOr(name, fallback string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -138,32 +170,23 @@ func envOr(name, fallback string) string {
 
 // startRepair runs node repair in the background while this replica holds the Lease; the
 // returned channel closes once it has stopped (and released the Lease) after ctx ends.
-func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, reg prometheus.Registerer, rf repairFlags) (<-chan struct{}, error) {
+func startRepair(ctx context.Context, cfg *config.Config, p *provider.Provider, reg prometheus.Registerer, rf repairFlags, gate *leader.Lease) (<-chan struct{}, error) {
 	done := make(chan struct{})
 	if !cfg.Repair.Enabled {
 		close(done)
 		return done, nil
 	}
-	restConfig, err := clientcmd.BuildConfigFromFlags("", rf.kubeconfig)
+	kube, err := kubeClient(rf.kubeconfig, "openstack-provider/repair")
 	if err != nil {
-		return nil, fmt.Errorf("node repair needs the Kubernetes API (repair.enabled is true): --kubeconfig %q: %w", rf.kubeconfig, err)
-	}
-	restConfig.UserAgent = "openstack-provider/repair"
-	kube, err := kubernetes.NewForConfig(restConfig)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("node repair needs the Kubernetes API (repair.enabled is true): %w", err)
 	}
 	host, _ := os.Hostname()
 	loop := &repair.Loop{Cloud: p, PolicyFor: p.RepairPolicy, Stale: p.RepairStale, Interval: cfg.Repair.Interval.Duration,
 		MaxClusterUnhealthy: float64(cfg.Repair.MaxClusterUnhealthyPercent) / 100, MaxZoneUnhealthy: float64(cfg.Repair.MaxZoneUnhealthyPercent) / 100,
 		DrainTimeout: cfg.Repair.DrainTimeout.Duration, DryRun: cfg.Repair.DryRun, Metrics: repair.NewMetrics(reg)}
-	if rf.autoscalerLease != "" {
+	if gate != nil {
 		// The autoscaler's Lease elects the pod that repairs: see repair.RunWithAutoscaler.
-		ns, name, ok := strings.Cut(rf.autoscalerLease, "/")
-		if !ok || ns == "" || name == "" {
-			return nil, fmt.Errorf("--repair-with-autoscaler-lease %q: write it as namespace/name", rf.autoscalerLease)
-		}
-		loop.Gate = repair.WithAutoscaler(kube, ns, name, cmp.Or(rf.identity, host))
+		loop.Gate = func(context.Context) (bool, string) { return gate.Leads() }
 		go func() {
 			defer close(done)
 			repair.RunWithAutoscaler(ctx, kube, loop)
@@ -201,10 +224,25 @@ func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags, rl ra
 	for _, w := range cfg.Warnings() {
 		klog.InfoS("configuration warning: " + w)
 	}
+	gate, err := startLeaderGate(ctx, rf)
+	if err != nil {
+		return err
+	}
+	if gate != nil {
+		p.SetLeader(gate)
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "openstack_autoscaler_provider_leader",
+			Help: "1 while the autoscaler of this pod holds its Lease and this provider writes to OpenStack on its own; 0 while it is a standby"},
+			func() float64 {
+				if ok, _ := gate.Leads(); ok {
+					return 1
+				}
+				return 0
+			}))
+	}
 	if err := p.Manager.Start(ctx); err != nil {
 		return err
 	}
-	repairDone, err := startRepair(ctx, cfg, p, reg, rf)
+	repairDone, err := startRepair(ctx, cfg, p, reg, rf, gate)
 	if err != nil {
 		return err
 	}
