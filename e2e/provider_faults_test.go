@@ -221,7 +221,15 @@ func TestNovaProviderKilledBeforeCreationsAreAnsweredReachesTheTarget(t *testing
 
 // soakResult is what one soak run saw.
 type soakResult struct {
-	cycles, leaks, wrongDeletions, aboveMax int
+	cycles, leaks, wrongDeletions, aboveMax, failedDeletions int
+}
+
+// soakHooks let a soak act as the autoscaler replica that leads now (driver) and move the Lease
+// or kill a provider at a moment of its cycle (chaos: "scaled-up" right after IncreaseSize
+// answered, "deleted" right after the DeleteNodes calls answered).
+type soakHooks struct {
+	driver func() *autoscaler.Driver
+	chaos  func(moment string)
 }
 
 // soak drives scale-up and scale-down cycles through a provider whose OpenStack calls cross the
@@ -229,11 +237,15 @@ type soakResult struct {
 // every server of the group is an instance the provider reports (no leak), no server went that
 // DeleteNodes did not name, the group never holds more than maxSize servers, and the target
 // converges to what was asked.
-func soak(t *testing.T, w *framework.World, d *autoscaler.Driver, group string, maxSize, cycles int, deadline time.Time, rng *rand.Rand) soakResult {
+func soak(t *testing.T, w *framework.World, hooks soakHooks, group string, maxSize, cycles int, deadline time.Time, rng *rand.Rand) soakResult {
 	t.Helper()
 	ctx := context.Background()
 	var res soakResult
-	named := map[string]bool{} // providerIDs named by DeleteNodes
+	if hooks.chaos == nil {
+		hooks.chaos = func(string) {}
+	}
+	d := hooks.driver()
+	named := map[string]bool{} // providerIDs named by a DeleteNodes call that succeeded
 	seen := map[string]bool{}
 	look := func() map[string]string {
 		now := serverIDs(t, w, group)
@@ -257,6 +269,7 @@ func soak(t *testing.T, w *framework.World, d *autoscaler.Driver, group string, 
 	// creations are deleted and asked for again.
 	converge := func(want int) {
 		framework.Eventually(t, 240*time.Second, 2*time.Second, fmt.Sprintf("group %s converges to %d", group, want), func() (bool, error) {
+			d = hooks.driver()
 			servers := look()
 			instances, err := d.Instances(ctx, group)
 			if err != nil {
@@ -276,8 +289,11 @@ func soak(t *testing.T, w *framework.World, d *autoscaler.Driver, group string, 
 				}
 			}
 			if len(failed) > 0 {
-				if err := d.DeleteNodes(ctx, group, failed...); err != nil {
-					return false, fmt.Errorf("deleting failed creations: %w", err)
+				for id, err := range d.DeleteNodesAsStock(ctx, group, failed...) {
+					if err != nil {
+						delete(named, id) // the call failed: this server must stay
+						return false, fmt.Errorf("deleting failed creations: %w", err)
+					}
 				}
 			}
 			target, err := d.TargetSize(ctx, group)
@@ -303,6 +319,7 @@ func soak(t *testing.T, w *framework.World, d *autoscaler.Driver, group string, 
 		})
 	}
 	for res.cycles < cycles && time.Now().Before(deadline) {
+		d = hooks.driver()
 		target, err := d.TargetSize(ctx, group)
 		if err != nil {
 			t.Fatal(err)
@@ -311,7 +328,9 @@ func soak(t *testing.T, w *framework.World, d *autoscaler.Driver, group string, 
 		if err := d.IncreaseSize(ctx, group, up); err != nil {
 			t.Fatalf("cycle %d: IncreaseSize(%d) from %d: %v", res.cycles, up, target, err)
 		}
+		hooks.chaos("scaled-up")
 		converge(target + up)
+		d = hooks.driver()
 		instances, err := d.Instances(ctx, group)
 		if err != nil {
 			t.Fatal(err)
@@ -325,12 +344,20 @@ func soak(t *testing.T, w *framework.World, d *autoscaler.Driver, group string, 
 		down := 1 + rng.IntN(min(2, len(ids)))
 		var nodes []corev1.Node
 		for _, id := range ids[:down] {
-			named[id] = true
 			nodes = append(nodes, byProviderID(id))
 		}
-		if err := d.DeleteNodes(ctx, group, nodes...); err != nil {
-			t.Fatalf("cycle %d: DeleteNodes: %v", res.cycles, err)
+		// One call per node at once, as 1.36.1 sends them; a call that fails deleted nothing
+		// (the autoscaler untaints that node and uses it again).
+		for id, err := range d.DeleteNodesAsStock(ctx, group, nodes...) {
+			if err != nil {
+				res.failedDeletions++
+				down--
+				t.Logf("cycle %d: DeleteNodes(%s) failed: %v", res.cycles, id, err)
+				continue
+			}
+			named[id] = true
 		}
+		hooks.chaos("deleted")
 		converge(target + up - down)
 		res.cycles++
 		t.Logf("cycle %d of group %s: +%d -%d, at %d", res.cycles, group, up, down, target+up-down)
@@ -389,7 +416,8 @@ func TestSoakThroughOpenStackFaults(t *testing.T) {
 		provider *framework.Provider
 	}{{novaGroup, novaProvider}, {heatGroup, heatProvider}} {
 		before := proxy.Injected()
-		res := soak(t, w, &autoscaler.Driver{Client: run.provider.Client, Kube: w.Kube}, run.group, maxSize, cycles, deadline, rng)
+		d := &autoscaler.Driver{Client: run.provider.Client, Kube: w.Kube}
+		res := soak(t, w, soakHooks{driver: func() *autoscaler.Driver { return d }}, run.group, maxSize, cycles, deadline, rng)
 		results = append(results, fmt.Sprintf("%s: %d cycles, %d faults injected, %d leaks, %d wrong deletions, %d times above maxSize",
 			run.group, res.cycles, proxy.Injected()-before, res.leaks, res.wrongDeletions, res.aboveMax))
 	}

@@ -81,8 +81,14 @@ func (s *Server) NodeGroups(context.Context, *pb.NodeGroupsRequest) (*pb.NodeGro
 }
 
 // NodeGroupForNode answers from membership in memory; nodes that are not ours get an empty id.
+// A member whose node's providerID is written another way than the instances' ids is refused:
+// the error ends the autoscaler's loop before it can take running nodes for unregistered ones.
 func (s *Server) NodeGroupForNode(_ context.Context, req *pb.NodeGroupForNodeRequest) (*pb.NodeGroupForNodeResponse, error) {
 	if g := s.Provider.Manager.GroupForProviderID(req.GetNode().GetProviderID()); g != nil {
+		if err := s.Provider.CheckProviderID(req.GetNode().GetProviderID()); err != nil {
+			klog.ErrorS(err, "refusing NodeGroupForNode", "node", req.GetNode().GetName(), "group", g.ID())
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
 		return &pb.NodeGroupForNodeResponse{NodeGroup: protoGroup(g)}, nil
 	}
 	return &pb.NodeGroupForNodeResponse{NodeGroup: &pb.NodeGroup{}}, nil

@@ -508,3 +508,31 @@ func TestCallsAreCountedByMethodAndCode(t *testing.T) {
 		t.Errorf("grpc_server_handling_seconds: %d series, %v", n, err)
 	}
 }
+
+// providerIDRegion that does not match how the cluster's nodes carry their providerIDs makes
+// every instance look unregistered to cluster-autoscaler (it compares the strings), and 1.36.1
+// deletes unregistered instances after --max-node-provision-time: running nodes. A registered
+// node of a group whose providerID is written another way is refused with the fix, counted in
+// openstack_autoscaler_providerid_mismatch_total, and the autoscaler's loop stops there.
+func TestProviderIDWrittenAnotherWayIsRefused(t *testing.T) {
+	for _, c := range []struct{ region, nodeID string }{
+		{"RegionOne", "openstack:///%s"},
+		{"", "openstack://RegionOne/%s"},
+		{"RegionOne", "openstack://RegionTwo/%s"},
+	} {
+		var ids []string
+		text := groupsYAML(1, 5)
+		if c.region != "" {
+			text = strings.Replace(text, "clusterName: world\n", "clusterName: world\nproviderIDRegion: "+c.region+"\n", 1)
+		}
+		h := newHarnessYAML(t, text, func(oc *openstacktest.Cloud) { ids = members(oc, "g0", 1) })
+		node := &pb.ExternalGrpcNode{Name: "world-g0-0", ProviderID: fmt.Sprintf(c.nodeID, ids[0])}
+		_, err := h.client.NodeGroupForNode(context.Background(), &pb.NodeGroupForNodeRequest{Node: node})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "providerIDRegion") {
+			t.Errorf("providerIDRegion %q, node %s: err = %v; want FailedPrecondition naming providerIDRegion", c.region, node.ProviderID, err)
+		}
+		if got := testutil.ToFloat64(h.p.Metrics.ProviderIDMismatches()); got != 1 {
+			t.Errorf("providerIDRegion %q: openstack_autoscaler_providerid_mismatch_total = %v, want 1", c.region, got)
+		}
+	}
+}

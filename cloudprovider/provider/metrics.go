@@ -14,8 +14,13 @@ type Metrics struct {
 	servers   *prometheus.CounterVec
 	refreshes *prometheus.CounterVec
 	refreshS  prometheus.Histogram
+	mismatch  prometheus.Counter
 	reg       prometheus.Registerer
 }
+
+// ProviderIDMismatches counts registered nodes of a group whose providerID is not written as
+// providerIDRegion says (openstack_autoscaler_providerid_mismatch_total).
+func (m *Metrics) ProviderIDMismatches() prometheus.Counter { return m.mismatch }
 
 // NewMetrics registers the provider's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -34,8 +39,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long one refresh from OpenStack took.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 10),
 		}),
+		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "openstack_autoscaler_providerid_mismatch_total",
+			Help: "NodeGroupForNode calls refused because a member's node carries its providerID written another way than providerIDRegion says (the autoscaler would take every instance for unregistered and delete running nodes).",
+		}),
 	}
-	reg.MustRegister(m.servers, m.refreshes, m.refreshS)
+	reg.MustRegister(m.servers, m.refreshes, m.refreshS, m.mismatch)
 	return m
 }
 

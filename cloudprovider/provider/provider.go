@@ -260,6 +260,23 @@ func (p *Provider) PodPrice(pod *corev1.Pod, hours float64) (float64, error) {
 	return (cpu*pricing.PerCoreHour + mem/(1<<30)*pricing.PerGiBHour) * hours, nil
 }
 
+// CheckProviderID says why a member's node carries its providerID written another way than
+// the provider writes instances' ids, or nil. cluster-autoscaler matches instances to nodes by
+// comparing the strings: on a mismatch every instance looks unregistered, and 1.36.1 deletes
+// unregistered instances after --max-node-provision-time.
+func (p *Provider) CheckProviderID(providerID string) error {
+	serverID, ok := membership.ServerID(providerID)
+	if !ok {
+		return nil
+	}
+	if want := p.providerIDs().ProviderID(serverID); providerID != want {
+		p.Metrics.mismatch.Inc()
+		return fmt.Errorf("node with providerID %q is a member, but this provider writes its instance as %q (providerIDRegion %q): the autoscaler would take every instance for unregistered and delete running nodes; set providerIDRegion to the region in the nodes' providerIDs (\"\" for openstack:///<id>) as the cloud-controller-manager writes them",
+			providerID, want, p.Config.ProviderIDRegion)
+	}
+	return nil
+}
+
 // providerIDs writes members' providerIDs as the cluster's nodes carry them.
 func (p *Provider) providerIDs() membership.IDs {
 	return membership.IDs{Region: p.Config.ProviderIDRegion}
