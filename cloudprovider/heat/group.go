@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
@@ -46,6 +47,9 @@ type Group struct {
 	Compute *gophercloud.ServiceClient
 	// IDs writes the providerIDs of members (set before the group is used).
 	IDs membership.IDs
+	// Leader says whether this provider may write on its own initiative: resume removals
+	// recorded in OpenStack, send or retry stack updates (nil: always).
+	Leader leader.Gate
 
 	mu          sync.Mutex
 	stackName   string
@@ -57,6 +61,9 @@ type Group struct {
 	// pendingDelta is the size change asked (increases, cancellations, replacements) and not
 	// written to the stack yet.
 	pendingDelta int
+	// taken is the part of pendingDelta an update being sent (or whose answer was lost)
+	// carries: it may be in the stack already, so it is no longer the autoscaler's to take back.
+	taken int
 	// removal lists members to name in the next update; the count is not lowered for them yet.
 	removal []string
 	// reserved lists members a DeleteInstances call is recording; recorder records them.
@@ -82,8 +89,18 @@ type Group struct {
 	members  []member
 	servers  map[string]servers.Server // by server ID, from the Nova listing and look-ups
 	lastErr  string
-	kick     chan struct{}
-	once     sync.Once
+	// blocked says why named removals of an AutoScalingGroup wait (a failed member nobody named
+	// would go first), "" when none does.
+	blocked string
+	// failedSaid holds the status last logged of each failed member nobody named.
+	failedSaid map[string]string
+	kick       chan struct{}
+	// ctx ends when the group is stopped: its update loop and the calls it makes end with it.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	started  bool // the update loop was started
+	stopped  bool
+	loopDone chan struct{}
 	// gone holds members' servers Nova answered 404 for: the member has no server any more.
 	gone map[string]bool
 }
@@ -101,8 +118,11 @@ type sentUpdate struct {
 	count   int
 	removal string
 	delta   int
-	named   []string // the group's removal list when it was sent
-	before  []string // the stack's members when it was sent
+	named   []string // the members of the group's removal list the update removes
+	// keep lists members the stack's count had left out that this update keeps: they are
+	// named again in the group's removal list once it is taken.
+	keep   []string
+	before []string // the stack's members when it was sent
 }
 
 // replacement is a member an update replaces: its successor is a member of the stack that was
@@ -121,14 +141,50 @@ type member struct {
 	serverID string
 	status   string // Heat resource status
 	reason   string
+	created  time.Time // an AutoScalingGroup removes its failed members, then the others, oldest first
 }
 
 // New makes a group for cfg.Heat.Stack.
 func New(cfg config.NodeGroup, cluster string, client *gophercloud.ServiceClient) *Group {
 	cfg.Heat.SetDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Group{cfg: cfg, cluster: cluster, client: client, Backoff: openstack.DefaultBackoff,
 		PollInterval: 2 * time.Second, servers: map[string]servers.Server{},
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel, loopDone: make(chan struct{}),
+		failedSaid: map[string]string{}}
+}
+
+// Stop ends the group's stack updates, for a discovered stack that is no longer a node group:
+// it returns once no update of this group can reach the stack, so that a group made for the
+// stack afterwards is its only writer. Changes accepted and not written are lost (said in the
+// log); removals recorded on the members' servers are resumed by the next group of the stack.
+func (g *Group) Stop() {
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return
+	}
+	g.stopped = true
+	started := g.started
+	g.mu.Unlock()
+	g.cancel()
+	if started {
+		<-g.loopDone
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pendingDelta != 0 || len(g.removal) > 0 || g.droppingLocked() > 0 {
+		klog.InfoS("node group dropped: the changes it accepted and did not write to its stack are lost", "group", g.cfg.Name,
+			"stack", g.stackName, "sizeChange", g.pendingDelta, "removals", g.removal, "successorsToDrop", g.droppingLocked())
+	}
+}
+
+// stoppedErrLocked is the answer of a stopped group to a change.
+func (g *Group) stoppedErrLocked() error {
+	if !g.stopped {
+		return nil
+	}
+	return fmt.Errorf("node group %q: stack %s is no longer a node group (its tags changed or it is gone)", g.cfg.Name, g.cfg.Heat.Stack)
 }
 
 // SetBounds changes minSize and maxSize (a discovered stack's tags changed).
@@ -140,6 +196,13 @@ func (g *Group) SetBounds(minSize, maxSize int) {
 
 // ID is the group's name.
 func (g *Group) ID() string { return g.cfg.Name }
+
+// StackID is the ID of the stack the group last read ("" before its first refresh).
+func (g *Group) StackID() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stackID
+}
 
 // Config is the group's configuration.
 func (g *Group) Config() config.NodeGroup {
@@ -162,8 +225,46 @@ func (g *Group) FlavorName() string {
 func (g *Group) Debug() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return fmt.Sprintf("heat group %s (cluster %s): stack %s, count parameter %s, min %d, max %d, stack count %d (%s) %s",
-		g.cfg.Name, g.cluster, g.cfg.Heat.Stack, g.cfg.Heat.CountParameter, g.cfg.MinSize, g.cfg.MaxSize, g.stack.count, g.stack.status, g.lastErr)
+	var failed []string
+	for _, m := range g.unnamedFailedLocked() {
+		failed = append(failed, "member "+m.name+" ("+m.status+")")
+	}
+	msg := ""
+	if len(failed) > 0 {
+		msg = "; failed and not asked to go, removed first if the group shrinks: " + strings.Join(failed, ", ")
+	}
+	return fmt.Sprintf("heat group %s (cluster %s): stack %s, count parameter %s, min %d, max %d, stack count %d (%s) %s%s",
+		g.cfg.Name, g.cluster, g.cfg.Heat.Stack, g.cfg.Heat.CountParameter, g.cfg.MinSize, g.cfg.MaxSize, g.stack.count, g.stack.status, g.lastErr, msg)
+}
+
+// unnamedFailedLocked lists an AutoScalingGroup's failed members that are not on their way out:
+// the group removes them first when it shrinks, so they hold back the removals of newer members.
+func (g *Group) unnamedFailedLocked() []member {
+	if g.kind != autoScalingGroupType {
+		return nil
+	}
+	var out []member
+	for _, m := range g.members {
+		if strings.HasSuffix(m.status, "_FAILED") && !g.removingLocked(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// cancellableLocked is how much of the target may be taken back without naming a member: the
+// increases not written to the stack (nor being written). Those written are members of the
+// stack, or will be, and an update that lowers the count for them names none: a ResourceGroup
+// would delete its newest members, an AutoScalingGroup its oldest. A replacement's successor is
+// not counted: it goes with its replacement.
+func (g *Group) cancellableLocked() int {
+	successors := 0
+	for _, n := range g.replacing {
+		if !slices.Contains(g.inFlight, n) {
+			successors++
+		}
+	}
+	return max(g.pendingDelta-g.taken-successors, 0)
 }
 
 // TargetSize is the count the group is heading to: the stack's count with the changes not
@@ -208,6 +309,9 @@ func (g *Group) IncreaseSize(delta int) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if err := g.stoppedErrLocked(); err != nil {
+		return err
+	}
 	if !g.initialized {
 		return fmt.Errorf("node group %q: stack %q not read yet", g.cfg.Name, g.cfg.Heat.Stack)
 	}
@@ -312,6 +416,10 @@ func memberError(m member) *nodegroup.ErrorInfo {
 // that takes over) still removes them.
 func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
 	g.mu.Lock()
+	if err := g.stoppedErrLocked(); err != nil {
+		g.mu.Unlock()
+		return err
+	}
 	var names, serverIDs []string
 	pending := g.pendingLocked()
 	cancelPending := 0
@@ -359,6 +467,14 @@ func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
 		g.mu.Unlock()
 		return err
 	}
+	if err := g.sentPendingErrLocked(cancelPending); err != nil {
+		g.mu.Unlock()
+		return err
+	}
+	if err := g.behindFailedErrLocked(names); err != nil {
+		g.mu.Unlock()
+		return err
+	}
 	// The names are reserved while their servers are marked: a call running beside this one
 	// sees them leaving (minSize) and cannot name them again.
 	g.reserved = append(g.reserved, names...)
@@ -386,6 +502,9 @@ func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
 	if cancelPending > len(g.pendingLocked()) {
 		return fmt.Errorf("node group %q: the pending members asked to go were created meanwhile: delete them by node: %w", g.cfg.Name, nodegroup.ErrOutOfRange)
 	}
+	if err := g.sentPendingErrLocked(cancelPending); err != nil {
+		return err
+	}
 	for _, n := range dropSuccessor {
 		switch r := g.replacementLocked(n, true); {
 		case r != nil:
@@ -405,6 +524,71 @@ func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
 	return nil
 }
 
+// sentPendingErrLocked refuses to cancel more pending members than the increases not sent.
+func (g *Group) sentPendingErrLocked(cancel int) error {
+	if avail := g.cancellableLocked(); cancel > avail {
+		return fmt.Errorf("node group %q: %d pending member(s) asked to go, but only %d are not asked of stack %s yet: the others are "+
+			"its members (or will be) and are removed only by name: delete their nodes once they exist: %w",
+			g.cfg.Name, cancel, avail, g.stackName, nodegroup.ErrOutOfRange)
+	}
+	return nil
+}
+
+// behindFailedErrLocked refuses to name AutoScalingGroup members that a failed member nobody
+// named would precede: Heat removes failed members first, oldest first, so the shrink would
+// take that member instead of the one named.
+func (g *Group) behindFailedErrLocked(names []string) error {
+	if g.kind != autoScalingGroupType || len(names) == 0 {
+		return nil
+	}
+	going := func(n string) bool {
+		return slices.Contains(names, n) || slices.Contains(g.removal, n) || slices.Contains(g.reserved, n) || slices.Contains(g.stack.removal, n)
+	}
+	order := shrinkOrder(g.members, going)
+	head, blocker := removableHead(order, going)
+	for i, m := range order {
+		if i >= head && slices.Contains(names, m.name) {
+			return fmt.Errorf("node group %q: member %s cannot be removed now: member %s is %s and nobody asked it to go, and an AutoScalingGroup "+
+				"removes its failed members first, oldest first: it would go instead; delete or repair member %s first, or delete both",
+				g.cfg.Name, m.name, blocker.name, blocker.status, blocker.name)
+		}
+	}
+	return nil
+}
+
+// shrinkOrder lists an AutoScalingGroup's members in the order Heat removes them when the
+// group shrinks (heat.common.grouputils.get_members): failed members first, then the others,
+// each oldest first. going says which members are named to go: they are marked unhealthy
+// (failed) before the shrink.
+func shrinkOrder(members []member, going func(string) bool) []member {
+	out := slices.Clone(members)
+	failed := func(m member) bool { return strings.HasSuffix(m.status, "_FAILED") || going(m.name) }
+	slices.SortStableFunc(out, func(a, b member) int {
+		if fa, fb := failed(a), failed(b); fa != fb {
+			if fa {
+				return -1
+			}
+			return 1
+		}
+		if c := a.created.Compare(b.created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	return out
+}
+
+// removableHead counts the members at the head of a shrink order that may go (named, or being
+// deleted already) and returns the first that may not: a shrink by more would remove it.
+func removableHead(order []member, going func(string) bool) (int, *member) {
+	for i := range order {
+		if !going(order[i].name) && !strings.HasPrefix(order[i].status, "DELETE") {
+			return i, &order[i]
+		}
+	}
+	return len(order), nil
+}
+
 // replacementLocked finds the replacement of the member that an update carries: being sent
 // (only with taken false), or taken by the stack and not dropped yet.
 func (g *Group) replacementLocked(name string, taken bool) *replacement {
@@ -419,6 +603,18 @@ func (g *Group) replacementLocked(name string, taken bool) *replacement {
 	return nil
 }
 
+// leads says whether this provider may write on its own initiative (Leader).
+func (g *Group) leads() bool {
+	if g.Leader == nil {
+		return true
+	}
+	ok, why := g.Leader.Leads()
+	if !ok {
+		klog.V(4).InfoS("standby: no stack update, no resumed removal", "group", g.cfg.Name, "why", why)
+	}
+	return ok
+}
+
 // undoingLocked says whether a failed call's deletion mark is being taken off the server.
 func (g *Group) undoingLocked(serverID string) bool {
 	return g.recorder != nil && g.recorder.Undoing(serverID)
@@ -428,7 +624,10 @@ func (g *Group) undoingLocked(serverID string) bool {
 func (g *Group) Busy() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return strings.HasSuffix(g.stack.status, "_IN_PROGRESS") || g.pendingDelta != 0 || len(g.removal) > 0 || g.droppingLocked() > 0
+	// Removals held behind a failed member nobody named are not under way: they wait for that
+	// member to be deleted or repaired, and repair waits while the group is busy.
+	removing := len(g.removal) > 0 && g.blocked == ""
+	return strings.HasSuffix(g.stack.status, "_IN_PROGRESS") || g.pendingDelta != 0 || removing || g.droppingLocked() > 0
 }
 
 // Replace names the member in the next update's removal_policies with the count unchanged: Heat
@@ -436,12 +635,18 @@ func (g *Group) Busy() bool {
 func (g *Group) Replace(serverID string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if err := g.stoppedErrLocked(); err != nil {
+		return err
+	}
 	name, ok := g.memberNameLocked(g.IDs.ProviderID(serverID))
 	if !ok {
 		return fmt.Errorf("node group %q: server %s is not a member of stack %s: %w", g.cfg.Name, serverID, g.stackName, nodegroup.ErrNotMember)
 	}
 	if g.removingLocked(g.memberLocked(name)) {
 		return fmt.Errorf("node group %q: member %s is already being removed", g.cfg.Name, name)
+	}
+	if err := g.behindFailedErrLocked([]string{name}); err != nil {
+		return err
 	}
 	g.removal = append(g.removal, name)
 	g.replacing = append(g.replacing, name)
@@ -474,16 +679,19 @@ func (g *Group) memberNameLocked(id string) (string, bool) {
 	return "", false
 }
 
-// DecreaseTargetSize cancels count not applied to the stack yet.
+// DecreaseTargetSize takes back increases not written to the stack yet.
 func (g *Group) DecreaseTargetSize(delta int) error {
 	if delta >= 0 {
 		return fmt.Errorf("node group %q: target size decrease must be negative, got %d", g.cfg.Name, delta)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	unfulfilled := g.targetLocked() - g.liveLocked()
+	if err := g.stoppedErrLocked(); err != nil {
+		return err
+	}
+	unfulfilled := min(g.targetLocked()-g.liveLocked(), g.cancellableLocked())
 	if -delta > unfulfilled {
-		return fmt.Errorf("node group %q: cannot lower the target by %d: only %d requested member(s) do not exist yet, the others are members of stack %s (the autoscaler removes those that never register by deleting their nodes): %w",
+		return fmt.Errorf("node group %q: cannot lower the target by %d: only %d requested member(s) are not asked of stack %s yet, the others are its members or will be (the autoscaler removes those that never register by deleting their nodes): %w",
 			g.cfg.Name, -delta, max(unfulfilled, 0), g.stackName, nodegroup.ErrOutOfRange)
 	}
 	g.pendingDelta += delta

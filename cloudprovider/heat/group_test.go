@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +27,18 @@ import (
 
 const cluster = "prod"
 
+// newCloud is the fake cloud of a test, which fails if any stack update removed a member it did
+// not name.
+func newCloud(t *testing.T) *openstacktest.Cloud {
+	cloud := openstacktest.NewCloud(t)
+	t.Cleanup(func() {
+		for _, v := range cloud.Violations() {
+			t.Errorf("fake Heat: %s", v)
+		}
+	})
+	return cloud
+}
+
 // workers is a stack like examples/heat-node-group.yaml: one ResourceGroup "nodes" of servers.
 func workers(cloud *openstacktest.Cloud, count int) (*openstacktest.Stack, *openstacktest.StackGroup) {
 	group := &openstacktest.StackGroup{Resource: "nodes", CountParam: "count", RemovalParam: "removal",
@@ -34,10 +47,12 @@ func workers(cloud *openstacktest.Cloud, count int) (*openstacktest.Stack, *open
 	return stack, group
 }
 
-func newGroup(cloud *openstacktest.Cloud, name string, heatCfg config.Heat, minSize, maxSize int) *heat.Group {
+// newGroup makes a group whose updates end with the test.
+func newGroup(t *testing.T, cloud *openstacktest.Cloud, name string, heatCfg config.Heat, minSize, maxSize int) *heat.Group {
 	cfg := config.NodeGroup{Name: name, Backend: config.BackendHeat, MinSize: minSize, MaxSize: maxSize, Heat: &heatCfg}
 	g := heat.New(cfg, cluster, cloud.Clients().Orchestration)
 	g.PollInterval = 5 * time.Millisecond
+	t.Cleanup(g.Stop)
 	return g
 }
 
@@ -78,9 +93,9 @@ func providerID(cloud *openstacktest.Cloud, g *openstacktest.StackGroup, member 
 // A standby replica that read the stack when it held 2 members, after the other replica grew it
 // to 5, is asked to remove one named node: exactly that member goes, four stay.
 func TestStaleReplicaRemovesExactlyTheNamedMember(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 2)
-	replicaB := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	replicaB := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, replicaB)
 
 	cloud.SetStack(stack, map[string]string{"count": "5"}) // replica A's scale-up
@@ -111,9 +126,9 @@ func TestStaleReplicaRemovesExactlyTheNamedMember(t *testing.T) {
 // An operator resized the stack by hand; the provider's next scale-up adds to that size instead
 // of writing the count it read before (which would delete running members).
 func TestScaleUpAddsToTheStackAsItIsNow(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 2)
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	cloud.SetStack(stack, map[string]string{"count": "4"}) // by hand, no refresh since
 	if err := g.IncreaseSize(1); err != nil {
@@ -132,10 +147,10 @@ func TestScaleUpAddsToTheStackAsItIsNow(t *testing.T) {
 // next update, with the count it already has (not lowered a second time), and the group
 // reports the failure meanwhile.
 func TestFailedRemovalIsSentAgainWithoutLoweringTheCountTwice(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 3)
 	stack.FailUpdates = 1
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
 		t.Fatal(err)
@@ -162,13 +177,13 @@ func TestFailedRemovalIsSentAgainWithoutLoweringTheCountTwice(t *testing.T) {
 // repair, not a failed creation the autoscaler would delete undrained; a member whose server
 // never ran (Nova put it in ERROR before it launched, or Heat never got one) is one.
 func TestMemberThatRanAndFailedLaterIsRunning(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 4)
 	cloud.SetMemberStatus(nodes, "0", "UPDATE_FAILED", "Resource UPDATE failed: timeout")
 	cloud.SetMemberStatus(nodes, "1", "CHECK_FAILED", "Resource CHECK failed: server is SHUTOFF")
 	cloud.FailMemberCreation(nodes, "2", "Resource CREATE failed: ResourceInError: resources[2]: Went to status ERROR due to \"Message: No valid host was found. , Code: 500\"", true)
 	cloud.FailMemberCreation(nodes, "3", "Resource CREATE failed: Forbidden: Quota exceeded for instances: Requested 1, but already used 10 of 10 instances", false)
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	got := map[string]nodegroup.Instance{}
 	for _, inst := range g.Instances() {
@@ -195,11 +210,11 @@ func TestMemberThatRanAndFailedLaterIsRunning(t *testing.T) {
 // The autoscaler deletes failed creations undrained, so such a member is a running node, never
 // a failed creation: only a member whose server never ran is one.
 func TestCreateFailedMemberWhoseServerRunsIsRunning(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	_, nodes := workers(cloud, 3)
 	cloud.SetMemberStatus(nodes, "1", "CREATE_FAILED", "Resource CREATE failed: WaitConditionTimeout: resources.wait: 0 of 1 received")
 	cloud.SetMemberStatus(nodes, "2", "CREATE_FAILED", "Resource CREATE failed: Engine went down during resource CREATE")
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	got := map[string]nodegroup.Instance{}
 	for _, inst := range g.Instances() {
@@ -218,12 +233,12 @@ func TestCreateFailedMemberWhoseServerRunsIsRunning(t *testing.T) {
 // servers need not carry it. A CREATE_FAILED member whose server is not in the snapshot is
 // looked up in Nova: running, it is a node; in ERROR without ever launching, a failed creation.
 func TestCreateFailedMemberWithAnUntaggedServerIsLookedUp(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	nodes := &openstacktest.StackGroup{Resource: "nodes", CountParam: "count", RemovalParam: "removal"} // no metadata
 	cloud.AddStack("workers", map[string]string{"count": "3", "removal": ""}, nodes)
 	cloud.SetMemberStatus(nodes, "1", "CREATE_FAILED", "Resource CREATE failed: WaitConditionTimeout: resources.wait: 0 of 1 received")
 	cloud.FailMemberCreation(nodes, "2", "Resource CREATE failed: ResourceInError: resources[2]: Went to status ERROR due to \"Message: No valid host was found. , Code: 500\"", true)
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	g.Compute = cloud.Clients().Compute
 	clients := cloud.Clients()
 	ctx := context.Background()
@@ -253,14 +268,14 @@ func TestCreateFailedMemberWithAnUntaggedServerIsLookedUp(t *testing.T) {
 // Two node groups in one stack (members "0", "1" in each) and members holding two servers:
 // every group lists its own nodes' servers, never the other group's.
 func TestTwoGroupsInOneStackKeepTheirServers(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	a := &openstacktest.StackGroup{Resource: "a", CountParam: "count_a", RemovalParam: "removal_a", Nested: true,
 		ServersPerMember: 2, Metadata: membership.Metadata(cluster, "group-a")}
 	b := &openstacktest.StackGroup{Resource: "b", CountParam: "count_b", RemovalParam: "removal_b", Nested: true,
 		Metadata: membership.Metadata(cluster, "group-b")}
 	cloud.AddStack("pool", map[string]string{"count_a": "2", "removal_a": "", "count_b": "2", "removal_b": ""}, a, b)
-	groupA := newGroup(cloud, "group-a", config.Heat{Stack: "pool", ResourceGroup: "a", CountParameter: "count_a", RemovalParameter: "removal_a"}, 0, 5)
-	groupB := newGroup(cloud, "group-b", config.Heat{Stack: "pool", ResourceGroup: "b", CountParameter: "count_b", RemovalParameter: "removal_b"}, 0, 5)
+	groupA := newGroup(t, cloud, "group-a", config.Heat{Stack: "pool", ResourceGroup: "a", CountParameter: "count_a", RemovalParameter: "removal_a"}, 0, 5)
+	groupB := newGroup(t, cloud, "group-b", config.Heat{Stack: "pool", ResourceGroup: "b", CountParameter: "count_b", RemovalParameter: "removal_b"}, 0, 5)
 	mustObserve(t, cloud, groupA)
 	mustObserve(t, cloud, groupB)
 	for _, tc := range []struct {
@@ -286,15 +301,13 @@ func TestTwoGroupsInOneStackKeepTheirServers(t *testing.T) {
 
 // Placeholders of members not created yet are checked: one that is not pending is refused.
 func TestPendingPlaceholdersAreChecked(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, _ := workers(cloud, 1)
-	cloud.HeatFault = func(r *http.Request) int {
-		if r.Method == http.MethodPatch {
-			return http.StatusServiceUnavailable // the scale-up stays pending
-		}
-		return 0
-	}
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	// An update by other hands runs: the scale-up stays unsent. (An update refused with a 503
+	// may have reached Heat: its increase is no longer the group's to take back until the
+	// stack is read again.)
+	cloud.SetStackStatus(stack, "UPDATE_IN_PROGRESS")
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	if err := g.IncreaseSize(1); err != nil {
 		t.Fatal(err)
@@ -344,7 +357,7 @@ func TestUpdateWhoseAnswerWasLostIsNotAppliedTwice(t *testing.T) {
 		}, "2", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cloud := openstacktest.NewCloud(t)
+			cloud := newCloud(t)
 			stack, nodes := workers(cloud, 3)
 			lost := 0
 			cloud.LoseAnswer = func(r *http.Request) bool {
@@ -354,7 +367,7 @@ func TestUpdateWhoseAnswerWasLostIsNotAppliedTwice(t *testing.T) {
 				}
 				return false
 			}
-			g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+			g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 			mustObserve(t, cloud, g)
 			if err := tc.ask(g, cloud, nodes); err != nil {
 				t.Fatal(err)
@@ -382,7 +395,7 @@ var _ = openstack.DefaultBackoff
 // The provider accepts a removal and is killed before it reaches the stack: the provider that
 // starts next (or the other replica) removes exactly that member.
 func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 3)
 	// The first provider's updates never reach Heat: it is as good as killed once it answered.
 	cloud.HeatFault = func(r *http.Request) int {
@@ -395,12 +408,13 @@ func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
 	clients.Provider.UserAgent.Prepend("killed-replica")
 	first := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
 		cluster, clients.Orchestration)
+	t.Cleanup(first.Stop)
 	first.Compute = clients.Compute
 	mustObserve(t, cloud, first)
 	if err := first.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
 		t.Fatal(err)
 	}
-	next := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	next := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, next)
 	if got := next.TargetSize(); got != 2 {
 		t.Errorf("the next provider's target is %d, want 2", got)
@@ -418,15 +432,13 @@ func TestAcceptedRemovalSurvivesARestart(t *testing.T) {
 // reached the stack: the group's target goes down by one, and the stack loses that member
 // without a successor.
 func TestDeletingAMemberUnderReplacementLowersTheTarget(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 3)
-	cloud.HeatFault = func(r *http.Request) int {
-		if r.Method == http.MethodPatch {
-			return http.StatusServiceUnavailable // the replacement stays unsent
-		}
-		return 0
-	}
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	// An update by other hands runs: the replacement stays unsent. (An update refused with a
+	// 503 may have reached Heat: the replacement would be in flight, its successor dropped
+	// later, and the members checked below would depend on timing.)
+	cloud.SetStackStatus(stack, "UPDATE_IN_PROGRESS")
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	broken := cloud.MemberServers(nodes, "1")[0]
 	if err := g.Replace(broken); err != nil {
@@ -438,7 +450,7 @@ func TestDeletingAMemberUnderReplacementLowersTheTarget(t *testing.T) {
 	if got := g.TargetSize(); got != 2 {
 		t.Errorf("target %d after deleting the member under replacement, want 2", got)
 	}
-	cloud.HeatFault = nil
+	cloud.SetStackStatus(stack, "UPDATE_COMPLETE")
 	openstacktest.Eventually(t, "the stack updated", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) >= 1 })
 	if got, want := cloud.StackMembers(nodes), []string{"0", "2"}; !slices.Equal(got, want) {
 		t.Errorf("members %v, want %v (no successor for member 1)", got, want)
@@ -468,7 +480,7 @@ func (h *holdNext) RoundTrip(r *http.Request) (*http.Response, error) {
 // after it: the group keeps the update's count, it does not fall back to 2 (the autoscaler,
 // seeing its nodes gone from the target, would ask again and the stack would reach 8).
 func TestARefreshThatReadBeforeAnUpdateDoesNotUndoIt(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, _ := workers(cloud, 2)
 	clients := cloud.Clients()
 	hold := &holdNext{base: clients.Provider.HTTPClient.Transport, held: make(chan struct{}), release: make(chan struct{})}
@@ -478,6 +490,7 @@ func TestARefreshThatReadBeforeAnUpdateDoesNotUndoIt(t *testing.T) {
 	clients.Provider.HTTPClient.Transport = hold
 	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
 		cluster, clients.Orchestration)
+	t.Cleanup(g.Stop)
 	g.PollInterval = 5 * time.Millisecond
 	mustObserve(t, cloud, g)
 	hold.armed.Store(true)
@@ -504,7 +517,7 @@ func TestARefreshThatReadBeforeAnUpdateDoesNotUndoIt(t *testing.T) {
 // for removal once it exists and the group ends one smaller. It used to keep its size (the
 // deletion was skipped as "already going"). No update lowers the count without naming a member.
 func TestDeletingAMemberWhoseReplacementIsInFlightDropsItsSuccessor(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 4)
 	var patches atomic.Int32
 	entered, proceed := make(chan struct{}), make(chan struct{})
@@ -515,7 +528,7 @@ func TestDeletingAMemberWhoseReplacementIsInFlightDropsItsSuccessor(t *testing.T
 		}
 		return 0
 	}
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	broken := cloud.MemberServers(nodes, "1")[0]
 	if err := g.Replace(broken); err != nil {
@@ -563,10 +576,10 @@ func checkShrunkByName(t *testing.T, cloud *openstacktest.Cloud, stack *openstac
 // the update creates when sent again is named for removal once it exists; the target is lower
 // at once.
 func TestDeletingAMemberBeingReplacedByHeatDropsItsSuccessor(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 4)
 	stack.FailUpdates = 1
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	broken := cloud.MemberServers(nodes, "1")[0]
 	if err := g.Replace(broken); err != nil {
@@ -594,14 +607,14 @@ func TestDeletingAMemberBeingReplacedByHeatDropsItsSuccessor(t *testing.T) {
 // (the stack's new count less the removal still pending): the target fell to 0 for 2, and the
 // autoscaler asked for more (the soak test caught it).
 func TestRefreshAfterALostUpdateAnswerCountsItOnce(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 4)
 	// Heat took the parameters and has not removed the members yet (the fake stores them and
 	// removes nothing when an update fails; the answer is lost either way).
 	stack.FailUpdates = 1
 	var patches atomic.Int32
 	cloud.LoseAnswer = func(r *http.Request) bool { return r.Method == http.MethodPatch && patches.Add(1) == 1 }
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	g.PollInterval = time.Second // the update loop looks again 5 s after the lost answer
 	mustObserve(t, cloud, g)
 	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1"), providerID(cloud, nodes, "2")}); err != nil {
@@ -629,10 +642,10 @@ func asgWorkers(cloud *openstacktest.Cloud, count int) (*openstacktest.Stack, *o
 // the target fell to 1 for 2 (CI saw it in the world), and the next update would have removed a
 // second, unnamed member.
 func TestAutoScalingGroupMemberBeingRemovedIsCountedOnce(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := asgWorkers(cloud, 3)
 	stack.Lag = true
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	g.Compute = cloud.Clients().Compute
 	mustObserve(t, cloud, g)
 	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
@@ -649,7 +662,7 @@ func TestAutoScalingGroupMemberBeingRemovedIsCountedOnce(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// A provider that starts now (a restart, or the other replica) reads the same stack.
-	next := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	next := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, next)
 	if got := next.TargetSize(); got != 2 {
 		t.Errorf("a new provider's target %d while Heat removes the member, want 2", got)
@@ -669,17 +682,20 @@ func TestAutoScalingGroupMemberBeingRemovedIsCountedOnce(t *testing.T) {
 	}
 }
 
-// holdPatch holds stack updates (PATCH) on their way to Heat until released.
+// holdPatch holds the first stack update (PATCH) on its way to Heat until released.
 type holdPatch struct {
 	base    http.RoundTripper
 	held    chan struct{}
 	release chan struct{}
+	once    sync.Once
 }
 
 func (h *holdPatch) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Method == http.MethodPatch && strings.Count(strings.TrimPrefix(r.URL.Path, "/heat/v1/project/stacks/"), "/") == 1 {
-		close(h.held)
-		<-h.release
+		h.once.Do(func() {
+			close(h.held)
+			<-h.release
+		})
 	}
 	return h.base.RoundTrip(r)
 }
@@ -689,7 +705,7 @@ func (h *holdPatch) RoundTrip(r *http.Request) (*http.Response, error) {
 // count. It fell back to 2 (the refresh began after the update was counted as sent, so it
 // looked newer), and the autoscaler, seeing its nodes gone from the target, would ask again.
 func TestARefreshThatReadWhileAnUpdateWasOnItsWayDoesNotUndoIt(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, _ := workers(cloud, 2)
 	clients := cloud.Clients()
 	base := clients.Provider.HTTPClient.Transport
@@ -701,6 +717,7 @@ func TestARefreshThatReadWhileAnUpdateWasOnItsWayDoesNotUndoIt(t *testing.T) {
 	clients.Provider.HTTPClient.Transport = read
 	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
 		cluster, clients.Orchestration)
+	t.Cleanup(g.Stop)
 	g.PollInterval = 5 * time.Millisecond
 	mustObserve(t, cloud, g)
 	if err := g.IncreaseSize(3); err != nil {
@@ -727,10 +744,10 @@ func TestARefreshThatReadWhileAnUpdateWasOnItsWayDoesNotUndoIt(t *testing.T) {
 // removal_policies list. After member 1 went, removing member 3 with "3" alone would free name
 // 1: Heat would renumber onto it and delete member 4, which nobody named.
 func TestRemovalPoliciesModeUpdateRemovesOnlyTheNamedMembers(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 5)
 	nodes.RemovalPoliciesUpdate = true
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	four := cloud.MemberServers(nodes, "4")[0]
 	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
@@ -755,13 +772,14 @@ func TestRemovalPoliciesModeUpdateRemovesOnlyTheNamedMembers(t *testing.T) {
 // every request is counted by its path template, and a label per member is a series per member
 // ever removed.
 func TestMarkingAMemberUnhealthyKeepsItOutOfMetricLabels(t *testing.T) {
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := asgWorkers(cloud, 3)
 	clients := cloud.Clients()
 	reg := prometheus.NewRegistry()
 	clients.Provider.HTTPClient.Transport = openstack.NewMetrics(reg).Transport(clients.Provider.HTTPClient.Transport)
 	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
 		cluster, clients.Orchestration)
+	t.Cleanup(g.Stop)
 	g.PollInterval = 5 * time.Millisecond
 	mustObserve(t, cloud, g)
 	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
@@ -802,9 +820,9 @@ func TestMarkingAMemberUnhealthyKeepsItOutOfMetricLabels(t *testing.T) {
 // Nova applies its mark afterwards.
 func TestConcurrentSingleNodeDeletionsOnAStack(t *testing.T) {
 	const calls = 6
-	cloud := openstacktest.NewCloud(t)
+	cloud := newCloud(t)
 	stack, nodes := workers(cloud, calls+1)
-	g := newGroup(cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	g.Compute = cloud.Clients().Compute
 	mustObserve(t, cloud, g)
 	ids := make([]string, calls+1)
@@ -876,4 +894,323 @@ func TestConcurrentSingleNodeDeletionsOnAStack(t *testing.T) {
 		t.Errorf("members %v after a refresh, want %v: a failed call's deletion was resumed", got, want)
 	}
 	_ = stack
+}
+
+// stackKinds are the two kinds of group a stack may hold, as the tests build them.
+var stackKinds = []struct {
+	name string
+	make func(*openstacktest.Cloud, int) (*openstacktest.Stack, *openstacktest.StackGroup)
+}{{"ResourceGroup", workers}, {"AutoScalingGroup", asgWorkers}}
+
+// sentCount waits until the group has recorded that the stack's count parameter is count.
+func sentCount(t *testing.T, g *heat.Group, count int) {
+	t.Helper()
+	openstacktest.Eventually(t, fmt.Sprintf("the group records count %d sent", count), func() bool {
+		return strings.Contains(g.Debug(), fmt.Sprintf("stack count %d ", count))
+	})
+}
+
+// A scale-up reached the stack while the group's refreshes kept failing (it never saw the new
+// members), then the autoscaler lowers the target. Only the increase not written yet may be
+// taken back: the others are members of the stack, and an update lowering the count for them
+// names none (a ResourceGroup deletes its newest members, an AutoScalingGroup its oldest).
+func TestDecreaseTargetSizeTakesBackOnlyIncreasesNotSent(t *testing.T) {
+	for _, kind := range stackKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			cloud := newCloud(t)
+			stack, nodes := kind.make(cloud, 3)
+			g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+			mustObserve(t, cloud, g)
+			if err := g.IncreaseSize(2); err != nil {
+				t.Fatal(err)
+			}
+			sentCount(t, g, 5)
+			cloud.SetStackStatus(stack, "UPDATE_IN_PROGRESS") // the next increase stays unsent
+			if err := g.IncreaseSize(1); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.DecreaseTargetSize(-2); err == nil {
+				t.Errorf("DecreaseTargetSize(-2) with 1 increase unsent and 2 sent = nil, want an error")
+			}
+			if err := g.DecreaseTargetSize(-1); err != nil {
+				t.Errorf("DecreaseTargetSize(-1) of the unsent increase: %v", err)
+			}
+			if got := g.TargetSize(); got != 5 {
+				t.Errorf("target %d, want 5", got)
+			}
+			cloud.SetStackStatus(stack, "UPDATE_COMPLETE")
+			mustObserve(t, cloud, g)
+			time.Sleep(200 * time.Millisecond) // whatever the calls made pending is sent
+			updates, _ := cloud.StackUpdates(stack)
+			if got := len(cloud.StackMembers(nodes)); got != 5 || len(updates) != 1 {
+				t.Errorf("%d members after updates %v, want 5 after one update", got, updates)
+			}
+		})
+	}
+}
+
+// The autoscaler lowers the target while the update carrying the increase is on its way: that
+// increase is no longer the group's to take back.
+func TestDecreaseTargetSizeWhileTheIncreaseIsSentIsRefused(t *testing.T) {
+	cloud := newCloud(t)
+	stack, nodes := workers(cloud, 3)
+	clients := cloud.Clients()
+	base := clients.Provider.HTTPClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	patch := &holdPatch{base: base, held: make(chan struct{}), release: make(chan struct{})}
+	clients.Provider.HTTPClient.Transport = patch
+	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
+		cluster, clients.Orchestration)
+	t.Cleanup(g.Stop)
+	g.PollInterval = 5 * time.Millisecond
+	mustObserve(t, cloud, g)
+	if err := g.IncreaseSize(2); err != nil {
+		t.Fatal(err)
+	}
+	<-patch.held
+	if err := g.DecreaseTargetSize(-2); err == nil {
+		t.Errorf("DecreaseTargetSize(-2) while the increase is on its way to Heat = nil, want an error")
+	}
+	close(patch.release)
+	sentCount(t, g, 5)
+	time.Sleep(200 * time.Millisecond)
+	updates, _ := cloud.StackUpdates(stack)
+	if got := len(cloud.StackMembers(nodes)); got != 5 || len(updates) != 1 {
+		t.Errorf("%d members after updates %v, want 5 after one update", got, updates)
+	}
+}
+
+// The autoscaler deletes the placeholder of a member whose creation reached the stack (the
+// group's refreshes failed since): it is refused, as the member exists and only a removal that
+// names it may take it away.
+func TestCancellingAPlaceholderOfASentScaleUpIsRefused(t *testing.T) {
+	for _, kind := range stackKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			cloud := newCloud(t)
+			stack, nodes := kind.make(cloud, 3)
+			g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+			mustObserve(t, cloud, g)
+			if err := g.IncreaseSize(2); err != nil {
+				t.Fatal(err)
+			}
+			sentCount(t, g, 5)
+			var pending []string
+			for _, inst := range g.Instances() {
+				if strings.Contains(inst.ID, "/pending-") {
+					pending = append(pending, inst.ID)
+				}
+			}
+			if len(pending) != 2 {
+				t.Fatalf("placeholders %v, want 2 (the group has not seen the new members)", pending)
+			}
+			if err := g.DeleteInstances(context.Background(), pending[:1]); err == nil {
+				t.Errorf("deleting the placeholder %s of a member the stack was asked for = nil, want an error", pending[0])
+			}
+			if got := g.TargetSize(); got != 5 {
+				t.Errorf("target %d, want 5", got)
+			}
+			time.Sleep(200 * time.Millisecond)
+			updates, _ := cloud.StackUpdates(stack)
+			if got := len(cloud.StackMembers(nodes)); got != 5 || len(updates) != 1 {
+				t.Errorf("%d members after updates %v, want 5 after one update", got, updates)
+			}
+		})
+	}
+}
+
+// An AutoScalingGroup's update that was to remove a marked member failed, and left another
+// member UPDATE_FAILED. Sending the update again (the count it already holds, the marked member
+// to go) would make Heat remove the older failed member, which nobody named: nothing is sent
+// until that member is named too, and the group says why.
+func TestAutoScalingGroupRetryAfterAFailedUpdateRemovesOnlyNamedMembers(t *testing.T) {
+	cloud := newCloud(t)
+	stack, nodes := asgWorkers(cloud, 3)
+	stack.FailUpdates = 1
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the update fails", func() bool { _, status := cloud.StackUpdates(stack); return status == "UPDATE_FAILED" })
+	cloud.SetMemberStatus(nodes, "0", "UPDATE_FAILED", "Resource UPDATE failed: resources[0]: timed out")
+	mustObserve(t, cloud, g)
+	time.Sleep(200 * time.Millisecond) // a retry has had time to go
+	if got := cloud.StackMembers(nodes); !slices.Contains(got, "0") {
+		t.Fatalf("members %v: the update sent again removed member 0, which nobody named", got)
+	}
+	if !strings.Contains(g.Debug(), "member 0") {
+		t.Errorf("the group does not say which member holds the removal: %s", g.Debug())
+	}
+	if updates, _ := cloud.StackUpdates(stack); len(updates) != 1 {
+		t.Errorf("updates %v while the removal is held, want only the one that failed", updates)
+	}
+	if g.Busy() {
+		t.Error("the group is busy while its removal waits for repair (repair holds busy groups)")
+	}
+	// Repair (or the autoscaler) names the failed member: both go.
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "0")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "both removed", func() bool {
+		return observe(t, cloud, g) == nil && slices.Equal(cloud.StackMembers(nodes), []string{"2"})
+	})
+}
+
+// One member of an AutoScalingGroup failed and nobody asked it to go. The autoscaler deletes a
+// healthy older member and scales up: both reach the stack, the named member alone is removed
+// (Heat removes failed members oldest first, and the named one is older), and the group says
+// which member failed. The removal guard refused every update: the scale-up never went out
+// while DeleteNodes had answered OK.
+func TestAutoScalingGroupUnnamedFailedMemberBlocksNeitherScaleUpNorRemoval(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(*openstacktest.Cloud, *openstacktest.StackGroup)
+	}{
+		{"CREATE_FAILED", func(cloud *openstacktest.Cloud, nodes *openstacktest.StackGroup) {
+			cloud.FailMemberCreation(nodes, "3", "Resource CREATE failed: ResourceInError: resources[3]: Went to status ERROR due to \"Message: No valid host was found. , Code: 500\"", true)
+		}},
+		{"UPDATE_FAILED", func(cloud *openstacktest.Cloud, nodes *openstacktest.StackGroup) {
+			cloud.SetMemberStatus(nodes, "3", "UPDATE_FAILED", "Resource UPDATE failed: resources[3]: timed out")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cloud := newCloud(t)
+			stack, nodes := asgWorkers(cloud, 4)
+			tc.fail(cloud, nodes)
+			g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+			mustObserve(t, cloud, g)
+			if !strings.Contains(g.Debug(), "member 3") {
+				t.Errorf("the group does not report its failed member: %s", g.Debug())
+			}
+			if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.IncreaseSize(2); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"0", "2", "3", "4", "5"}
+			openstacktest.Eventually(t, "the removal and the scale-up reach the stack", func() bool {
+				return observe(t, cloud, g) == nil && !g.Busy() && slices.Equal(cloud.StackMembers(nodes), want)
+			})
+			if got := g.TargetSize(); got != 5 {
+				t.Errorf("target %d, want 5", got)
+			}
+			_ = stack
+		})
+	}
+}
+
+// The failed member nobody named is older than the member the autoscaler deletes: Heat would
+// remove it first, so the deletion is refused when asked (an error, nothing recorded), and a
+// scale-up still goes out.
+func TestAutoScalingGroupRefusesARemovalThatWouldTakeAnOlderFailedMember(t *testing.T) {
+	cloud := newCloud(t)
+	stack, nodes := asgWorkers(cloud, 4)
+	cloud.SetMemberStatus(nodes, "0", "UPDATE_FAILED", "Resource UPDATE failed: resources[0]: timed out")
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g.Compute = cloud.Clients().Compute
+	mustObserve(t, cloud, g)
+	two := cloud.MemberServers(nodes, "2")[0]
+	err := g.DeleteInstances(context.Background(), []string{membership.ProviderID(two)})
+	if err == nil || !strings.Contains(err.Error(), "member 0") {
+		t.Errorf("deleting member 2 behind the older failed member 0: %v, want an error naming member 0", err)
+	}
+	if _, marked := cloud.ServerBody(two)["metadata"].(map[string]any)[membership.DeletionKey]; marked {
+		t.Errorf("the refused deletion was recorded on the server")
+	}
+	if err := g.IncreaseSize(2); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "the scale-up reaches the stack", func() bool {
+		return observe(t, cloud, g) == nil && !g.Busy() && len(cloud.StackMembers(nodes)) == 6
+	})
+	if got := g.TargetSize(); got != 6 {
+		t.Errorf("target %d, want 6", got)
+	}
+	_ = stack
+}
+
+// A removal was accepted, and before it reached the stack an older member failed (nobody named
+// it): Heat would remove that member instead. The removal is held (the group says why), a
+// scale-up asked meanwhile still goes out, and once the failed member is named too both go.
+// Every update failed the removal guard: the scale-up never went out.
+func TestAutoScalingGroupRemovalHeldBehindAFailedMemberLetsScaleUpsOut(t *testing.T) {
+	cloud := newCloud(t)
+	stack, nodes := asgWorkers(cloud, 4)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	mustObserve(t, cloud, g)
+	cloud.SetStackStatus(stack, "UPDATE_IN_PROGRESS") // by other hands: the removal waits
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "2")}); err != nil {
+		t.Fatal(err)
+	}
+	cloud.SetMemberStatus(nodes, "0", "UPDATE_FAILED", "Resource UPDATE failed: resources[0]: timed out")
+	if err := g.IncreaseSize(2); err != nil {
+		t.Fatal(err)
+	}
+	cloud.SetStackStatus(stack, "UPDATE_COMPLETE")
+	mustObserve(t, cloud, g)
+	openstacktest.Eventually(t, "the scale-up reaches the stack", func() bool {
+		return observe(t, cloud, g) == nil && len(cloud.StackMembers(nodes)) == 6
+	})
+	time.Sleep(100 * time.Millisecond)
+	if got := cloud.StackMembers(nodes); !slices.Contains(got, "0") || !slices.Contains(got, "2") {
+		t.Fatalf("members %v: member 0 (failed, not named) or member 2 (named, held) removed", got)
+	}
+	if got := g.TargetSize(); got != 5 {
+		t.Errorf("target %d, want 5 (6 members, member 2 to go)", got)
+	}
+	if !strings.Contains(g.Debug(), "member 0") {
+		t.Errorf("the group does not say which member holds the removal: %s", g.Debug())
+	}
+	openstacktest.Eventually(t, "the group is not busy (repair holds busy groups)", func() bool { return observe(t, cloud, g) == nil && !g.Busy() })
+	if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "0")}); err != nil {
+		t.Fatal(err)
+	}
+	openstacktest.Eventually(t, "both removed", func() bool {
+		return observe(t, cloud, g) == nil && !g.Busy() && slices.Equal(cloud.StackMembers(nodes), []string{"1", "3", "4", "5"})
+	})
+	if got := g.TargetSize(); got != 4 {
+		t.Errorf("target %d once settled, want 4", got)
+	}
+	_ = stack
+}
+
+type gate struct{ leads atomic.Bool }
+
+func (g *gate) Leads() (bool, string) {
+	if g.leads.Load() {
+		return true, ""
+	}
+	return false, "standby"
+}
+
+// A standby replica sees a removal the leader recorded on a member's server before it was
+// killed: it sends no stack update (two writers on one stack lose changes), until its
+// autoscaler leads; then it removes exactly that member.
+func TestStandbySendsNoStackUpdateUntilItLeads(t *testing.T) {
+	cloud := newCloud(t)
+	stack, nodes := workers(cloud, 3)
+	victim := cloud.MemberServers(nodes, "1")[0]
+	if _, err := servers.UpdateMetadata(context.Background(), cloud.Clients().Compute, victim,
+		servers.MetadataOpts{membership.DeletionKey: "2026-12-08T00:00:00Z"}).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	standby := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	standby.Compute = cloud.Clients().Compute
+	var g gate
+	standby.Leader = &g
+	for range 3 {
+		mustObserve(t, cloud, standby)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if updates, _ := cloud.StackUpdates(stack); len(updates) != 0 {
+		t.Fatalf("the standby sent stack updates %v", updates)
+	}
+	g.leads.Store(true)
+	openstacktest.Eventually(t, "the leader removes the recorded member", func() bool {
+		mustObserve(t, cloud, standby)
+		return slices.Equal(cloud.StackMembers(nodes), []string{"0", "2"})
+	})
 }

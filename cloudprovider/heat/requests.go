@@ -3,6 +3,7 @@ package heat
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -84,7 +85,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	present := map[string]bool{}
 	for _, m := range members {
 		present[m.name] = true
-		if _, marked := byID[m.serverID].Metadata[membership.DeletionKey]; marked && !g.removingLocked(m) && !g.undoingLocked(m.serverID) {
+		if _, marked := byID[m.serverID].Metadata[membership.DeletionKey]; marked && !g.removingLocked(m) && !g.undoingLocked(m.serverID) && g.leads() {
 			klog.InfoS("resuming an accepted removal recorded on the member's server", "group", g.cfg.Name, "member", m.name, "server", m.serverID)
 			g.removal = append(g.removal, m.name)
 		}
@@ -96,11 +97,30 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	if state.status == "UPDATE_FAILED" {
 		g.lastErr = "stack update failed: " + state.reason
 	}
-	g.once.Do(func() { go g.updateLoop() })
+	g.sayFailedLocked()
+	if !g.started && !g.stopped {
+		g.started = true
+		go g.updateLoop()
+	}
 	if g.needsUpdateLocked() {
 		g.poke()
 	}
 	return nil
+}
+
+// sayFailedLocked logs, once per member and status, an AutoScalingGroup's failed members nobody
+// asked to go: Heat removes them first when the group shrinks, so a removal named behind them
+// is refused (or held) until they are deleted or repaired.
+func (g *Group) sayFailedLocked() {
+	failed := map[string]string{}
+	for _, m := range g.unnamedFailedLocked() {
+		failed[m.name] = m.status
+		if g.failedSaid[m.name] != m.status {
+			klog.InfoS("member failed and nobody asked it to go: the group removes it first when it shrinks; removals of newer members wait until it is deleted or repaired",
+				"group", g.cfg.Name, "stack", g.stackName, "member", m.name, "status", m.status, "reason", m.reason, "server", m.serverID)
+		}
+	}
+	g.failedSaid = failed
 }
 
 // maxLookUps bounds the servers one refresh reads one by one.
@@ -299,7 +319,8 @@ func (g *Group) readMembers(ctx context.Context, name, id string, tagged map[str
 		if r.ParentResource != groupName || (groupStack != "" && stackOf(r.Links)[1] != groupStack) {
 			continue
 		}
-		m := member{name: r.Name, physID: r.PhysicalID, status: r.Status, reason: r.StatusReason, stack: stackOf(r.Links)}
+		m := member{name: r.Name, physID: r.PhysicalID, status: r.Status, reason: r.StatusReason, stack: stackOf(r.Links),
+			created: r.CreationTime}
 		if r.Type == "OS::Nova::Server" {
 			m.serverID = r.PhysicalID
 		} else {
@@ -346,18 +367,38 @@ func stackOf(links []gophercloud.Link) [2]string {
 	return [2]string{}
 }
 
+// errHeld says an update was not sent: nothing it may send now would remove only the members
+// named. It is planned again at the next refresh or request.
+var errHeld = errors.New("removals held")
+
 // updateLoop applies the asked changes to the stack, one update at a time: what arrives while
-// an update runs goes into the next one.
+// an update runs goes into the next one. It ends when the group is stopped.
 func (g *Group) updateLoop() {
-	for range g.kick {
-		for {
+	defer close(g.loopDone)
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-g.kick:
+		}
+		for g.ctx.Err() == nil {
 			g.mu.Lock()
 			pending := g.needsUpdateLocked()
 			g.mu.Unlock()
 			if !pending {
 				break
 			}
-			if err := g.applyOnce(); err != nil {
+			if !g.leads() {
+				// A standby sends nothing: two writers on one stack lose changes (Heat has no
+				// conditional update). Held until this provider leads again; the leader
+				// derives what was accepted from the marks on the members' servers.
+				break
+			}
+			err := g.applyOnce()
+			if errors.Is(err, errHeld) {
+				break
+			}
+			if err != nil && g.ctx.Err() == nil {
 				g.backOff(err, "stack update failed; trying again")
 			}
 		}
@@ -377,7 +418,7 @@ func (g *Group) applyOnce() error {
 		}
 	}
 	g.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	ctx, cancel := context.WithTimeout(g.ctx, time.Hour)
 	defer cancel()
 	state, err := g.waitIdle(ctx, name, id, kind)
 	if err != nil {
@@ -423,43 +464,51 @@ func (g *Group) applyOnce() error {
 		count = max(state.count, g.cfg.MaxSize) // the stack was grown by other hands meanwhile
 	}
 	count = max(count-len(named), 0)
-	removal := append(again, named...)
+	var plan updatePlan
 	if kind == resourceGroupType {
-		// With removal_policies_mode: update, Heat skips only the names the list holds now
-		// (append, the default, keeps every name ever listed): a list of the members still to
-		// go frees the names of those already gone, and Heat renumbers onto them, deleting a
-		// member nobody named. The whole list the stack holds is sent again, grown.
-		removal = slices.Clone(state.removal)
-		for _, n := range named {
-			if !slices.Contains(removal, n) {
-				removal = append(removal, n)
-			}
-		}
+		plan = g.planResourceGroupLocked(members, state, named, count, delta)
+	} else {
+		plan = g.planAutoScalingGroupLocked(members, state, again, named, count, delta)
 	}
-	asked := slices.Clone(g.removal)
-	g.inFlight = asked
+	if plan.held != "" {
+		if plan.held != g.blocked {
+			klog.InfoS("removals held: nothing is sent that would remove a member nobody named", "group", g.cfg.Name, "stack", name, "why", plan.held)
+		}
+		g.blocked, g.lastErr = plan.held, plan.held
+	} else {
+		g.blocked = ""
+	}
+	if plan.noop {
+		// Nothing to write: a decrease that names no member is not sent, and dropped.
+		g.pendingDelta -= plan.delta
+		g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return !live[n] })
+		g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return !slices.Contains(g.removal, n) })
+		held := plan.held
+		g.mu.Unlock()
+		if held != "" {
+			return fmt.Errorf("%w: %s", errHeld, held)
+		}
+		return nil
+	}
+	g.inFlight = plan.named
+	g.taken = plan.delta
 	g.sends++
 	g.sending = true
 	g.mu.Unlock()
 
-	if kind == autoScalingGroupType && len(named) > 0 {
-		wanted := count
-		if count, err = g.markForRemoval(ctx, members, named, count); err != nil {
+	if len(plan.mark) > 0 {
+		if err := g.markForRemoval(ctx, members, plan.mark); err != nil {
 			g.clearInFlight()
 			return fmt.Errorf("preparing the removal of members: %w", err)
 		}
-		// An AutoScalingGroup is shrunk to its members less the marked ones first; what the
-		// target has beyond that (a scale-up, a replacement's successor) stays pending for the
-		// next update. The members it removes are recorded as its removal (the stack has no
-		// such parameter: update sends the count only).
-		delta -= wanted - count
 	}
 	var before []string
 	for _, m := range members {
 		before = append(before, m.name)
 	}
-	sent := &sentUpdate{count: count, removal: strings.Join(removal, ","), delta: delta, named: asked, before: before}
-	if err := g.update(ctx, name, id, kind, count, removal); err != nil {
+	sent := &sentUpdate{count: plan.count, removal: strings.Join(plan.removal, ","), delta: plan.delta, named: plan.named,
+		keep: plan.keep, before: before}
+	if err := g.update(ctx, name, id, kind, plan.count, plan.removal); err != nil {
 		if openstack.Retryable(err) {
 			g.mu.Lock()
 			g.lastSent = sent // may have been applied: its replacements stay in flight
@@ -473,8 +522,132 @@ func (g *Group) applyOnce() error {
 	g.mu.Lock()
 	g.commitLocked(sent, "UPDATE_IN_PROGRESS")
 	g.mu.Unlock()
-	klog.InfoS("stack update started", "group", g.cfg.Name, "stack", name, "count", count, "removing", removal)
+	klog.InfoS("stack update started", "group", g.cfg.Name, "stack", name, "count", plan.count, "removing", plan.removal)
 	return nil
+}
+
+// updatePlan is one stack update: the count and removal parameter to send, the members to mark
+// unhealthy first (AutoScalingGroup), the part of pendingDelta it carries, the members of the
+// group's removal list it removes (named) and those it keeps for a later update (keep). noop:
+// nothing to send; held: why named removals wait.
+type updatePlan struct {
+	count   int
+	removal []string
+	mark    []string
+	delta   int
+	named   []string
+	keep    []string
+	noop    bool
+	held    string
+}
+
+// planResourceGroupLocked plans a ResourceGroup's update: the members named go, and the count
+// never drops below the members it does not name (Heat would delete its newest members).
+func (g *Group) planResourceGroupLocked(members []member, state stackState, named []string, count, delta int) updatePlan {
+	// With removal_policies_mode: update, Heat skips only the names the list holds now (append,
+	// the default, keeps every name ever listed): a list of the members still to go frees the
+	// names of those already gone, and Heat renumbers onto them, deleting a member nobody named.
+	// The whole list the stack holds is sent again, grown.
+	removal := slices.Clone(state.removal)
+	for _, n := range named {
+		if !slices.Contains(removal, n) {
+			removal = append(removal, n)
+		}
+	}
+	kept := 0
+	for _, m := range members {
+		if !strings.HasPrefix(m.status, "DELETE") && !slices.Contains(removal, m.name) {
+			kept++
+		}
+	}
+	if count < kept {
+		klog.ErrorS(nil, "a decrease names no member: the count is kept at the members not named", "group", g.cfg.Name,
+			"stack", g.stackName, "count", count, "members", kept)
+		count = kept
+	}
+	plan := updatePlan{count: count, removal: removal, delta: delta, named: slices.Clone(g.removal)}
+	plan.noop = count == state.count && len(named) == 0 && len(g.unfinishedRemovalsLocked()) == 0
+	return plan
+}
+
+// planAutoScalingGroupLocked plans an AutoScalingGroup's update. Such a group has no removal
+// policy: when it shrinks it removes its failed members first, oldest first, then its oldest.
+// The members named are marked unhealthy (failed) and the group is shrunk to its members less
+// them; what the target has beyond that (a scale-up, a replacement's successor) is sent in the
+// next update. A shrink never reaches past the members that lead that order and were named (or
+// are being deleted): a failed member nobody named that comes first holds back the removals
+// behind it, and the update then only removes those ahead of it, or only grows the group if the
+// target asks it; the members held wait in the removal list.
+func (g *Group) planAutoScalingGroupLocked(members []member, state stackState, again, named []string, count, delta int) updatePlan {
+	going := func(n string) bool { return slices.Contains(again, n) || slices.Contains(named, n) }
+	live, nGoing := 0, 0
+	for _, m := range members {
+		if !strings.HasPrefix(m.status, "DELETE") {
+			live++
+			if going(m.name) {
+				nGoing++
+			}
+		}
+	}
+	kept := live - nGoing
+	if count < kept {
+		klog.ErrorS(nil, "a decrease names no member: the count is kept at the members not named", "group", g.cfg.Name,
+			"stack", g.stackName, "count", count, "members", kept)
+		count = kept
+	}
+	order := shrinkOrder(members, going)
+	head, blocker := removableHead(order, going)
+	// The count is of live members; Heat's group also holds those it failed to delete, and
+	// removes len(members)-count: they lead the order with the other failed members.
+	plan := updatePlan{count: count}
+	if nGoing > 0 {
+		plan.count = kept // the target's growth goes in the next update
+	}
+	if len(members)-plan.count > head {
+		plan.held = fmt.Sprintf("member %s is %s and nobody asked it to go: the group removes its failed members first, oldest first, "+
+			"so the removal of the members named after it waits until it is deleted or repaired", blocker.name, blocker.status)
+		plan.count = len(members) - head
+		if plan.count >= live { // nothing named can go: only grow, if the target asks it
+			plan.count = max(count+nGoing, len(members)-head)
+		}
+	}
+	victims := order[:max(len(members)-plan.count, 0)]
+	goneGoing, goneDeleting := 0, 0
+	for _, m := range victims {
+		switch {
+		case going(m.name):
+			goneGoing++
+			plan.removal = append(plan.removal, m.name)
+			if slices.Contains(named, m.name) {
+				plan.mark = append(plan.mark, m.name)
+			}
+		case strings.HasPrefix(m.status, "DELETE"):
+			goneDeleting++
+		}
+	}
+	switch {
+	case plan.held == "":
+		plan.named = slices.Clone(g.removal)
+	default:
+		plan.named = slices.Clone(plan.mark)
+		for _, n := range again {
+			if !slices.Contains(plan.removal, n) {
+				plan.keep = append(plan.keep, n)
+			}
+		}
+	}
+	// Sent: the change of the live count, less the members still to go after this update.
+	liveAfter := plan.count - (len(members) - live - goneDeleting)
+	plan.delta = delta + liveAfter - count - (nGoing - goneGoing)
+	switch {
+	case plan.held != "" && goneGoing == 0 && plan.count <= len(members):
+		// An update that neither grows the group nor removes a member named would only rewrite
+		// the count (and have Heat replace the members marked unhealthy).
+		plan.noop, plan.delta = true, 0
+	case plan.held == "" && goneGoing == 0 && plan.count == state.count:
+		plan.noop, plan.delta = true, delta
+	}
+	return plan
 }
 
 // commitLocked records an update the stack took: its changes are no longer pending.
@@ -487,7 +660,13 @@ func (g *Group) commitLocked(sent *sentUpdate, status string) {
 	g.dropAfterSend = nil
 	g.inFlight, g.sending = nil, false
 	g.pendingDelta -= sent.delta
+	g.taken = 0
 	g.removal = slices.DeleteFunc(g.removal, func(n string) bool { return slices.Contains(sent.named, n) })
+	for _, n := range sent.keep {
+		if !slices.Contains(g.removal, n) {
+			g.removal = append(g.removal, n)
+		}
+	}
 	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(sent.named, n) })
 	g.stack.count, g.stack.removal, g.stack.status = sent.count, ParseList(sent.removal), status
 	g.lastErr = ""
@@ -522,6 +701,7 @@ func (g *Group) clearInFlight() {
 // deleted meanwhile is cancelled (no successor, its member still named: one fewer).
 func (g *Group) notSentLocked() {
 	g.inFlight, g.sending = nil, false
+	g.taken = 0
 	g.pendingDelta -= len(g.dropAfterSend)
 	g.replacing = slices.DeleteFunc(g.replacing, func(n string) bool { return slices.Contains(g.dropAfterSend, n) })
 	g.dropAfterSend = nil
@@ -585,7 +765,10 @@ func (g *Group) backOff(err error, msg string) {
 	name := g.stackName
 	g.mu.Unlock()
 	klog.ErrorS(err, msg, "group", g.cfg.Name, "stack", name)
-	time.Sleep(5 * g.PollInterval)
+	select {
+	case <-g.ctx.Done():
+	case <-time.After(5 * g.PollInterval):
+	}
 }
 
 // waitIdle waits until no update of the stack runs (Heat refuses a second one with 409) and
@@ -622,47 +805,29 @@ func (g *Group) update(ctx context.Context, name, id, kind string, count int, re
 	return stacks.UpdatePatch(ctx, g.client, name, id, stacks.UpdateOpts{Parameters: params}).ExtractErr()
 }
 
-// markForRemoval prepares an AutoScalingGroup to lose exactly the named members. Such a group
-// has no removal policy, but removes failed members first when it shrinks: the members are
-// marked unhealthy, and the count to apply is the group's present size less their number (a
-// replacement grows back in the next update). The size is read afresh: the last refresh may
-// predate the previous update.
-func (g *Group) markForRemoval(ctx context.Context, members []member, removal []string, count int) (int, error) {
+// markForRemoval marks an AutoScalingGroup's members unhealthy, so that the group removes them
+// first when it shrinks (see planAutoScalingGroupLocked).
+func (g *Group) markForRemoval(ctx context.Context, members []member, names []string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	remove := map[string]bool{}
-	for _, n := range removal {
-		remove[n] = true
-	}
-	live, where, ref := 0, map[string][2]string{}, map[string]string{}
-	for _, m := range members {
-		if strings.HasPrefix(m.status, "DELETE") {
+	for _, n := range names {
+		i := slices.IndexFunc(members, func(m member) bool { return m.name == n })
+		if i < 0 {
 			continue
 		}
-		live++
-		where[m.name] = m.stack
+		m := members[i]
 		// Heat takes the member's physical ID for its name: a UUID, which the request metrics'
 		// path template folds into {id}, where the name would make a series per member.
-		ref[m.name] = cmp.Or(m.physID, m.name)
-		if !remove[m.name] && strings.HasSuffix(m.status, "_FAILED") {
-			return 0, fmt.Errorf("member %s is %s and not asked to go: Heat would remove it before the members named, so nothing is removed until it is deleted or repaired", m.name, m.status)
-		}
-	}
-	for _, n := range removal {
-		stack, ok := where[n]
-		if !ok {
-			live++ // already gone: nothing to mark, and it no longer counts
-			continue
-		}
-		klog.InfoS("marking member unhealthy so that its group removes it first", "group", g.cfg.Name, "stack", stack[0],
-			"member", n, "resource", ref[n])
+		ref := cmp.Or(m.physID, m.name)
+		klog.InfoS("marking member unhealthy so that its group removes it first", "group", g.cfg.Name, "stack", m.stack[0],
+			"member", n, "resource", ref)
 		opts := stackresources.MarkUnhealthyOpts{MarkUnhealthy: true, ResourceStatusReason: markReason}
 		err := g.Backoff.Retry(ctx, "mark member unhealthy", func(ctx context.Context) error {
-			return stackresources.MarkUnhealthy(ctx, g.client, stack[0], stack[1], ref[n], opts).ExtractErr()
+			return stackresources.MarkUnhealthy(ctx, g.client, m.stack[0], m.stack[1], ref, opts).ExtractErr()
 		})
 		if err != nil {
-			return 0, fmt.Errorf("marking member %s unhealthy: %w", n, err)
+			return fmt.Errorf("marking member %s unhealthy: %w", n, err)
 		}
 	}
-	return min(count, live-len(removal)), nil
+	return nil
 }

@@ -3,6 +3,8 @@ package nodegroup
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -19,12 +21,19 @@ type Source interface {
 	Snapshot(ctx context.Context) (*Snapshot, error)
 }
 
+// Stopper is a group with work of its own in the background (a Heat group's stack updates).
+// Stop returns once that work has ended.
+type Stopper interface {
+	Stop()
+}
+
 // Manager owns the node groups and refreshes them from OpenStack in the background.
 type Manager struct {
 	source   Source
 	interval time.Duration
 	// Discover, when set, returns groups found in a snapshot (tagged Heat stacks); groups it no
-	// longer returns are dropped, configured groups are never dropped.
+	// longer returns are dropped (and stopped, if they are Stoppers), configured groups are
+	// never dropped.
 	Discover func(ctx context.Context, snap *Snapshot, known map[string]Group) []Group
 	// OnRefresh, when set, is called after each refresh with its outcome (metrics).
 	OnRefresh func(took time.Duration, err error)
@@ -115,9 +124,11 @@ func (m *Manager) refresh(ctx context.Context) error {
 			}
 			m.mu.RUnlock()
 			found := map[string]Group{}
+			var unused []Group
 			for _, g := range m.Discover(ctx, snap, known) {
 				if _, clash := m.configured[g.ID()]; clash {
 					klog.InfoS("discovered stack has the name of a configured group; the configured one wins", "group", g.ID())
+					unused = append(unused, g)
 					continue
 				}
 				found[g.ID()] = g
@@ -125,6 +136,20 @@ func (m *Manager) refresh(ctx context.Context) error {
 			m.mu.Lock()
 			m.discovered = found
 			m.mu.Unlock()
+			// A dropped group would otherwise go on writing to its stack, beside the group made
+			// for it if it is discovered again: it is stopped before any group is refreshed.
+			kept := slices.Collect(maps.Values(found))
+			for id, g := range known {
+				if found[id] != g && !slices.Contains(kept, g) {
+					klog.InfoS("node group no longer discovered: its stack updates stop", "group", id)
+					unused = append(unused, g)
+				}
+			}
+			for _, g := range unused {
+				if s, ok := g.(Stopper); ok && !slices.Contains(kept, g) {
+					s.Stop()
+				}
+			}
 		}
 		var wg sync.WaitGroup
 		var errMu sync.Mutex

@@ -16,11 +16,13 @@ func (s snapshots) Snapshot(context.Context) (*Snapshot, error) {
 	return &Snapshot{Started: time.Now()}, s.err
 }
 
-// fakeGroup counts its refreshes and fails them when told.
+// fakeGroup counts its refreshes and stops, and fails its refreshes when told.
 type fakeGroup struct {
-	id       string
-	err      error
-	observed atomic.Int32
+	id        string
+	err       error
+	observed  atomic.Int32
+	stopped   atomic.Int32
+	onObserve func()
 }
 
 func (g *fakeGroup) ID() string                                      { return g.id }
@@ -33,7 +35,14 @@ func (g *fakeGroup) Instances() []Instance                           { return ni
 func (g *fakeGroup) HasServer(string) bool                           { return false }
 func (g *fakeGroup) FlavorName() string                              { return "" }
 func (g *fakeGroup) Debug() string                                   { return g.id }
-func (g *fakeGroup) Observe(context.Context, *Snapshot) error        { g.observed.Add(1); return g.err }
+func (g *fakeGroup) Stop()                                           { g.stopped.Add(1) }
+func (g *fakeGroup) Observe(context.Context, *Snapshot) error {
+	if g.onObserve != nil {
+		g.onObserve()
+	}
+	g.observed.Add(1)
+	return g.err
+}
 
 // One group's failure (its stack is missing) does not fail the refresh: the other groups are
 // refreshed, the autoscaler's Refresh succeeds (it would skip whole loops, scale-down included),
@@ -70,5 +79,49 @@ func TestSnapshotFailureFailsTheRefresh(t *testing.T) {
 	}
 	if err := m.Refresh(); err == nil {
 		t.Error("Refresh after a failed snapshot = nil")
+	}
+}
+
+// A group discovery no longer returns is stopped (its stack updates end with it); one it
+// returns again as a new object replaces the old, which is stopped before the new one is first
+// refreshed: a stack never has two writers. Dropped groups kept running.
+func TestDroppedDiscoveredGroupIsStopped(t *testing.T) {
+	var found []Group
+	m := NewManager(snapshots{}, time.Hour, []Group{&fakeGroup{id: "general"}})
+	m.Discover = func(context.Context, *Snapshot, map[string]Group) []Group { return found }
+	refresh := func() {
+		t.Helper()
+		if err := m.refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := &fakeGroup{id: "prod-pool"}
+	found = []Group{first}
+	refresh()
+	refresh()
+	if first.stopped.Load() != 0 {
+		t.Fatal("a group discovery keeps was stopped")
+	}
+	found = nil
+	refresh()
+	if first.stopped.Load() != 1 {
+		t.Errorf("the dropped group was stopped %d times, want once", first.stopped.Load())
+	}
+	if _, err := m.Group("prod-pool"); err == nil {
+		t.Error("the dropped group is still served")
+	}
+	second := &fakeGroup{id: "prod-pool"}
+	found = []Group{second}
+	refresh()
+	third := &fakeGroup{id: "prod-pool"}
+	third.onObserve = func() {
+		if second.stopped.Load() != 1 {
+			t.Error("the group replaced was not stopped before its successor was refreshed")
+		}
+	}
+	found = []Group{third}
+	refresh()
+	if second.stopped.Load() != 1 || third.stopped.Load() != 0 || first.stopped.Load() != 1 {
+		t.Errorf("stops: first %d, second %d, third %d; want 1, 1, 0", first.stopped.Load(), second.stopped.Load(), third.stopped.Load())
 	}
 }

@@ -92,7 +92,8 @@ type Group interface {
 	// lowering the target; nothing is deleted if any is refused. It answers OK only once the
 	// deletion is recorded in OpenStack, before ctx ends; an error means nothing was deleted.
 	DeleteInstances(ctx context.Context, ids []string) error
-	// DecreaseTargetSize cancels requests not yet fulfilled (delta < 0).
+	// DecreaseTargetSize cancels requests not yet sent to OpenStack (delta < 0): a member
+	// asked for and sent is removed only by deleting its node by name.
 	DecreaseTargetSize(delta int) error
 	Instances() []Instance
 	// HasServer says whether the Nova server is a member.

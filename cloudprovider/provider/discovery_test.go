@@ -143,6 +143,9 @@ func TestDroppedDiscoveredGroupStopsWriting(t *testing.T) {
 	if updates, _ := cloud.StackUpdates(stack); len(updates) != 1 || updates[0]["count"] != "3" {
 		t.Errorf("updates %v, want one, to count 3: the stack has one writer", updates)
 	}
+	for _, v := range cloud.Violations() {
+		t.Errorf("fake Heat: %s", v)
+	}
 }
 
 // A discovered stack is deleted and made again under its name between two refreshes: it is

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Stack is a Heat stack of the recorded cloud: one or more OS::Heat::ResourceGroups whose
@@ -33,6 +34,8 @@ type Stack struct {
 	// members untouched until Finish, as Heat's convergence engine shows a stack between the
 	// accepted PATCH and its first resource action.
 	Lag bool
+	// violations describes the members updates removed without naming them (see Violations).
+	violations []string
 }
 
 // StackGroup is one ResourceGroup of a Stack.
@@ -58,6 +61,7 @@ type StackGroup struct {
 	Members  []*StackMember
 	removed  map[string]bool
 	next     int
+	made     int // members ever created: their creation order
 }
 
 // StackMember is one member of a group.
@@ -67,6 +71,8 @@ type StackMember struct {
 	Reason   string
 	NestedID string   // the nested stack's ID (Nested groups)
 	Servers  []string // server IDs: one, or ServersPerMember for Nested groups
+	created  int      // creation order within its group (Heat lists it as creation_time)
+	marked   bool     // marked unhealthy through the API, and not changed since
 }
 
 // AddStack creates a stack with its groups at the count their parameters give.
@@ -78,7 +84,7 @@ func (c *Cloud) AddStack(name string, params map[string]string, groups ...*Stack
 		Params: params, Groups: groups}
 	for _, g := range groups {
 		g.removed = map[string]bool{}
-		c.resizeLocked(s, g)
+		c.resizeLocked(s, g, false)
 	}
 	c.stacks = append(c.stacks, s)
 	return s
@@ -89,8 +95,56 @@ func (c *Cloud) AddStack(name string, params map[string]string, groups ...*Stack
 func (c *Cloud) SetStack(s *Stack, params map[string]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.applyLocked(s, params)
+	c.applyLocked(s, params, false)
 	s.Status = "UPDATE_COMPLETE"
+}
+
+// DeleteStack deletes a stack and its members' servers, as `openstack stack delete` does.
+func (c *Cloud) DeleteStack(s *Stack) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range s.Groups {
+		for _, m := range g.Members {
+			c.deleteServersLocked(m)
+		}
+	}
+	for i, o := range c.stacks {
+		if o == s {
+			c.stacks = append(c.stacks[:i], c.stacks[i+1:]...)
+			break
+		}
+	}
+}
+
+// SetStackTags changes a stack's tags, as `openstack stack update --existing --tags` does.
+func (c *Cloud) SetStackTags(s *Stack, tags []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.Tags = append([]string(nil), tags...)
+}
+
+// SetStackStatus changes a stack's status, as an update by other hands leaves it (for instance
+// UPDATE_IN_PROGRESS until Finish).
+func (c *Cloud) SetStackStatus(s *Stack, status string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.Status = status
+}
+
+// Violations lists, for every stack, the members an update sent through the API removed
+// without naming them: a ResourceGroup's member not in its removal parameter, an
+// AutoScalingGroup's member not marked unhealthy. An update that lowers a group's count must
+// name as many members as it lowers it by, or Heat picks the members itself (a ResourceGroup its
+// newest, an AutoScalingGroup its failed, then its oldest). Updates made by hand (SetStack) are
+// not checked.
+func (c *Cloud) Violations() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, s := range c.stacks {
+		out = append(out, s.violations...)
+	}
+	return out
 }
 
 // Finish ends a held or failed update: the removals are done and the stack is UPDATE_COMPLETE.
@@ -98,7 +152,7 @@ func (c *Cloud) Finish(s *Stack) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.Hold, s.Lag = false, false
-	c.applyLocked(s, nil)
+	c.applyLocked(s, nil, true)
 	s.Status = "UPDATE_COMPLETE"
 }
 
@@ -132,7 +186,7 @@ func (c *Cloud) SetMemberStatus(g *StackGroup, name, status, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := g.Member(name)
-	m.Status, m.Reason = status, reason
+	m.Status, m.Reason, m.marked = status, reason, false
 }
 
 // FailMemberCreation leaves a member CREATE_FAILED as Heat does when its server never ran:
@@ -143,7 +197,7 @@ func (c *Cloud) FailMemberCreation(g *StackGroup, name, reason string, server bo
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := g.Member(name)
-	m.Status, m.Reason = "CREATE_FAILED", reason
+	m.Status, m.Reason, m.marked = "CREATE_FAILED", reason, false
 	if !server {
 		c.deleteServersLocked(m)
 		m.Servers = nil
@@ -181,19 +235,34 @@ func (g *StackGroup) Member(name string) *StackMember {
 	return nil
 }
 
-func (c *Cloud) applyLocked(s *Stack, params map[string]string) {
+// applyLocked stores params and resizes the groups; check: the parameters came through the
+// API, and members removed without being named are recorded as violations.
+func (c *Cloud) applyLocked(s *Stack, params map[string]string, check bool) {
 	for k, v := range params {
 		s.Params[k] = v
 	}
 	for _, g := range s.Groups {
-		c.resizeLocked(s, g)
+		c.resizeLocked(s, g, check)
 	}
 }
 
+// unnamedLocked records a member an update removed without naming it.
+func (s *Stack) unnamedLocked(g *StackGroup, m *StackMember, check bool) {
+	if !check {
+		return
+	}
+	how := "is not in its removal parameter " + g.RemovalParam + "=" + strconv.Quote(s.Params[g.RemovalParam])
+	if g.AutoScaling {
+		how = "was not marked unhealthy (status " + m.Status + ")"
+	}
+	s.violations = append(s.violations, fmt.Sprintf("stack %s: the update to %s=%s removed member %s of %s, which %s",
+		s.Name, g.CountParam, s.Params[g.CountParam], m.Name, g.Resource, how))
+}
+
 // resizeLocked brings a group to its count: named removals first, then the highest indices.
-func (c *Cloud) resizeLocked(s *Stack, g *StackGroup) {
+func (c *Cloud) resizeLocked(s *Stack, g *StackGroup, check bool) {
 	if g.RemovalPoliciesUpdate && !g.AutoScaling {
-		c.resizeUpdateModeLocked(s, g)
+		c.resizeUpdateModeLocked(s, g, check)
 		return
 	}
 	for _, n := range strings.Split(s.Params[g.RemovalParam], ",") {
@@ -213,20 +282,28 @@ func (c *Cloud) resizeLocked(s *Stack, g *StackGroup) {
 	g.Members = kept
 	sort.Slice(g.Members, func(i, j int) bool { return index(g.Members[i].Name) < index(g.Members[j].Name) })
 	if g.AutoScaling {
-		for len(g.Members) > count {
-			victim := 0 // the oldest, unless a member failed
-			for i, m := range g.Members {
-				if strings.HasSuffix(m.Status, "_FAILED") {
-					victim = i
-					break
-				}
+		// Heat's order (heat.common.grouputils.get_members): failed members first, then by
+		// creation time.
+		sort.SliceStable(g.Members, func(i, j int) bool {
+			fi, fj := strings.HasSuffix(g.Members[i].Status, "_FAILED"), strings.HasSuffix(g.Members[j].Status, "_FAILED")
+			if fi != fj {
+				return fi
 			}
-			c.deleteServersLocked(g.Members[victim])
-			g.Members = append(g.Members[:victim], g.Members[victim+1:]...)
+			return g.Members[i].created < g.Members[j].created
+		})
+		for len(g.Members) > count {
+			victim := g.Members[0]
+			if !victim.marked && !strings.HasPrefix(victim.Status, "DELETE") {
+				s.unnamedLocked(g, victim, check)
+			}
+			c.deleteServersLocked(victim)
+			g.Members = g.Members[1:]
 		}
+		sort.Slice(g.Members, func(i, j int) bool { return index(g.Members[i].Name) < index(g.Members[j].Name) })
 	}
 	for len(g.Members) > count {
 		last := g.Members[len(g.Members)-1]
+		s.unnamedLocked(g, last, check)
 		c.deleteServersLocked(last)
 		g.Members = g.Members[:len(g.Members)-1]
 	}
@@ -243,7 +320,7 @@ func (c *Cloud) resizeLocked(s *Stack, g *StackGroup) {
 // resizeUpdateModeLocked resizes a group with removal_policies_mode: update as Heat's
 // ResourceGroup does: the skipped names are those of the removal parameter that are members or
 // were skipped already, and the members are the first count names not skipped.
-func (c *Cloud) resizeUpdateModeLocked(s *Stack, g *StackGroup) {
+func (c *Cloud) resizeUpdateModeLocked(s *Stack, g *StackGroup, check bool) {
 	skip := map[string]bool{}
 	for _, n := range strings.Split(s.Params[g.RemovalParam], ",") {
 		if n = strings.TrimSpace(n); n != "" && (g.removed[n] || g.Member(n) != nil) {
@@ -266,6 +343,9 @@ func (c *Cloud) resizeUpdateModeLocked(s *Stack, g *StackGroup) {
 			kept = append(kept, m)
 			continue
 		}
+		if !skip[m.Name] {
+			s.unnamedLocked(g, m, check)
+		}
 		c.deleteServersLocked(m)
 	}
 	g.Members = kept
@@ -279,7 +359,8 @@ func (c *Cloud) resizeUpdateModeLocked(s *Stack, g *StackGroup) {
 
 // newMemberLocked creates a member with its servers, ACTIVE and launched.
 func (c *Cloud) newMemberLocked(s *Stack, g *StackGroup, name string) *StackMember {
-	m := &StackMember{Name: name, Status: "CREATE_COMPLETE"}
+	g.made++
+	m := &StackMember{Name: name, Status: "CREATE_COMPLETE", created: g.made}
 	servers := 1
 	if g.Nested {
 		c.nextID++
@@ -394,10 +475,10 @@ func (c *Cloud) serveHeat(w http.ResponseWriter, r *http.Request) {
 			}
 			s.Status = "UPDATE_IN_PROGRESS"
 		case s.Hold:
-			c.applyLocked(s, params)
+			c.applyLocked(s, params, true)
 			s.Status = "UPDATE_IN_PROGRESS"
 		default:
-			c.applyLocked(s, params)
+			c.applyLocked(s, params, true)
 			s.Status = "UPDATE_COMPLETE"
 		}
 		w.WriteHeader(http.StatusAccepted)
@@ -430,7 +511,7 @@ func (c *Cloud) markUnhealthyLocked(w http.ResponseWriter, r *http.Request, nest
 			}
 			if m != nil {
 				if body.MarkUnhealthy {
-					m.Status, m.Reason = "CHECK_FAILED", body.Reason
+					m.Status, m.Reason, m.marked = "CHECK_FAILED", body.Reason, true
 				}
 				w.WriteHeader(http.StatusOK)
 				return
@@ -457,7 +538,8 @@ func (c *Cloud) resourcesLocked(s *Stack) []map[string]any {
 			"resource_status": "UPDATE_COMPLETE", "physical_resource_id": g.Resource + "-nested-id", "links": link(s.Name, s.ID)})
 		for _, m := range g.Members {
 			member := map[string]any{"resource_name": m.Name, "resource_status": m.Status, "resource_status_reason": m.Reason,
-				"parent_resource": g.Resource, "links": link(s.Name+"-"+g.Resource, g.Resource+"-nested-id")}
+				"parent_resource": g.Resource, "links": link(s.Name+"-"+g.Resource, g.Resource+"-nested-id"),
+				"creation_time": memberEpoch.Add(time.Duration(m.created) * time.Second).Format("2006-01-02T15:04:05Z")}
 			member["physical_resource_id"] = m.physicalID(g)
 			if !g.Nested {
 				member["resource_type"] = "OS::Nova::Server"
@@ -479,6 +561,9 @@ func (c *Cloud) resourcesLocked(s *Stack) []map[string]any {
 	}
 	return out
 }
+
+// memberEpoch is when the first member of a fake stack was created.
+var memberEpoch = time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
 
 // physicalID is the member's physical resource ID: its nested stack's, or its server's ("" when
 // Heat failed before Nova had one).
