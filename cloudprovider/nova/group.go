@@ -374,6 +374,11 @@ func (g *Group) reserveDeletion(ids []string) (servers, failures, replaced []str
 		if g.reserved[serverID] {
 			return nil, nil, nil, fmt.Errorf("node group %q: server %s is named by another deletion call still being recorded: ask again once it has answered", g.cfg.Name, serverID)
 		}
+		if g.renaming[serverID] {
+			// The rename decides whether a successor is made: deleting now would leave the
+			// successor and the target both up.
+			return nil, nil, nil, fmt.Errorf("node group %q: server %s is being renamed for a repair's replacement: nothing deleted, ask again in a moment", g.cfg.Name, serverID)
+		}
 		if g.isDeletingLocked(serverID, m) {
 			// Already going; if repair is replacing it, its successor must not stay.
 			if name, ok := g.replacing[serverID]; ok && !g.cancelled[name] && !slices.Contains(replaced, name) {

@@ -1,6 +1,7 @@
 package nova_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -60,5 +61,46 @@ func TestRetriedReplacementAndARefreshMakeOneSuccessor(t *testing.T) {
 	}
 	if cloud.ServerBody(old) != nil {
 		t.Error("the old server was not deleted once its successor was ACTIVE")
+	}
+}
+
+// The autoscaler deletes a node while repair is renaming its server for a replacement. The
+// old server was deleted and the successor still made, and the target did not go down: a
+// group of 2 holding 2 servers after the autoscaler removed one. The deletion is refused while
+// the rename is on its way (nothing deleted; the autoscaler asks again in its next loop).
+func TestDeletionDuringAReplacementsRenameIsRefused(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	old := cloud.AddServer("prod-workers-a", "ACTIVE", membership.Metadata(cluster, "workers"))
+	cloud.AddServer("prod-workers-b", "ACTIVE", membership.Metadata(cluster, "workers"))
+	cloud.OnCreate = func(s map[string]any) { s["status"] = "ACTIVE" }
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	var renaming atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	cloud.Fault = func(r *http.Request) int {
+		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/servers/"+old) && renaming.CompareAndSwap(false, true) {
+			close(entered)
+			<-release
+		}
+		return 0
+	}
+	replaced := make(chan error)
+	go func() { replaced <- g.Replace(old) }()
+	<-entered
+	err := g.DeleteInstances(context.Background(), []string{membership.ProviderID(old)})
+	close(release)
+	if rerr := <-replaced; rerr != nil {
+		t.Fatal(rerr)
+	}
+	g.Wait()
+	observe(t, cloud, g)
+	g.Wait()
+	target := g.TargetSize()
+	n := len(cloud.Servers())
+	if err == nil && (target != 1 || n != 1) {
+		t.Errorf("the deletion answered OK during the rename, then target %d with %d servers: want 1 and 1", target, n)
+	}
+	if err != nil && (target != 2 || n != 2) {
+		t.Errorf("the deletion was refused, then target %d with %d servers: want 2 and 2 (the replacement went on)", target, n)
 	}
 }
