@@ -271,6 +271,10 @@ func soak(t *testing.T, w *framework.World, hooks soakHooks, group string, maxSi
 		framework.Eventually(t, 240*time.Second, 2*time.Second, fmt.Sprintf("group %s converges to %d", group, want), func() (bool, error) {
 			d = hooks.driver()
 			servers := look()
+			// Every loop of the autoscaler starts with Refresh; an error ends that loop.
+			if _, err := d.RunLoop(ctx); err != nil {
+				return false, fmt.Errorf("loop skipped: %w", err)
+			}
 			instances, err := d.Instances(ctx, group)
 			if err != nil {
 				return false, err

@@ -117,3 +117,41 @@ func TestConcurrentSingleNodeDeletionsPastTheirDeadlineDeleteNothing(t *testing.
 		}
 	}
 }
+
+// Nova accepts one server of a scale-up of 2 before the call's deadline and the other after
+// it. The call used to answer OK after 3 s with one server accepted and the other made in the
+// background: a replica that took over right then saw target 1 and its autoscaler asked again
+// (three servers for two, seen in the failover soak). Now the call answers OK only when Nova
+// has accepted every server; past its deadline it answers an error and makes nothing: what
+// was accepted is deleted, the target is back where it was.
+func TestScaleUpPastItsDeadlineMakesNothing(t *testing.T) {
+	h := newHarness(t, 1, 10, func(c *openstacktest.Cloud) { members(c, "g0", 1) })
+	var posts atomic.Int32
+	release := make(chan struct{})
+	h.cloud.Fault = func(r *http.Request) int {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/servers") && posts.Add(1) == 2 {
+			<-release // Nova is slow with the second
+		}
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err := h.client.NodeGroupIncreaseSize(ctx, &pb.NodeGroupIncreaseSizeRequest{Id: "g0", Delta: 2})
+	close(release)
+	group, _ := h.p.Manager.Group("g0")
+	novaGroup := group.(*nova.Group)
+	for range 3 {
+		time.Sleep(200 * time.Millisecond)
+		novaGroup.Wait()
+	}
+	target := group.TargetSize()
+	servers := len(h.cloud.Servers())
+	switch {
+	case err == nil && (target != 3 || servers != 3):
+		t.Errorf("the call answered OK; target %d with %d servers, want 3 and 3", target, servers)
+	case err != nil && (target != 1 || servers != 1):
+		t.Errorf("the call answered %v; target %d with %d servers, want 1 and 1: an error must leave nothing made", err, target, servers)
+	case err == nil:
+		t.Errorf("the call answered OK before Nova accepted the second server (held past the deadline)")
+	}
+}

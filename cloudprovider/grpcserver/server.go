@@ -163,12 +163,16 @@ func (s *Server) NodeGroupTargetSize(_ context.Context, req *pb.NodeGroupTargetS
 }
 
 // NodeGroupIncreaseSize starts creations and returns.
-func (s *Server) NodeGroupIncreaseSize(_ context.Context, req *pb.NodeGroupIncreaseSizeRequest) (*pb.NodeGroupIncreaseSizeResponse, error) {
+// The work gets the call's deadline less a margin for the answer (answerBy): an answer that
+// arrives after the autoscaler gave up is an error to it, so the work must be undone then.
+func (s *Server) NodeGroupIncreaseSize(ctx context.Context, req *pb.NodeGroupIncreaseSizeRequest) (*pb.NodeGroupIncreaseSizeResponse, error) {
 	g, err := s.group(req.GetId())
 	if err != nil {
 		return nil, err
 	}
-	if err := g.IncreaseSize(int(req.GetDelta())); err != nil {
+	ctx, cancel := answerBy(ctx)
+	defer cancel()
+	if err := g.IncreaseSize(ctx, int(req.GetDelta())); err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.NodeGroupIncreaseSizeResponse{}, nil

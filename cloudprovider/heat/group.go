@@ -303,7 +303,7 @@ func (g *Group) HasServer(serverID string) bool {
 }
 
 // IncreaseSize raises the count; the stack update runs in the background.
-func (g *Group) IncreaseSize(delta int) error {
+func (g *Group) IncreaseSize(_ context.Context, delta int) error {
 	if delta <= 0 {
 		return fmt.Errorf("node group %q: size increase must be positive, got %d", g.cfg.Name, delta)
 	}

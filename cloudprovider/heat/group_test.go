@@ -131,7 +131,7 @@ func TestScaleUpAddsToTheStackAsItIsNow(t *testing.T) {
 	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
 	cloud.SetStack(stack, map[string]string{"count": "4"}) // by hand, no refresh since
-	if err := g.IncreaseSize(1); err != nil {
+	if err := g.IncreaseSize(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the stack update is sent", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 })
@@ -309,7 +309,7 @@ func TestPendingPlaceholdersAreChecked(t *testing.T) {
 	cloud.SetStackStatus(stack, "UPDATE_IN_PROGRESS")
 	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	mustObserve(t, cloud, g)
-	if err := g.IncreaseSize(1); err != nil {
+	if err := g.IncreaseSize(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
 	var pending []string
@@ -350,7 +350,7 @@ func TestUpdateWhoseAnswerWasLostIsNotAppliedTwice(t *testing.T) {
 		members   int
 	}{
 		{"scale-up", func(g *heat.Group, _ *openstacktest.Cloud, _ *openstacktest.StackGroup) error {
-			return g.IncreaseSize(2)
+			return g.IncreaseSize(context.Background(), 2)
 		}, "5", 5},
 		{"removal", func(g *heat.Group, cloud *openstacktest.Cloud, nodes *openstacktest.StackGroup) error {
 			return g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")})
@@ -497,7 +497,7 @@ func TestARefreshThatReadBeforeAnUpdateDoesNotUndoIt(t *testing.T) {
 	observed := make(chan error)
 	go func() { observed <- observe(t, cloud, g) }()
 	<-hold.held // the refresh has read count 2
-	if err := g.IncreaseSize(3); err != nil {
+	if err := g.IncreaseSize(context.Background(), 3); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the update recorded", func() bool { u, _ := cloud.StackUpdates(stack); return len(u) == 1 && !g.Busy() == false })
@@ -720,7 +720,7 @@ func TestARefreshThatReadWhileAnUpdateWasOnItsWayDoesNotUndoIt(t *testing.T) {
 	t.Cleanup(g.Stop)
 	g.PollInterval = 5 * time.Millisecond
 	mustObserve(t, cloud, g)
-	if err := g.IncreaseSize(3); err != nil {
+	if err := g.IncreaseSize(context.Background(), 3); err != nil {
 		t.Fatal(err)
 	}
 	<-patch.held // the update is on its way
@@ -921,12 +921,12 @@ func TestDecreaseTargetSizeTakesBackOnlyIncreasesNotSent(t *testing.T) {
 			stack, nodes := kind.make(cloud, 3)
 			g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 			mustObserve(t, cloud, g)
-			if err := g.IncreaseSize(2); err != nil {
+			if err := g.IncreaseSize(context.Background(), 2); err != nil {
 				t.Fatal(err)
 			}
 			sentCount(t, g, 5)
 			cloud.SetStackStatus(stack, "UPDATE_IN_PROGRESS") // the next increase stays unsent
-			if err := g.IncreaseSize(1); err != nil {
+			if err := g.IncreaseSize(context.Background(), 1); err != nil {
 				t.Fatal(err)
 			}
 			if err := g.DecreaseTargetSize(-2); err == nil {
@@ -966,7 +966,7 @@ func TestDecreaseTargetSizeWhileTheIncreaseIsSentIsRefused(t *testing.T) {
 	t.Cleanup(g.Stop)
 	g.PollInterval = 5 * time.Millisecond
 	mustObserve(t, cloud, g)
-	if err := g.IncreaseSize(2); err != nil {
+	if err := g.IncreaseSize(context.Background(), 2); err != nil {
 		t.Fatal(err)
 	}
 	<-patch.held
@@ -992,7 +992,7 @@ func TestCancellingAPlaceholderOfASentScaleUpIsRefused(t *testing.T) {
 			stack, nodes := kind.make(cloud, 3)
 			g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 			mustObserve(t, cloud, g)
-			if err := g.IncreaseSize(2); err != nil {
+			if err := g.IncreaseSize(context.Background(), 2); err != nil {
 				t.Fatal(err)
 			}
 			sentCount(t, g, 5)
@@ -1087,7 +1087,7 @@ func TestAutoScalingGroupUnnamedFailedMemberBlocksNeitherScaleUpNorRemoval(t *te
 			if err := g.DeleteInstances(context.Background(), []string{providerID(cloud, nodes, "1")}); err != nil {
 				t.Fatal(err)
 			}
-			if err := g.IncreaseSize(2); err != nil {
+			if err := g.IncreaseSize(context.Background(), 2); err != nil {
 				t.Fatal(err)
 			}
 			want := []string{"0", "2", "3", "4", "5"}
@@ -1120,7 +1120,7 @@ func TestAutoScalingGroupRefusesARemovalThatWouldTakeAnOlderFailedMember(t *test
 	if _, marked := cloud.ServerBody(two)["metadata"].(map[string]any)[membership.DeletionKey]; marked {
 		t.Errorf("the refused deletion was recorded on the server")
 	}
-	if err := g.IncreaseSize(2); err != nil {
+	if err := g.IncreaseSize(context.Background(), 2); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the scale-up reaches the stack", func() bool {
@@ -1146,7 +1146,7 @@ func TestAutoScalingGroupRemovalHeldBehindAFailedMemberLetsScaleUpsOut(t *testin
 		t.Fatal(err)
 	}
 	cloud.SetMemberStatus(nodes, "0", "UPDATE_FAILED", "Resource UPDATE failed: resources[0]: timed out")
-	if err := g.IncreaseSize(2); err != nil {
+	if err := g.IncreaseSize(context.Background(), 2); err != nil {
 		t.Fatal(err)
 	}
 	cloud.SetStackStatus(stack, "UPDATE_COMPLETE")

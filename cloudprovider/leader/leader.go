@@ -44,6 +44,7 @@ type Lease struct {
 	lease   *coordinationv1.Lease
 	synced  bool
 	onLoss  []func()
+	onGain  []func()
 	leading bool
 }
 
@@ -106,11 +107,18 @@ func (l *Lease) OnLoss(f func()) {
 	l.onLoss = append(l.onLoss, f)
 }
 
+// OnGain calls f each time this provider starts leading (its state must be read afresh).
+func (l *Lease) OnGain(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onGain = append(l.onGain, f)
+}
+
 // Leads says whether the Lease names this provider's identity and has not expired.
 func (l *Lease) Leads() (bool, string) {
 	l.mu.Lock()
 	ok, why := l.leadsLocked()
-	lost := l.leading && !ok
+	lost, gained := l.leading && !ok, !l.leading && ok
 	if l.leading != ok {
 		klog.InfoS("leadership changed: this provider writes to OpenStack on its own only while it leads", "leads", ok, "why", why,
 			"lease", l.Namespace+"/"+l.Name, "identity", l.Identity)
@@ -119,6 +127,9 @@ func (l *Lease) Leads() (bool, string) {
 	var hooks []func()
 	if lost {
 		hooks = append(hooks, l.onLoss...)
+	}
+	if gained {
+		hooks = append(hooks, l.onGain...)
 	}
 	l.mu.Unlock()
 	for _, f := range hooks {

@@ -43,7 +43,10 @@ type Manager struct {
 	discovered  map[string]Group
 	servers     map[string]servers.Server // the last snapshot's servers, by ID
 	lastRefresh time.Time
-	lastErr     error
+	// lastStarted is when the last good snapshot began; fresherThan, when the state must be
+	// newer than to be answered from (set when this replica starts leading).
+	lastStarted, fresherThan time.Time
+	lastErr                  error
 	// groupErrs holds each group's last failed Observe: that group serves its previous state
 	// while the others go on.
 	groupErrs map[string]error
@@ -91,7 +94,12 @@ func (m *Manager) Start(ctx context.Context) error {
 func (m *Manager) Refresh() error {
 	m.mu.RLock()
 	stale, err := time.Since(m.lastRefresh) >= m.interval, m.lastErr
+	behind, since := m.lastStarted.Before(m.fresherThan), m.fresherThan
 	m.mu.RUnlock()
+	if behind {
+		m.kickNow()
+		return fmt.Errorf("this replica began leading at %s and its state from OpenStack is older (another replica acted meanwhile): refreshing before it answers", since.Format(time.RFC3339Nano))
+	}
 	if stale {
 		select {
 		case m.kick <- struct{}{}:
@@ -99,6 +107,25 @@ func (m *Manager) Refresh() error {
 		}
 	}
 	return err
+}
+
+// RequireFresherThan makes Refresh fail until a snapshot taken after t has been observed, and
+// asks for one now: a replica that starts leading must not answer from what it saw before
+// another replica's last actions.
+func (m *Manager) RequireFresherThan(t time.Time) {
+	m.mu.Lock()
+	if t.After(m.fresherThan) {
+		m.fresherThan = t
+	}
+	m.mu.Unlock()
+	m.kickNow()
+}
+
+func (m *Manager) kickNow() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
 }
 
 // LastRefresh is when the state was last refreshed.
@@ -173,7 +200,7 @@ func (m *Manager) refresh(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	if err == nil {
-		m.lastRefresh = time.Now()
+		m.lastRefresh, m.lastStarted = time.Now(), snap.Started
 		m.servers = make(map[string]servers.Server, len(snap.Servers))
 		for _, s := range snap.Servers {
 			m.servers[s.ID] = s

@@ -28,7 +28,7 @@ type fakeGroup struct {
 func (g *fakeGroup) ID() string                                      { return g.id }
 func (g *fakeGroup) Config() config.NodeGroup                        { return config.NodeGroup{Name: g.id} }
 func (g *fakeGroup) TargetSize() int                                 { return 0 }
-func (g *fakeGroup) IncreaseSize(int) error                          { return nil }
+func (g *fakeGroup) IncreaseSize(context.Context, int) error         { return nil }
 func (g *fakeGroup) DeleteInstances(context.Context, []string) error { return nil }
 func (g *fakeGroup) DecreaseTargetSize(int) error                    { return nil }
 func (g *fakeGroup) Instances() []Instance                           { return nil }
@@ -123,5 +123,28 @@ func TestDroppedDiscoveredGroupIsStopped(t *testing.T) {
 	refresh()
 	if second.stopped.Load() != 1 || third.stopped.Load() != 0 || first.stopped.Load() != 1 {
 		t.Errorf("stops: first %d, second %d, third %d; want 1, 1, 0", first.stopped.Load(), second.stopped.Load(), third.stopped.Load())
+	}
+}
+
+// A replica that starts leading answers nothing from state read before it led (the other
+// replica acted since): Refresh fails, and so ends the autoscaler's loop, until a snapshot
+// begun after that moment has been observed.
+func TestNewLeaderRefreshesBeforeItAnswers(t *testing.T) {
+	m := NewManager(snapshots{}, time.Hour, []Group{&fakeGroup{id: "general"}})
+	if err := m.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Refresh(); err != nil {
+		t.Fatalf("fresh state: %v", err)
+	}
+	m.RequireFresherThan(time.Now())
+	if err := m.Refresh(); err == nil {
+		t.Fatal("Refresh right after this replica started leading = nil: it would answer from what it saw before")
+	}
+	if err := m.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Refresh(); err != nil {
+		t.Errorf("after a snapshot begun since: %v", err)
 	}
 }

@@ -86,8 +86,9 @@ type Group interface {
 	// TargetSize is the size the group is heading to, including servers asked for and not yet
 	// registered.
 	TargetSize() int
-	// IncreaseSize asks for delta more servers and returns at once.
-	IncreaseSize(delta int) error
+	// IncreaseSize asks for delta more servers. It answers OK once the request is recorded in
+	// OpenStack, before ctx ends; an error means nothing is made.
+	IncreaseSize(ctx context.Context, delta int) error
 	// DeleteInstances deletes exactly these instances (by ID) after checking they are members,
 	// lowering the target; nothing is deleted if any is refused. It answers OK only once the
 	// deletion is recorded in OpenStack, before ctx ends; an error means nothing was deleted.

@@ -73,8 +73,11 @@ type Group struct {
 	// reserved holds the servers a DeleteInstances call is recording.
 	reserved map[string]bool
 	recorder *membership.Recorder
-	sem      chan struct{}
-	inflight sync.WaitGroup
+	// abandoned holds the names of creations whose scale-up answered an error: deleted once
+	// made.
+	abandoned map[string]bool
+	sem       chan struct{}
+	inflight  sync.WaitGroup
 }
 
 type member struct {
@@ -109,7 +112,7 @@ func New(cfg config.NodeGroup, cluster string, compute *gophercloud.ServiceClien
 		Backoff: openstack.DefaultBackoff, events: events,
 		members: map[string]*member{}, creating: map[string]time.Time{},
 		failed: map[string]nodegroup.ErrorInfo{}, deleting: map[string]time.Time{}, faults: map[string]servers.Fault{},
-		reserved:      map[string]bool{},
+		reserved: map[string]bool{}, abandoned: map[string]bool{},
 		replaceFailed: map[string]string{}, replacing: map[string]string{}, cancelled: map[string]bool{}, renaming: map[string]bool{},
 		sem: make(chan struct{}, maxParallelCreates),
 	}
@@ -152,7 +155,7 @@ func (g *Group) targetLocked() int {
 		}
 	}
 	for name := range g.creating {
-		if !listed[name] && !g.cancelled[name] { // a listing may show the server before its POST answers
+		if !listed[name] && !g.cancelled[name] && !g.abandoned[name] { // a listing may show the server before its POST answers
 			n++
 		}
 	}
@@ -178,15 +181,13 @@ func (g *Group) HasServer(serverID string) bool {
 	return ok
 }
 
-// acceptWait bounds how long IncreaseSize waits for Nova to accept the servers: the autoscaler
-// gives each call 5 s by default.
-const acceptWait = 3 * time.Second
-
-// IncreaseSize starts delta server creations and answers once Nova has accepted them (or after
-// acceptWait): the servers then exist in Nova, so a provider restarted right after the answer
-// finds them and the target the autoscaler asked for is still reached. A creation that fails
-// is reported as a failed instance, as usual.
-func (g *Group) IncreaseSize(delta int) error {
+// IncreaseSize starts delta server creations and answers OK once Nova has accepted every one
+// of them: the servers then exist in Nova, so a provider restarted right after the answer, or
+// the replica that takes over, finds them and the target the autoscaler asked for. A creation
+// that fails is reported as a failed instance, as usual. When ctx ends first the call answers
+// an error and makes nothing: the servers it had Nova accept are deleted, and so is any that
+// Nova accepts afterwards (the autoscaler, told of a failed scale-up, asks again).
+func (g *Group) IncreaseSize(ctx context.Context, delta int) error {
 	if delta <= 0 {
 		return fmt.Errorf("node group %q: size increase must be positive, got %d", g.cfg.Name, delta)
 	}
@@ -197,8 +198,10 @@ func (g *Group) IncreaseSize(delta int) error {
 			g.cfg.Name, delta, target+delta, g.cfg.MaxSize, nodegroup.ErrOutOfRange)
 	}
 	posted := make(chan struct{}, delta)
-	for i := 0; i < delta; i++ {
+	names := make([]string, delta)
+	for i := range names {
 		name := fmt.Sprintf("%s-%s-%s", g.cluster, g.cfg.Name, randomSuffix())
+		names[i] = name
 		g.creating[name] = time.Now()
 		g.inflight.Add(1)
 		go func() {
@@ -208,17 +211,35 @@ func (g *Group) IncreaseSize(delta int) error {
 	}
 	klog.InfoS("scaling up", "group", g.cfg.Name, "delta", delta, "target", g.targetLocked())
 	g.mu.Unlock()
-	timeout := time.After(acceptWait)
 	for answered := 0; answered < delta; answered++ {
 		select {
 		case <-posted:
-		case <-timeout:
-			klog.InfoS("answering before Nova accepted every server; the rest are created in the background",
-				"group", g.cfg.Name, "accepted", answered, "asked", delta)
-			return nil
+		case <-ctx.Done():
+			g.abandon(names)
+			return fmt.Errorf("node group %q: Nova accepted %d of %d servers before the call's deadline: nothing made (those accepted are deleted): %w",
+				g.cfg.Name, answered, delta, ctx.Err())
 		}
 	}
 	return nil
+}
+
+// abandon undoes the creations of a scale-up that answered an error: servers made are deleted,
+// creations still under way are deleted once made, failed ones are not reported.
+func (g *Group) abandon(names []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, name := range names {
+		if _, creating := g.creating[name]; creating {
+			g.abandoned[name] = true
+		}
+		delete(g.failed, g.placeholder(name))
+		for id, m := range g.members {
+			if m.server.Name == name && !g.isDeletingLocked(id, m) {
+				g.startDeleteLocked(id)
+			}
+		}
+	}
+	klog.InfoS("scale-up abandoned at its deadline: its servers are deleted", "group", g.cfg.Name, "servers", names)
 }
 
 // Instances lists members, creations under way and failed creations.
@@ -537,12 +558,15 @@ func (g *Group) Busy() bool {
 // server is renamed <name>-replaced (membership.ReplacedSuffix): that frees the name and records
 // the replacement, so a provider restarted at any point finishes it; a successor that cannot be
 // created is tried again at a later refresh, and the old server stays until it exists.
+// renameWait bounds the rename that records a replacement.
+const renameWait = 3 * time.Second
+
 func (g *Group) Replace(serverID string) error {
 	name, err := g.checkReplace(serverID)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), acceptWait)
+	ctx, cancel := context.WithTimeout(context.Background(), renameWait)
 	defer cancel()
 	err = g.Backoff.Retry(ctx, "rename replaced server", func(ctx context.Context) error {
 		_, err := servers.Update(ctx, g.compute, serverID, servers.UpdateOpts{Name: name + membership.ReplacedSuffix}).Extract()

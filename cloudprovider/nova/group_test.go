@@ -70,7 +70,7 @@ func TestLostCreateAnswerIsNotPostedAgainBlindly(t *testing.T) {
 		return 0
 	}
 	g := newGroup(cloud, nil, 0, 5)
-	if err := g.IncreaseSize(1); err != nil {
+	if err := g.IncreaseSize(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
 	g.Wait()
@@ -99,7 +99,7 @@ func TestFailedCreateIsRetriedOnceTheLookUpSaysItIsMissing(t *testing.T) {
 		return 0
 	}
 	g := newGroup(cloud, nil, 0, 5)
-	if err := g.IncreaseSize(2); err != nil {
+	if err := g.IncreaseSize(context.Background(), 2); err != nil {
 		t.Fatal(err)
 	}
 	g.Wait()
@@ -172,7 +172,7 @@ func TestFailedCreationIsClassifiedFromTheServersFault(t *testing.T) {
 func TestRevertOfATimedOutScaleUp(t *testing.T) {
 	cloud := openstacktest.NewCloud(t)
 	g := newGroup(cloud, nil, 0, 5)
-	if err := g.IncreaseSize(3); err != nil {
+	if err := g.IncreaseSize(context.Background(), 3); err != nil {
 		t.Fatal(err)
 	}
 	g.Wait()
@@ -187,7 +187,7 @@ func TestRevertOfATimedOutScaleUp(t *testing.T) {
 	quotaCloud := openstacktest.NewCloud(t)
 	quotaCloud.Quota = 1
 	q := newGroup(quotaCloud, nil, 0, 5)
-	if err := q.IncreaseSize(3); err != nil {
+	if err := q.IncreaseSize(context.Background(), 3); err != nil {
 		t.Fatal(err)
 	}
 	q.Wait()
@@ -210,7 +210,7 @@ func TestAcceptedScaleUpSurvivesARestart(t *testing.T) {
 		return 0
 	}
 	first := newGroup(cloud, nil, 0, 5)
-	if err := first.IncreaseSize(3); err != nil {
+	if err := first.IncreaseSize(context.Background(), 3); err != nil {
 		t.Fatal(err)
 	}
 	// first is killed as soon as it answered.

@@ -102,6 +102,12 @@ func (g *Group) create(name string) string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.creating, name)
+	abandoned := g.abandoned[name]
+	delete(g.abandoned, name)
+	if err != nil && abandoned {
+		klog.InfoS("creation of an abandoned scale-up failed; nothing to undo", "group", g.cfg.Name, "server", name, "err", err)
+		return ""
+	}
 	if err != nil {
 		info := CreateError(err)
 		g.failed[g.placeholder(name)] = info
@@ -112,6 +118,13 @@ func (g *Group) create(name string) string {
 	if _, listed := g.members[server.ID]; !listed {
 		server.Name, server.Status, server.Metadata = name, "BUILD", membership.Metadata(g.cluster, g.cfg.Name)
 		g.members[server.ID] = &member{server: *server, knownSince: time.Now()}
+	}
+	if abandoned {
+		klog.InfoS("deleting a server of a scale-up that answered an error", "group", g.cfg.Name, "server", name, "id", server.ID)
+		if m := g.members[server.ID]; !g.isDeletingLocked(server.ID, m) {
+			g.startDeleteLocked(server.ID)
+		}
+		return server.ID
 	}
 	g.events.ServerCreated(g.cfg.Name)
 	klog.InfoS("server created", "group", g.cfg.Name, "server", name, "id", server.ID)

@@ -112,7 +112,7 @@ func TestDroppedDiscoveredGroupStopsWriting(t *testing.T) {
 	refresh()
 	first := group()
 	cloud.SetStackStatus(stack, "UPDATE_IN_PROGRESS") // by other hands
-	if err := first.IncreaseSize(1); err != nil {
+	if err := first.IncreaseSize(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the group waits for the stack", func() bool { return stackCalls.Load() > 2 })
@@ -132,7 +132,7 @@ func TestDroppedDiscoveredGroupStopsWriting(t *testing.T) {
 	refresh()
 	second := group()
 	cloud.SetStackStatus(stack, "UPDATE_COMPLETE")
-	if err := second.IncreaseSize(2); err != nil {
+	if err := second.IncreaseSize(context.Background(), 2); err != nil {
 		t.Fatal(err)
 	}
 	openstacktest.Eventually(t, "the new group's scale-up reaches the stack", func() bool {
@@ -187,7 +187,7 @@ func TestStackMadeAgainUnderItsNameGetsANewGroup(t *testing.T) {
 	if second == first {
 		t.Fatalf("the group of the deleted stack %s drives the stack %s made under its name", old.ID, made.ID)
 	}
-	if err := first.IncreaseSize(1); err == nil {
+	if err := first.IncreaseSize(context.Background(), 1); err == nil {
 		t.Error("the old group still takes changes")
 	}
 	if got := second.(*heat.Group).StackID(); got != made.ID {

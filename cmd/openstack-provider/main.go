@@ -230,6 +230,7 @@ func run(configPath, listen, httpAddr string, tf tlsFlags, rf repairFlags, rl ra
 	}
 	if gate != nil {
 		p.SetLeader(gate)
+		gate.OnGain(func() { p.Manager.RequireFresherThan(time.Now()) })
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "openstack_autoscaler_provider_leader",
 			Help: "1 while the autoscaler of this pod holds its Lease and this provider writes to OpenStack on its own; 0 while it is a standby"},
 			func() float64 {
