@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 PKGS := ./...
 
-.PHONY: demo down test test-unit e2e bench lint deps generate world-up world-status images chart-docs
+.PHONY: demo down test test-unit e2e soak bench lint deps generate world-up world-status images chart-docs
 
 ## demo: bring up the local world (OpenStack + Kubernetes) and show the product working in it
 demo:
@@ -19,7 +19,13 @@ test: lint test-unit e2e
 
 ## test-unit: unit tests (no world needed)
 test-unit: deps
-	OSA_REQUIRE_TOOLS=1 $(GO) test -count=1 $(PKGS)
+	OSA_REQUIRE_TOOLS=1 $(GO) test -race -count=1 $(PKGS)
+
+## soak: the failover soak at length (two replicas, Lease moves, kills, faults; 170 cycles per
+## group kind, at least 500 in all; hours): OSA_SOAK_CYCLES and OSA_SOAK_MINUTES override
+soak:
+	OSA_SOAK_CYCLES=$${OSA_SOAK_CYCLES:-170} OSA_SOAK_MINUTES=$${OSA_SOAK_MINUTES:-900} e2e/run.sh -v -timeout 16h -run 'TestFailoverSoak'
+
 
 ## e2e: end-to-end tests in the local world (started, and stopped afterwards, if not running)
 e2e:
@@ -57,9 +63,9 @@ chart-docs:
 
 ## deps: Debian packages the unit tests need (protoc checks the generated gRPC code; nft and ip
 ## make the network namespaces of the connection-counting tests; clang and libbpf-dev compile
-## the BPF counter, which lint checks against the committed object)
+## the BPF counter, which lint checks against the committed object; gcc for the race detector)
 deps:
-	@for p in protobuf-compiler libprotobuf-dev nftables iproute2 clang libbpf-dev; do \
+	@for p in protobuf-compiler libprotobuf-dev nftables iproute2 clang libbpf-dev gcc libc6-dev; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; fi

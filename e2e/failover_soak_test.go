@@ -117,8 +117,8 @@ func TestFailoverSoak(t *testing.T) {
 		share := started.Add(deadline.Sub(started) * time.Duration(i+1) / time.Duration(len(kinds)))
 		res := soak(t, w, soakHooks{driver: driver, chaos: chaos}, group, maxSize, cycles, share, rng)
 		injected := proxy.Injected() - before
-		results = append(results, fmt.Sprintf("%s: %d cycles, %d faults injected, %d failovers, %d kills, %d failed DeleteNodes calls (nothing deleted), %d leaks, %d wrong deletions, %d times above maxSize",
-			group, res.cycles, injected, failovers[group], kills[group], res.failedDeletions, res.leaks, res.wrongDeletions, res.aboveMax))
+		results = append(results, fmt.Sprintf("%s: %d cycles, %d faults injected, %d failovers, %d kills, %d failed DeleteNodes and %d failed IncreaseSize calls (nothing done), %d leaks, %d wrong deletions, %d times above maxSize",
+			group, res.cycles, injected, failovers[group], kills[group], res.failedDeletions, res.failedScaleUps, res.leaks, res.wrongDeletions, res.aboveMax))
 		// The soak did its work: a run that cycled, failed over or killed nothing checked nothing.
 		if res.cycles < min(cycles, 1) || failovers[group] < 1 || kills[group] < 1 || injected < 1 {
 			t.Errorf("%s: %d cycles, %d failovers, %d kills, %d faults: below the floor (1 each)", group, res.cycles, failovers[group], kills[group], injected)

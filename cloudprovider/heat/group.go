@@ -603,6 +603,21 @@ func (g *Group) replacementLocked(name string, taken bool) *replacement {
 	return nil
 }
 
+// ForgetUnsent drops the increases no update has carried yet: this replica stopped leading and
+// they are recorded nowhere in OpenStack. Held, they would be sent the next time it leads, on
+// top of what the other replica's autoscaler asked again meanwhile (a stack above its target).
+// Removals stay: they are recorded on the members' servers, and naming a member twice removes
+// it once.
+func (g *Group) ForgetUnsent() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if unsent := g.cancellableLocked(); unsent > 0 {
+		g.pendingDelta -= unsent
+		klog.InfoS("no longer leading: increases not sent to the stack are dropped; the leading autoscaler asks for what it needs",
+			"group", g.cfg.Name, "stack", g.stackName, "dropped", unsent, "target", g.targetLocked())
+	}
+}
+
 // leads says whether this provider may write on its own initiative (Leader).
 func (g *Group) leads() bool {
 	if g.Leader == nil {

@@ -1214,3 +1214,35 @@ func TestStandbySendsNoStackUpdateUntilItLeads(t *testing.T) {
 		return slices.Equal(cloud.StackMembers(nodes), []string{"0", "2"})
 	})
 }
+
+// A replica accepted a scale-up and lost the Lease before its update went out (a standby sends
+// nothing). The other replica's autoscaler asked again and that replica grew the stack. When
+// the first leads again, it must not send its old increase on top (seen in the failover soak:
+// a stack at 3 for a target of 2): what was recorded nowhere is dropped when it stops leading.
+func TestIncreaseNotSentBeforeLeadershipWasLostIsDropped(t *testing.T) {
+	cloud := newCloud(t)
+	stack, nodes := workers(cloud, 0)
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	var gt gate
+	g.Leader = &gt
+	mustObserve(t, cloud, g)
+	if err := g.IncreaseSize(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	g.ForgetUnsent() // the provider's hook when the Lease goes to the other replica
+	cloud.SetStack(stack, map[string]string{"count": "2"}) // the other replica's update
+	gt.leads.Store(true)
+	for range 3 {
+		mustObserve(t, cloud, g)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if updates, _ := cloud.StackUpdates(stack); len(updates) != 0 {
+		t.Errorf("the replica sent %v after it led again: its old increase on top of the other's", updates)
+	}
+	if got := len(cloud.StackMembers(nodes)); got != 2 {
+		t.Errorf("%d members, want 2", got)
+	}
+	if got := g.TargetSize(); got != 2 {
+		t.Errorf("target %d, want 2", got)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
+	"github.com/gophercloud/gophercloud/v2/pagination"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
@@ -44,6 +45,19 @@ func (p *Provider) SetLeader(gate leader.Gate) {
 	p.Leader = gate
 	for _, g := range p.Manager.Groups() {
 		setLeader(g, gate)
+	}
+	if l, ok := gate.(interface{ OnLoss(func()) }); ok {
+		l.OnLoss(p.forgetUnsent)
+	}
+}
+
+// forgetUnsent drops, in every group, what was accepted and is recorded nowhere in OpenStack:
+// this replica stopped leading, and the leading one derives its state from OpenStack.
+func (p *Provider) forgetUnsent() {
+	for _, g := range p.Manager.Groups() {
+		if f, ok := g.(interface{ ForgetUnsent() }); ok {
+			f.ForgetUnsent()
+		}
 	}
 }
 
@@ -98,8 +112,16 @@ func New(ctx context.Context, cfg *config.Config, clients *openstack.Clients, me
 	return p, nil
 }
 
+// startupBackoff retries the start's look-ups through a cloud that fails now and then: a 503 at
+// start must not cost a restart (and, in a Pod, a crash-loop back-off).
+var startupBackoff = openstack.Backoff{Attempts: 6, Initial: time.Second, Max: 5 * time.Second}
+
 func (p *Provider) loadFlavors(ctx context.Context) error {
-	pages, err := flavors.ListDetail(p.Clients.Compute, flavors.ListOpts{AccessType: flavors.AllAccess}).AllPages(ctx)
+	var pages pagination.Page
+	err := startupBackoff.Retry(ctx, "list flavors", func(ctx context.Context) (err error) {
+		pages, err = flavors.ListDetail(p.Clients.Compute, flavors.ListOpts{AccessType: flavors.AllAccess}).AllPages(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("listing flavors: %w", err)
 	}
@@ -124,7 +146,11 @@ func (p *Provider) resolveImage(ctx context.Context, nameOrID string) (string, e
 	if img, err := images.Get(ctx, p.Clients.Image, nameOrID).Extract(); err == nil {
 		return img.ID, nil
 	}
-	pages, err := images.List(p.Clients.Image, images.ListOpts{Name: nameOrID}).AllPages(ctx)
+	var pages pagination.Page
+	err := startupBackoff.Retry(ctx, "look up image", func(ctx context.Context) (err error) {
+		pages, err = images.List(p.Clients.Image, images.ListOpts{Name: nameOrID}).AllPages(ctx)
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("looking up image %q: %w", nameOrID, err)
 	}
