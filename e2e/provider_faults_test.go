@@ -245,7 +245,7 @@ func soak(t *testing.T, w *framework.World, hooks soakHooks, group string, maxSi
 		hooks.chaos = func(string) {}
 	}
 	d := hooks.driver()
-	named := map[string]bool{} // providerIDs named by a DeleteNodes call that succeeded
+	named := map[string]bool{}     // providerIDs named by a DeleteNodes call that succeeded
 	seen := map[string]time.Time{} // server ID -> first seen
 	// A scale-up that answered an error is undone: up to its size of servers first seen after it
 	// began may go unnamed.

@@ -1229,7 +1229,7 @@ func TestIncreaseNotSentBeforeLeadershipWasLostIsDropped(t *testing.T) {
 	if err := g.IncreaseSize(context.Background(), 2); err != nil {
 		t.Fatal(err)
 	}
-	g.ForgetUnsent() // the provider's hook when the Lease goes to the other replica
+	g.ForgetUnsent()                                       // the provider's hook when the Lease goes to the other replica
 	cloud.SetStack(stack, map[string]string{"count": "2"}) // the other replica's update
 	gt.leads.Store(true)
 	for range 3 {
