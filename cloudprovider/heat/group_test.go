@@ -19,6 +19,7 @@ import (
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader/leadertest"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack"
@@ -707,18 +708,11 @@ func (h *holdPatch) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestARefreshThatReadWhileAnUpdateWasOnItsWayDoesNotUndoIt(t *testing.T) {
 	cloud := newCloud(t)
 	stack, _ := workers(cloud, 2)
-	clients := cloud.Clients()
-	base := clients.Provider.HTTPClient.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	patch := &holdPatch{base: base, held: make(chan struct{}), release: make(chan struct{})}
-	read := &holdNext{base: patch, held: make(chan struct{}), release: make(chan struct{})}
-	clients.Provider.HTTPClient.Transport = read
-	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
-		cluster, clients.Orchestration)
-	t.Cleanup(g.Stop)
-	g.PollInterval = 5 * time.Millisecond
+	var read *holdNext
+	g, patch := groupWithHeldPatch(t, cloud, func(patch http.RoundTripper) http.RoundTripper {
+		read = &holdNext{base: patch, held: make(chan struct{}), release: make(chan struct{})}
+		return read
+	})
 	mustObserve(t, cloud, g)
 	if err := g.IncreaseSize(context.Background(), 3); err != nil {
 		t.Fatal(err)
@@ -954,17 +948,7 @@ func TestDecreaseTargetSizeTakesBackOnlyIncreasesNotSent(t *testing.T) {
 func TestDecreaseTargetSizeWhileTheIncreaseIsSentIsRefused(t *testing.T) {
 	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 3)
-	clients := cloud.Clients()
-	base := clients.Provider.HTTPClient.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	patch := &holdPatch{base: base, held: make(chan struct{}), release: make(chan struct{})}
-	clients.Provider.HTTPClient.Transport = patch
-	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
-		cluster, clients.Orchestration)
-	t.Cleanup(g.Stop)
-	g.PollInterval = 5 * time.Millisecond
+	g, patch := groupWithHeldPatch(t, cloud, nil)
 	mustObserve(t, cloud, g)
 	if err := g.IncreaseSize(context.Background(), 2); err != nil {
 		t.Fatal(err)
@@ -1177,15 +1161,6 @@ func TestAutoScalingGroupRemovalHeldBehindAFailedMemberLetsScaleUpsOut(t *testin
 	_ = stack
 }
 
-type gate struct{ leads atomic.Bool }
-
-func (g *gate) Leads() (bool, string) {
-	if g.leads.Load() {
-		return true, ""
-	}
-	return false, "standby"
-}
-
 // A standby replica sees a removal the leader recorded on a member's server before it was
 // killed: it sends no stack update (two writers on one stack lose changes), until its
 // autoscaler leads; then it removes exactly that member.
@@ -1199,7 +1174,7 @@ func TestStandbySendsNoStackUpdateUntilItLeads(t *testing.T) {
 	}
 	standby := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
 	standby.Compute = cloud.Clients().Compute
-	var g gate
+	var g leadertest.Switch
 	standby.Leader = &g
 	for range 3 {
 		mustObserve(t, cloud, standby)
@@ -1208,7 +1183,7 @@ func TestStandbySendsNoStackUpdateUntilItLeads(t *testing.T) {
 	if updates, _ := cloud.StackUpdates(stack); len(updates) != 0 {
 		t.Fatalf("the standby sent stack updates %v", updates)
 	}
-	g.leads.Store(true)
+	g.Set(true)
 	openstacktest.Eventually(t, "the leader removes the recorded member", func() bool {
 		mustObserve(t, cloud, standby)
 		return slices.Equal(cloud.StackMembers(nodes), []string{"0", "2"})
@@ -1223,7 +1198,7 @@ func TestIncreaseNotSentBeforeLeadershipWasLostIsDropped(t *testing.T) {
 	cloud := newCloud(t)
 	stack, nodes := workers(cloud, 0)
 	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
-	var gt gate
+	var gt leadertest.Switch
 	g.Leader = &gt
 	mustObserve(t, cloud, g)
 	if err := g.IncreaseSize(context.Background(), 2); err != nil {
@@ -1231,7 +1206,7 @@ func TestIncreaseNotSentBeforeLeadershipWasLostIsDropped(t *testing.T) {
 	}
 	g.ForgetUnsent()                                       // the provider's hook when the Lease goes to the other replica
 	cloud.SetStack(stack, map[string]string{"count": "2"}) // the other replica's update
-	gt.leads.Store(true)
+	gt.Set(true)
 	for range 3 {
 		mustObserve(t, cloud, g)
 		time.Sleep(50 * time.Millisecond)
@@ -1245,4 +1220,25 @@ func TestIncreaseNotSentBeforeLeadershipWasLostIsDropped(t *testing.T) {
 	if got := g.TargetSize(); got != 2 {
 		t.Errorf("target %d, want 2", got)
 	}
+}
+
+// groupWithHeldPatch is a group of the "workers" stack whose stack updates are held by a
+// holdPatch (wrapped by outer, when given) until the test releases them.
+func groupWithHeldPatch(t *testing.T, cloud *openstacktest.Cloud, outer func(http.RoundTripper) http.RoundTripper) (*heat.Group, *holdPatch) {
+	t.Helper()
+	clients := cloud.Clients()
+	base := clients.Provider.HTTPClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	patch := &holdPatch{base: base, held: make(chan struct{}), release: make(chan struct{})}
+	clients.Provider.HTTPClient.Transport = patch
+	if outer != nil {
+		clients.Provider.HTTPClient.Transport = outer(patch)
+	}
+	g := heat.New(config.NodeGroup{Name: "workers", Backend: config.BackendHeat, MaxSize: 10, Heat: &config.Heat{Stack: "workers"}},
+		cluster, clients.Orchestration)
+	t.Cleanup(g.Stop)
+	g.PollInterval = 5 * time.Millisecond
+	return g, patch
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/config"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader/leadertest"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nodegroup"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/nova"
@@ -527,15 +528,6 @@ func TestAFailedMarkUndoesTheCallsOtherMarks(t *testing.T) {
 	}
 }
 
-type gate struct{ leads atomic.Bool }
-
-func (g *gate) Leads() (bool, string) {
-	if g.leads.Load() {
-		return true, ""
-	}
-	return false, "standby"
-}
-
 // Two replicas, each beside its own autoscaler; only the Lease holder's may write on its own.
 // The standby sees a deletion the leader recorded and a replacement the leader started (the
 // old server renamed -replaced): it deletes nothing and creates nothing (two successors under
@@ -552,7 +544,7 @@ func TestStandbyWritesNothingUntilItLeads(t *testing.T) {
 	before := cloud.Calls()
 
 	standby := newGroup(cloud, nil, 0, 5)
-	var g gate
+	var g leadertest.Switch
 	standby.Leader = &g
 	for range 3 {
 		observe(t, cloud, standby)
@@ -568,7 +560,7 @@ func TestStandbyWritesNothingUntilItLeads(t *testing.T) {
 		t.Fatalf("%d servers while nobody led the writes, want 3", got)
 	}
 	cloud.OnCreate = func(s map[string]any) { s["status"] = "ACTIVE" } // the successor boots
-	g.leads.Store(true)
+	g.Set(true)
 	openstacktest.Eventually(t, "the new leader finishes the recorded deletion and replacement", func() bool {
 		observe(t, cloud, standby)
 		names := map[string]int{}
