@@ -201,8 +201,8 @@ func TestNovaGroupGrowsForPendingPodsAndRemovesNamedNodes(t *testing.T) {
 	if err := d.IncreaseSize(ctx, group, need); err != nil {
 		t.Fatal(err)
 	}
-	// IncreaseSize answers once Nova accepted the servers (so a restart cannot lose them), and
-	// at the latest after 3 s, within the autoscaler's 5 s gRPC timeout.
+	// IncreaseSize answers once Nova accepted the servers (so a restart cannot lose them),
+	// within the autoscaler's 5 s gRPC timeout (or answers an error and makes nothing).
 	answered := time.Since(start)
 	if answered > 4*time.Second {
 		t.Errorf("IncreaseSize took %s: it must answer within the autoscaler's gRPC timeout", answered)
@@ -338,28 +338,6 @@ func TestNovaQuotaExhaustedIsOutOfResources(t *testing.T) {
 	if left := groupServers(t, w, group); len(left) != 0 {
 		t.Errorf("servers created despite the quota: %v", left)
 	}
-}
-
-// Killed in the middle of a scale-up and restarted, the provider rebuilds its state from
-// OpenStack: no duplicate servers, no server it does not know.
-func TestNovaProviderRestartMidScaleUpCreatesNoDuplicates(t *testing.T) {
-	const group = "nova-restart"
-	w, p, d := novaGroupUnderTest(t, group, 0, 5)
-	ctx := context.Background()
-	if err := d.IncreaseSize(ctx, group, 3); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond) // the POSTs are under way
-	p.Kill()
-	p.Restart(t)
-	d.Client = p.Client
-	// Whatever the crash let through is all there is; the restarted provider reports exactly it.
-	time.Sleep(5 * time.Second)
-	framework.Eventually(t, 60*time.Second, time.Second, "provider's members equal Nova's servers", func() (bool, error) {
-		servers, size, err := providerMatchesNova(t, w, d, group, 3)
-		return err == nil && size == servers, err
-	})
-	t.Logf("after the crash: %d server(s) in Nova, all known to the restarted provider", len(groupServers(t, w, group)))
 }
 
 // providerMatchesNova compares the group's servers in Nova with the provider's instances: it
