@@ -198,6 +198,9 @@ func (h *Housekeeping) Run(ctx context.Context, d *Driver, loop *Loop) Did {
 	if h.unregistered == nil {
 		h.unregistered = map[string]time.Time{}
 	}
+	if h.scaleUps == nil {
+		h.scaleUps = map[string][]scaleUp{}
+	}
 	h.mu.Unlock()
 	registered := map[string]corev1.Node{}
 	for _, n := range loop.Nodes {
