@@ -1142,6 +1142,9 @@ func TestChartCertificatesWithTheBinaries(t *testing.T) {
 	}
 	grpcAddr, httpAddr := framework.FreeAddr(t), framework.FreeAddr(t)
 	args := rewriteArgs(dep.Spec.Template.Spec.InitContainers[0].Args, mounts, map[string]string{"--listen": grpcAddr, "--http-listen": httpAddr})
+	// In its pod the provider reaches the API server in-cluster (it follows the autoscaler's
+	// Lease); here, through the world's kubeconfig.
+	args = append(args, "--kubeconfig", w.Env["KUBECONFIG"])
 	framework.Start(t, "openstack-provider", framework.ProviderBinary(t), args...)
 	framework.Eventually(t, time.Minute, 500*time.Millisecond, "openstack-provider ready", func() (bool, error) {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
