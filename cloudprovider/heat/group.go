@@ -430,6 +430,10 @@ func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
 		case ok:
 			m := g.memberLocked(name)
 			switch {
+			case m.serverID != "" && g.recorder != nil && g.recorder.Undoing(m.serverID):
+				err := fmt.Errorf("node group %q: member %s: the mark of an earlier call that failed is being taken off: nothing deleted, ask again in a moment", g.cfg.Name, name)
+				g.mu.Unlock()
+				return err
 			case slices.Contains(g.reserved, name):
 				err := fmt.Errorf("node group %q: member %s is named by another deletion call still being recorded: ask again once it has answered", g.cfg.Name, name)
 				g.mu.Unlock()
@@ -500,9 +504,11 @@ func (g *Group) DeleteInstances(ctx context.Context, ids []string) error {
 		return !slices.Contains(g.replacing, n) || slices.Contains(g.inFlight, n)
 	})
 	if cancelPending > len(g.pendingLocked()) {
+		g.undoMarks(serverIDs)
 		return fmt.Errorf("node group %q: the pending members asked to go were created meanwhile: delete them by node: %w", g.cfg.Name, nodegroup.ErrOutOfRange)
 	}
 	if err := g.sentPendingErrLocked(cancelPending); err != nil {
+		g.undoMarks(serverIDs)
 		return err
 	}
 	for _, n := range dropSuccessor {
@@ -630,9 +636,17 @@ func (g *Group) leads() bool {
 	return ok
 }
 
-// undoingLocked says whether a failed call's deletion mark is being taken off the server.
-func (g *Group) undoingLocked(serverID string) bool {
-	return g.recorder != nil && g.recorder.Undoing(serverID)
+// undoMarks takes off the marks of a call that answers an error after its servers were marked.
+func (g *Group) undoMarks(serverIDs []string) {
+	if g.Compute != nil && g.recorder != nil {
+		g.recorder.Undo(serverIDs)
+	}
+}
+
+// undoneSinceLocked says whether a failed call's deletion mark is being taken off the server,
+// or was after since (a listing begun then may still show it).
+func (g *Group) undoneSinceLocked(serverID string, since time.Time) bool {
+	return g.recorder != nil && g.recorder.UndoneSince(serverID, since)
 }
 
 // Busy says whether a stack update is pending or running.

@@ -1242,3 +1242,38 @@ func groupWithHeldPatch(t *testing.T, cloud *openstacktest.Cloud, outer func(htt
 	g.PollInterval = 5 * time.Millisecond
 	return g, patch
 }
+
+// reentrantGate calls back into the group when asked, as a leadership change's hook does
+// (ForgetUnsent takes the group's lock).
+type reentrantGate struct{ g *heat.Group }
+
+func (r *reentrantGate) Leads() (bool, string) {
+	r.g.ForgetUnsent()
+	return true, ""
+}
+
+// A refresh asks whether this replica leads, and the answer may run hooks that take the
+// group's lock: it used to ask under that lock, and the group (then the whole manager, and
+// every gRPC call touching the group) hung for ever.
+func TestLeadershipCheckInARefreshTakesNoLockAHookNeeds(t *testing.T) {
+	cloud := newCloud(t)
+	_, nodes := workers(cloud, 2)
+	marked := cloud.MemberServers(nodes, "1")[0] // a recorded removal: the refresh asks whether to resume it
+	if _, err := servers.UpdateMetadata(context.Background(), cloud.Clients().Compute, marked,
+		servers.MetadataOpts{membership.DeletionKey: "2026-12-08T00:00:00Z"}).Extract(); err != nil {
+		t.Fatal(err)
+	}
+	g := newGroup(t, cloud, "workers", config.Heat{Stack: "workers"}, 0, 10)
+	g.Compute = cloud.Clients().Compute
+	g.Leader = &reentrantGate{g: g}
+	done := make(chan error, 1)
+	go func() { done <- observe(t, cloud, g) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refresh hung: it asked for leadership under the group's lock")
+	}
+}

@@ -46,6 +46,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	if found == nil {
 		return fmt.Errorf("stack %q not found in the project: create it (see examples/heat-node-group.yaml) or fix heat.stack", g.cfg.Heat.Stack)
 	}
+	leads := g.leads() // before g.mu: a change of leadership runs hooks that take it
 	g.mu.Lock()
 	// An update on its way when this refresh began may reach the stack after the refresh read
 	// it: what it recorded is newer, as is what one sent after the refresh began.
@@ -85,7 +86,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	present := map[string]bool{}
 	for _, m := range members {
 		present[m.name] = true
-		if _, marked := byID[m.serverID].Metadata[membership.DeletionKey]; marked && !g.removingLocked(m) && !g.undoingLocked(m.serverID) && g.leads() {
+		if _, marked := byID[m.serverID].Metadata[membership.DeletionKey]; marked && !g.removingLocked(m) && !g.undoneSinceLocked(m.serverID, snap.Started) && leads {
 			klog.InfoS("resuming an accepted removal recorded on the member's server", "group", g.cfg.Name, "member", m.name, "server", m.serverID)
 			g.removal = append(g.removal, m.name)
 		}

@@ -46,11 +46,18 @@ type Lease struct {
 	onLoss  []func()
 	onGain  []func()
 	leading bool
+
+	// Hooks run in order on one goroutine of their own: Leads is called under the groups'
+	// locks, and a hook takes them.
+	hookMu  sync.Mutex
+	hooks   []func()
+	signal  chan struct{}
+	runHook sync.Once
 }
 
 // NewLease follows namespace/name for identity; Start begins the watch.
 func NewLease(namespace, name, identity string) *Lease {
-	return &Lease{Namespace: namespace, Name: name, Identity: identity, now: time.Now}
+	return &Lease{Namespace: namespace, Name: name, Identity: identity, now: time.Now, signal: make(chan struct{}, 1)}
 }
 
 // Start watches the Lease (one object, through an informer) until ctx ends.
@@ -132,10 +139,37 @@ func (l *Lease) Leads() (bool, string) {
 		hooks = append(hooks, l.onGain...)
 	}
 	l.mu.Unlock()
-	for _, f := range hooks {
-		f()
+	if len(hooks) > 0 {
+		l.deliver(hooks)
 	}
 	return ok, why
+}
+
+func (l *Lease) deliver(hooks []func()) {
+	l.hookMu.Lock()
+	l.hooks = append(l.hooks, hooks...)
+	l.hookMu.Unlock()
+	l.runHook.Do(func() { go l.runHooks() })
+	select {
+	case l.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Lease) runHooks() {
+	for range l.signal {
+		for {
+			l.hookMu.Lock()
+			if len(l.hooks) == 0 {
+				l.hookMu.Unlock()
+				break
+			}
+			f := l.hooks[0]
+			l.hooks = l.hooks[1:]
+			l.hookMu.Unlock()
+			f()
+		}
+	}
 }
 
 func (l *Lease) leadsLocked() (bool, string) {

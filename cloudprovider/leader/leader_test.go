@@ -1,6 +1,7 @@
 package leader
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,8 +20,8 @@ func TestLeadsOnlyWhileTheLeaseNamesThisPod(t *testing.T) {
 	now := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
 	l := NewLease("kube-system", "cluster-autoscaler", "pod-a")
 	l.now = func() time.Time { return now }
-	losses := 0
-	l.OnLoss(func() { losses++ })
+	var losses atomic.Int32
+	l.OnLoss(func() { losses.Add(1) })
 	if ok, why := l.Leads(); ok || why == "" {
 		t.Errorf("before the Lease is read: leads %v (%q), want false with a reason", ok, why)
 	}
@@ -43,7 +44,11 @@ func TestLeadsOnlyWhileTheLeaseNamesThisPod(t *testing.T) {
 			t.Errorf("step %d: leads %v (%q), want %v", i, ok, why, s.want)
 		}
 	}
-	if losses != 2 {
-		t.Errorf("%d losses told, want 2 (expiry, handover)", losses)
+	for i := 0; i < 1000 && losses.Load() < 2; i++ { // hooks run on their own goroutine
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if got := losses.Load(); got != 2 {
+		t.Errorf("%d losses told, want 2 (expiry, handover)", got)
 	}
 }

@@ -124,8 +124,11 @@ type Recorder struct {
 	// Timeout bounds a mark's requests, which outlive the call that sent them.
 	Timeout time.Duration
 
-	mu       sync.Mutex
-	undoing  map[string]int // servers whose marks are being taken off
+	mu      sync.Mutex
+	undoing map[string]int // servers whose marks are being taken off
+	// undoneAt is when each server's mark was last taken off: a listing begun before that may
+	// still show it.
+	undoneAt map[string]time.Time
 	inflight sync.WaitGroup
 }
 
@@ -150,7 +153,9 @@ func (r *Recorder) Record(ctx context.Context, serverIDs []string) (refused, mar
 	select {
 	case errs = <-done:
 	case <-ctx.Done():
-		r.startUndo(serverIDs, func() []string { return landed(serverIDs, <-done) })
+		// Every server is unmarked, not only those whose mark is known to have landed: a mark
+		// whose answer was lost may have landed too (a 404 from the unmark is no error).
+		r.startUndo(serverIDs, func() []string { <-done; return serverIDs })
 		return nil, nil, fmt.Errorf("recording the deletion of %d server(s) in Nova did not finish before the call's deadline: %w", len(serverIDs), ctx.Err())
 	}
 	var failed error
@@ -165,7 +170,13 @@ func (r *Recorder) Record(ctx context.Context, serverIDs []string) (refused, mar
 		}
 	}
 	if failed != nil {
-		r.Undo(marked)
+		var undo []string
+		for _, id := range serverIDs {
+			if !RefusedForState(errs[id]) {
+				undo = append(undo, id) // a failed mark's request may have landed all the same
+			}
+		}
+		r.Undo(undo)
 		return nil, nil, failed
 	}
 	return refused, marked, nil
@@ -198,9 +209,19 @@ func (r *Recorder) startUndo(serverIDs []string, marked func() []string) {
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		now := time.Now()
+		if r.undoneAt == nil {
+			r.undoneAt = map[string]time.Time{}
+		}
+		for id, at := range r.undoneAt {
+			if now.Sub(at) > time.Hour {
+				delete(r.undoneAt, id)
+			}
+		}
 		for _, id := range serverIDs {
 			if r.undoing[id]--; r.undoing[id] <= 0 {
 				delete(r.undoing, id)
+				r.undoneAt[id] = now
 			}
 		}
 	}()
@@ -213,6 +234,14 @@ func (r *Recorder) Undoing(serverID string) bool {
 	return r.undoing[serverID] > 0
 }
 
+// UndoneSince says whether a listing begun at since may show a mark that a failed call's
+// undo is taking off, or took off after since: such a mark must not be resumed.
+func (r *Recorder) UndoneSince(serverID string, since time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.undoing[serverID] > 0 || r.undoneAt[serverID].After(since)
+}
+
 // Wait blocks until marks being taken off are (for tests and shutdown).
 func (r *Recorder) Wait() { r.inflight.Wait() }
 
@@ -221,14 +250,4 @@ func (r *Recorder) timeout() time.Duration {
 		return r.Timeout
 	}
 	return 30 * time.Second
-}
-
-func landed(serverIDs []string, errs map[string]error) []string {
-	var out []string
-	for _, id := range serverIDs {
-		if errs[id] == nil {
-			out = append(out, id)
-		}
-	}
-	return out
 }

@@ -395,6 +395,10 @@ func (g *Group) reserveDeletion(ids []string) (servers, failures, replaced []str
 		if g.reserved[serverID] {
 			return nil, nil, nil, fmt.Errorf("node group %q: server %s is named by another deletion call still being recorded: ask again once it has answered", g.cfg.Name, serverID)
 		}
+		if g.recorder.Undoing(serverID) {
+			// A failed call's unmark is on its way: it would take this call's mark off.
+			return nil, nil, nil, fmt.Errorf("node group %q: server %s: the mark of an earlier call that failed is being taken off: nothing deleted, ask again in a moment", g.cfg.Name, serverID)
+		}
 		if g.renaming[serverID] {
 			// The rename decides whether a successor is made: deleting now would leave the
 			// successor and the target both up.
@@ -490,7 +494,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		}
 	}
 	for id, m := range g.members {
-		if _, marked := m.server.Metadata[membership.DeletionKey]; marked && !g.isDeletingLocked(id, m) && !g.recorder.Undoing(id) && leads {
+		if _, marked := m.server.Metadata[membership.DeletionKey]; marked && !g.isDeletingLocked(id, m) && !g.recorder.UndoneSince(id, snap.Started) && leads {
 			klog.InfoS("resuming an accepted deletion recorded on the server", "group", g.cfg.Name, "server", m.server.Name, "id", id)
 			g.startDeleteLocked(id)
 		}

@@ -581,3 +581,48 @@ func waitAtMost(g *nova.Group, d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// A call fails at its deadline; its mark lands afterwards and is being taken off when a refresh
+// lists the servers (the mark still on). That refresh, observed after the unmark finished, must
+// not resume the deletion: the autoscaler untainted the node when the call failed.
+func TestARefreshThatListedAMarkBeingUndoneDoesNotResumeIt(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	id := cloud.AddServer("prod-workers-a", "ACTIVE", membership.Metadata(cluster, "workers"))
+	cloud.AddServer("prod-workers-b", "ACTIVE", membership.Metadata(cluster, "workers"))
+	markHeld, unmarkHeld := make(chan struct{}), make(chan struct{})
+	var unmarking atomic.Bool
+	cloud.Fault = func(r *http.Request) int {
+		switch {
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, id+"/metadata"):
+			<-markHeld
+		case r.Method == http.MethodDelete && strings.Contains(r.URL.Path, id+"/metadata/"):
+			unmarking.Store(true)
+			<-unmarkHeld
+		}
+		return 0
+	}
+	g := newGroup(cloud, nil, 0, 5)
+	observe(t, cloud, g)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := g.DeleteInstances(ctx, []string{membership.ProviderID(id)}); err == nil {
+		t.Fatal("the call answered OK though its mark was held past its deadline")
+	}
+	close(markHeld) // the mark lands after the error answer; its unmark is sent and held
+	openstacktest.Eventually(t, "the unmark to be on its way", unmarking.Load)
+	snap := &nodegroup.Snapshot{Started: time.Now()}
+	pages, err := servers.List(cloud.Clients().Compute, servers.ListOpts{}).AllPages(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Servers, _ = servers.ExtractServers(pages) // lists the mark
+	close(unmarkHeld)
+	g.Wait() // the unmark is done
+	if err := g.Observe(context.Background(), snap); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	if cloud.ServerBody(id) == nil {
+		t.Error("the server of a call that failed was deleted by a refresh that listed its mark while it was being taken off")
+	}
+}

@@ -83,6 +83,9 @@ func (p *Provider) discoverStacks(_ context.Context, snap *nodegroup.Snapshot, k
 		klog.InfoS("discovered node group", "stack", s.Name, "min", cfg.MinSize, "max", cfg.MaxSize)
 		g := heat.New(cfg, p.Config.ClusterName, p.Clients.Orchestration)
 		g.IDs, g.Compute = p.providerIDs(), p.Clients.Compute
+		if p.Leader != nil {
+			setLeader(g, p.Leader) // a discovered group writes only while this replica leads, too
+		}
 		out = append(out, g)
 	}
 	return out

@@ -14,6 +14,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/heat"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader"
+	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/leader/leadertest"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/membership"
 	"github.com/openstack-autoscaler/openstack-autoscaler/cloudprovider/openstack/openstacktest"
 )
@@ -192,5 +194,33 @@ func TestStackMadeAgainUnderItsNameGetsANewGroup(t *testing.T) {
 	}
 	if got := second.(*heat.Group).StackID(); got != made.ID {
 		t.Errorf("the new group reads stack %s, want %s", got, made.ID)
+	}
+}
+
+// A group discovered after this replica was made a standby writes nothing on its own either:
+// discovered groups got no gate (nil: always leads), so a standby sent their stack updates.
+func TestDiscoveredGroupsFollowTheLeadershipGate(t *testing.T) {
+	cloud := openstacktest.NewCloud(t)
+	cloud.AddStack("prod-spare", map[string]string{"count": "0", "removal": ""}).Tags =
+		[]string{TagEnabled, TagClusterPrefix + "prod", TagMin + "0", TagMax + "5"}
+	p, err := newProvider(t, cloud, "cloud: {name: world}\nclusterName: prod\nnodeGroups: []\nautoDiscovery: {heatStacks: true}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var standby leadertest.Switch
+	p.SetLeader(&standby)
+	snap, err := p.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := p.discoverStacks(context.Background(), snap, nil)
+	if len(found) != 1 {
+		t.Fatalf("discovered %d groups, want 1", len(found))
+	}
+	if g := found[0].(*heat.Group); g.Leader != leader.Gate(&standby) {
+		t.Errorf("the discovered group's gate is %v, want this replica's", g.Leader)
+	}
+	for _, g := range found {
+		g.(*heat.Group).Stop()
 	}
 }
