@@ -208,7 +208,7 @@ func TestNovaProviderKilledBeforeCreationsAreAnsweredKnowsEveryServer(t *testing
 	// answers are still held: whatever the crash let through is all there is, and the restarted
 	// provider knows each server Nova has once, no duplicate (a failed scale-up whose servers
 	// survive a crash is no loss: the autoscaler sees their nodes register).
-	if err := d.IncreaseSize(ctx, group, 3); status.Code(err) != codes.DeadlineExceeded {
+	if err := d.IncreaseSizeOnce(ctx, group, 3); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("IncreaseSize(3) with two answers held past the deadline: %v, want DeadlineExceeded", err)
 	}
 	p.Kill() // two POST answers are still on their way
@@ -267,7 +267,7 @@ func soak(t *testing.T, w *framework.World, hooks soakHooks, group string, maxSi
 	}
 	increase := func(n int) error {
 		began := time.Now()
-		err := d.IncreaseSize(ctx, group, n)
+		err := d.IncreaseSizeOnce(ctx, group, n)
 		if err != nil {
 			res.failedScaleUps++
 			undos = append(undos, &undone{began: began, left: n})

@@ -49,14 +49,14 @@ func toStatus(err error) error {
 // deadline.
 const defaultCallTimeout = 5 * time.Second
 
-// answerBy gives a call's work its deadline less a margin to send the answer (a fifth of the
-// time left, at most a second).
+// answerBy gives a call's work its deadline less a margin to send the answer (a tenth of the
+// time left, at most half a second).
 func answerBy(ctx context.Context) (context.Context, context.CancelFunc) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(defaultCallTimeout)
 	}
-	margin := min(time.Until(deadline)/5, time.Second)
+	margin := min(time.Until(deadline)/10, 500*time.Millisecond)
 	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 

@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -175,8 +178,22 @@ func (d *Driver) TargetSize(parent context.Context, group string) (int, error) {
 	return int(resp.GetTargetSize()), err
 }
 
-// IncreaseSize of a group.
+// IncreaseSize of a group, asked again (up to twice) when a call runs out of time: the provider
+// answers OK only once Nova accepted every server, and a slow Nova worker can take longer than
+// the call's timeout; the failed call made nothing, and the autoscaler asks again in a later
+// loop (after its back-off, which a test need not wait for).
 func (d *Driver) IncreaseSize(parent context.Context, group string, delta int) error {
+	var err error
+	for range 3 {
+		if err = d.IncreaseSizeOnce(parent, group, delta); status.Code(err) != codes.DeadlineExceeded {
+			return err
+		}
+	}
+	return err
+}
+
+// IncreaseSizeOnce makes one NodeGroupIncreaseSize call.
+func (d *Driver) IncreaseSizeOnce(parent context.Context, group string, delta int) error {
 	ctx, cancel := d.ctx(parent)
 	defer cancel()
 	_, err := d.Client.NodeGroupIncreaseSize(ctx, &pb.NodeGroupIncreaseSizeRequest{Id: group, Delta: int32(delta)})
