@@ -43,7 +43,7 @@ type Group struct {
 	// PollInterval is how often a running stack update is checked.
 	PollInterval time.Duration
 	// Compute, when set, records accepted removals on the members' servers (see
-	// membership.MarkDeletion) so that they survive a restart of the provider.
+	// membership.Recorder) so that they survive a restart of the provider.
 	Compute *gophercloud.ServiceClient
 	// IDs writes the providerIDs of members (set before the group is used).
 	IDs membership.IDs
@@ -626,10 +626,7 @@ func (g *Group) ForgetUnsent() {
 
 // leads says whether this provider may write on its own initiative (Leader).
 func (g *Group) leads() bool {
-	if g.Leader == nil {
-		return true
-	}
-	ok, why := g.Leader.Leads()
+	ok, why := leader.Leads(g.Leader)
 	if !ok {
 		klog.V(4).InfoS("standby: no stack update, no resumed removal", "group", g.cfg.Name, "why", why)
 	}

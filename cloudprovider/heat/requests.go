@@ -35,7 +35,7 @@ const markReason = "removed by openstack-autoscaler"
 
 // Observe reads the stack's parameters and status (one call) and its members (one call: its
 // resources two levels deep). Servers whose removal was accepted before a restart (marked by
-// membership.MarkDeletion) are named for removal again.
+// membership.Recorder) are named for removal again.
 func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	var found *stacks.ListedStack
 	for i, s := range snap.Stacks {

@@ -27,6 +27,14 @@ type Gate interface {
 	Leads() (bool, string)
 }
 
+// Leads asks gate; no gate (nil) is a single replica, which always leads.
+func Leads(gate Gate) (bool, string) {
+	if gate == nil {
+		return true, ""
+	}
+	return gate.Leads()
+}
+
 // Always leads: a single replica (the flag naming a Lease is not set).
 type Always struct{}
 

@@ -31,24 +31,9 @@ const DeletionKey = "openstack-autoscaler:delete-requested"
 // it accepts a rename in any state; a provider restarted at any point finishes the replacement.
 const ReplacedSuffix = "-replaced"
 
-// markTimeout bounds the marking: DeleteNodes answers within the autoscaler's gRPC timeout
-// (5 s by default).
-const markTimeout = 3 * time.Second
-
 // markParallelism bounds the requests in flight: a scale-down of a hundred nodes must not
 // arrive at Nova as a hundred simultaneous calls.
 const markParallelism = 10
-
-// MarkDeletion records on each server that its removal was accepted, in parallel. A server
-// that cannot be marked in time is still removed by this process; only a restart before its
-// removal would forget it, which is logged.
-func MarkDeletion(compute *gophercloud.ServiceClient, backoff openstack.Backoff, serverIDs []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
-	defer cancel()
-	for id, err := range Mark(ctx, compute, backoff, serverIDs, DeletionKey, time.Now().UTC().Format(time.RFC3339)) {
-		klog.ErrorS(err, "could not record the accepted removal on the server; it is removed all the same unless the provider restarts first", "server", id)
-	}
-}
 
 // Mark sets key=value in each server's metadata, markParallelism at a time, within ctx; it
 // returns the errors by server (a server already gone is no error). A server whose state
@@ -155,7 +140,7 @@ func (r *Recorder) Record(ctx context.Context, serverIDs []string) (refused, mar
 	case <-ctx.Done():
 		// Every server is unmarked, not only those whose mark is known to have landed: a mark
 		// whose answer was lost may have landed too (a 404 from the unmark is no error).
-		r.startUndo(serverIDs, func() []string { <-done; return serverIDs })
+		r.startUndo(serverIDs, func() { <-done })
 		return nil, nil, fmt.Errorf("recording the deletion of %d server(s) in Nova did not finish before the call's deadline: %w", len(serverIDs), ctx.Err())
 	}
 	var failed error
@@ -184,10 +169,12 @@ func (r *Recorder) Record(ctx context.Context, serverIDs []string) (refused, mar
 
 // Undo takes the deletion marks off the servers, in the background.
 func (r *Recorder) Undo(serverIDs []string) {
-	r.startUndo(serverIDs, func() []string { return serverIDs })
+	r.startUndo(serverIDs, nil)
 }
 
-func (r *Recorder) startUndo(serverIDs []string, marked func() []string) {
+// startUndo unmarks the servers in the background, once landed (when given) has returned: the
+// marks' own requests must be over first, or one could land after its unmark.
+func (r *Recorder) startUndo(serverIDs []string, landed func()) {
 	if len(serverIDs) == 0 {
 		return
 	}
@@ -204,7 +191,10 @@ func (r *Recorder) startUndo(serverIDs []string, marked func() []string) {
 		defer r.inflight.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*r.timeout())
 		defer cancel()
-		for id, err := range Unmark(ctx, r.Compute, *r.Backoff, marked(), DeletionKey) {
+		if landed != nil {
+			landed()
+		}
+		for id, err := range Unmark(ctx, r.Compute, *r.Backoff, serverIDs, DeletionKey) {
 			klog.ErrorS(err, "could not take off the deletion mark of a call that failed: the server stays a member, but a provider restarted before the mark is gone would delete it", "server", id)
 		}
 		r.mu.Lock()

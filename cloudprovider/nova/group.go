@@ -459,7 +459,7 @@ func (g *Group) existingLocked() int {
 
 // Observe rebuilds membership from the snapshot's server listing. It adopts servers whose
 // POST outcome was unknown, reads the faults of failed creations the listing shows without one,
-// and resumes deletions accepted before a restart (servers marked by MarkDeletion).
+// and resumes deletions accepted before a restart (servers marked by membership.Recorder).
 func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 	faults := g.readFaults(ctx, snap)
 	g.mu.Lock()
@@ -481,10 +481,7 @@ func (g *Group) Observe(ctx context.Context, snap *nodegroup.Snapshot) error {
 		}
 	}
 	// A standby writes nothing: what a leader recorded in OpenStack is the new leader's to finish.
-	leads, why := true, ""
-	if g.Leader != nil {
-		leads, why = g.Leader.Leads()
-	}
+	leads, why := leader.Leads(g.Leader)
 	for id, m := range g.members {
 		if !seen[id] && m.knownSince.Before(snap.Started) {
 			delete(g.members, id)
