@@ -221,7 +221,8 @@ func (h *Housekeeping) Run(ctx context.Context, d *Driver, loop *Loop) Did {
 			}
 			if inst.GetStatus().GetInstanceState() == pb.InstanceStatus_instanceCreating && inst.GetStatus().GetErrorInfo() != nil {
 				if !isNode {
-					node = corev1.Node{Spec: corev1.NodeSpec{ProviderID: id}}
+					// Named after its instance: the outcomes are told by node name.
+					node = corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: id}, Spec: corev1.NodeSpec{ProviderID: id}}
 				}
 				node.UID = "" // deleted without a drain
 				failed = append(failed, node)
@@ -241,13 +242,12 @@ func (h *Housekeeping) Run(ctx context.Context, d *Driver, loop *Loop) Did {
 				old = append(old, corev1.Node{Spec: corev1.NodeSpec{ProviderID: id}})
 			}
 		}
-		for name, err := range d.DeleteNodesAsStock(ctx, group, failed...) {
-			_ = name
-			if err != nil {
-				did.Errors = append(did.Errors, fmt.Errorf("deleting a failed creation of %s: %w", group, err))
-			}
-		}
+		outcomes := d.DeleteNodesAsStock(ctx, group, failed...)
 		for _, n := range failed {
+			if err := outcomes[n.Name]; err != nil {
+				did.Errors = append(did.Errors, fmt.Errorf("deleting a failed creation of %s: %w", group, err))
+				continue
+			}
 			did.DeletedFailed = append(did.DeletedFailed, n.Spec.ProviderID)
 		}
 		for _, n := range old {

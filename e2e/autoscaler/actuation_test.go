@@ -3,11 +3,14 @@ package autoscaler
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,12 +23,19 @@ import (
 // registered node; it records what it was asked.
 type provider struct {
 	pb.UnimplementedCloudProviderServer
+	mu        sync.Mutex
 	deleted   []string
 	decreased []int32
+	refuse    string // a providerID whose deletion fails
 }
 
 func (p *provider) NodeGroupDeleteNodes(_ context.Context, req *pb.NodeGroupDeleteNodesRequest) (*pb.NodeGroupDeleteNodesResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, n := range req.GetNodes() {
+		if n.GetProviderID() == p.refuse {
+			return nil, status.Error(codes.Unavailable, "refused by the test")
+		}
 		p.deleted = append(p.deleted, n.GetProviderID())
 	}
 	return &pb.NodeGroupDeleteNodesResponse{}, nil
@@ -94,5 +104,20 @@ func TestHousekeepingActsAsTheStockAutoscaler(t *testing.T) {
 	}
 	if len(p.decreased) != 1 || p.decreased[0] != -2 {
 		t.Errorf("DecreaseTargetSize calls %v, want one of -2 (the whole increase)", p.decreased)
+	}
+}
+
+// Two failed creations without a node, one whose deletion fails: each outcome is told apart
+// (outcomes were keyed by node name, empty for both, and one hid the other).
+func TestHousekeepingTellsEachFailedCreationsOutcome(t *testing.T) {
+	p := &provider{refuse: "openstack:///f2"}
+	d := driver(t, p)
+	failed := func(id string) *pb.Instance {
+		return &pb.Instance{Id: id, Status: &pb.InstanceStatus{InstanceState: pb.InstanceStatus_instanceCreating, ErrorInfo: &pb.InstanceErrorInfo{ErrorCode: "x"}}}
+	}
+	h := &Housekeeping{}
+	did := h.Run(context.Background(), d, &Loop{Instances: map[string][]*pb.Instance{"g": {failed("openstack:///f1"), failed("openstack:///f2")}}})
+	if len(did.DeletedFailed) != 1 || did.DeletedFailed[0] != "openstack:///f1" || len(did.Errors) != 1 {
+		t.Errorf("deleted %v with errors %v; want openstack:///f1 deleted and one error for openstack:///f2", did.DeletedFailed, did.Errors)
 	}
 }
